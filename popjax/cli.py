@@ -1,0 +1,55 @@
+"""The ``popjax`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from popjax.errors import PopjaxError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="popjax", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train a population with PBT")
+    run.add_argument("config", nargs="?", help="a TOML config; the built-in default if omitted")
+    run.add_argument("--population", type=int, help="members trained together")
+    run.add_argument("--steps", type=int, help="training steps per member")
+    run.add_argument("--interval", type=int, help="steps between PBT rounds")
+    run.add_argument("--batch-size", type=int, dest="batch_size", help="examples per step")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--name", help="names the run folder")
+    run.add_argument("--out", help="the run folder (default runs/<name>-<timestamp>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        return run_command(args)
+    except PopjaxError as error:
+        print(f"popjax: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("popjax: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_command(args) -> int:
+    # Imported here so that `popjax --help` answers without starting JAX.
+    from popjax.report import best_members_table
+    from popjax.sweep import run
+
+    result = run(
+        args.config, out=args.out, progress=not args.quiet, population=args.population,
+        steps=args.steps, interval=args.interval, batch_size=args.batch_size, seed=args.seed,
+        name=args.name,
+    )
+    print(best_members_table(result))
+    test = result.best_test["accuracy"]
+    print(f"best member {result.best_member}: validation accuracy "
+          f"{result.best_val['accuracy']:.4f}, test accuracy {test:.4f} "
+          f"({result.wall_time:.1f} s on {len(result.devices)} device(s))")
+    print(f"results in {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Datasets: MNIST-1D generated locally, sklearn's digits, and a user's own arrays.
+
+Every source ends as a ``Dataset`` of float32 inputs and int32 labels with train, validation
+and test splits. The validation split is carved from the training data: PBT selects on it and
+never sees the test split. Arrays are placed on the device once; each member samples its own
+batches there (``sample_batch``), so no batch crosses from the host during training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from popjax.errors import PopjaxError, unknown_name_error
+
+
+class DataError(PopjaxError):
+    """Data that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str = "arrays"
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "train": len(self.x_train),
+            "val": len(self.x_val),
+            "test": len(self.x_test),
+        }
+
+
+def from_arrays(x, y, x_test, y_test, *, val_fraction=0.2, seed=0, name="arrays") -> Dataset:
+    """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation."""
+    x, y = np.asarray(x, np.float32), np.asarray(y)
+    x_test, y_test = np.asarray(x_test, np.float32), np.asarray(y_test)
+    if len(x) != len(y) or len(x_test) != len(y_test):
+        raise DataError(
+            f"inputs and labels differ in length (train {len(x)} vs {len(y)}, "
+            f"test {len(x_test)} vs {len(y_test)}): give one label per example"
+        )
+    if x.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"train inputs have shape {x.shape[1:]} but test inputs {x_test.shape[1:]}: "
+            "give both the same per-example shape"
+        )
+    if not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer)):
+        raise DataError("labels must be integer class indices 0..C-1")
+    if min(y.min(), y_test.min()) < 0:
+        raise DataError("labels must be integer class indices 0..C-1 (found a negative label)")
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
+    num_val = int(round(len(x) * val_fraction))
+    if num_val < 1 or num_val >= len(x):
+        raise DataError(f"{len(x)} training examples are too few to hold out {val_fraction:.0%}")
+    # A fixed shuffle, so the validation split is the same for every run of the same seed.
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:num_val], order[num_val:]
+    return Dataset(
+        x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
+        x_test, y_test.astype(np.int32), name=name,
+    )
+
+
+def mnist1d(*, val_fraction=0.2, seed=0) -> Dataset:
+    """MNIST-1D (4,000 train, 1,000 test, length 40), generated locally; nothing downloads."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    raw = make_dataset(get_dataset_args())
+    return from_arrays(raw["x"], raw["y"], raw["x_test"], raw["y_test"],
+                       val_fraction=val_fraction, seed=seed, name="mnist1d")
+
+
+def digits(*, val_fraction=0.2, seed=0, test_fraction=0.2) -> Dataset:
+    """sklearn's 8x8 digits (1,797 images, shipped with sklearn), inputs scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x, y = raw.images.astype(np.float32) / 16.0, raw.target
+    order = np.random.default_rng(seed + 1).permutation(len(x))
+    num_test = int(round(len(x) * test_fraction))
+    test, rest = order[:num_test], order[num_test:]
+    return from_arrays(x[rest], y[rest], x[test], y[test],
+                       val_fraction=val_fraction, seed=seed, name="digits")
+
+
+def from_npz(path, *, val_fraction=0.2, seed=0) -> Dataset:
+    """Loads a user's ``.npz`` holding ``x``, ``y``, ``x_test`` and ``y_test``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist: give the path of an .npz file")
+    try:
+        arrays = np.load(path)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read {path} as .npz ({error})") from None
+    missing = [k for k in ("x", "y", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}: save x, y, x_test and y_test")
+    return from_arrays(arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"],
+                       val_fraction=val_fraction, seed=seed, name=path.stem)
+
+
+BUILTIN = {"mnist1d": mnist1d, "digits": digits}
+
+
+def load(name: str = "mnist1d", *, path=None, val_fraction=0.2, seed=0) -> Dataset:
+    """A dataset by config name: ``mnist1d``, ``digits`` or ``npz`` (with ``path``)."""
+    if name == "npz":
+        if path is None:
+            raise DataError("data name 'npz' needs a path: set data.path to your .npz file")
+        return from_npz(path, val_fraction=val_fraction, seed=seed)
+    if name not in BUILTIN:
+        raise DataError(unknown_name_error("dataset", name, (*BUILTIN, "npz")))
+    return BUILTIN[name](val_fraction=val_fraction, seed=seed)
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    """One split on the device."""
+
+    x: jax.Array
+    y: jax.Array
+
+
+def to_device(x, y, sharding=None) -> DeviceSplit:
+    return DeviceSplit(jax.device_put(jnp.asarray(x), sharding),
+                       jax.device_put(jnp.asarray(y), sharding))
+
+
+def sample_batch(key, split: DeviceSplit, batch_size: int):
+    """A batch drawn uniformly with replacement: each member's key gives its own batch order."""
+    index = jax.random.randint(key, (batch_size,), 0, split.x.shape[0])
+    return split.x[index], split.y[index]
+
+
+jax.tree_util.register_dataclass(DeviceSplit, data_fields=["x", "y"], meta_fields=[])

@@ -1,0 +1,15 @@
+"""The one error type a user sees: its message is one line that says what to change."""
+
+import difflib
+from typing import Sequence
+
+
+class PopjaxError(ValueError):
+    """Bad input to popjax; the command line prints its message alone and exits with 2."""
+
+
+def unknown_name_error(kind: str, name: str, known: Sequence[str]) -> str:
+    """The message for a misspelt name, with the nearest known one when there is one."""
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    return f"unknown {kind} '{name}': {hint}known: {', '.join(known)}"

@@ -1,0 +1,66 @@
+"""Who copied whom, when, and with which hyperparameters.
+
+Round ``r`` trains steps ``[r * interval, (r + 1) * interval)``. At its start, PBT may replace
+member ``m`` by a copy of ``parents[r][m]``; ``hparams[r][name][m]`` is the value member ``m``
+then trains with for the whole round. Following parents backwards gives a member's ancestry and
+so the hyperparameters its weights actually saw at every step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Lineage:
+    interval: int
+    parents: list[list[int]] = field(default_factory=list)
+    hparams: list[dict[str, list[float]]] = field(default_factory=list)
+
+    @property
+    def rounds(self) -> int:
+        return len(self.parents)
+
+    def record(self, parents, hparams) -> None:
+        """Adds one round: ``parents [P]`` and a dict of ``[P]`` hyperparameter arrays."""
+        self.parents.append([int(p) for p in np.asarray(parents)])
+        self.hparams.append({k: [float(x) for x in np.asarray(v)] for k, v in hparams.items()})
+
+    def ancestry(self, member: int) -> list[int]:
+        """The member whose weights ``member`` carried in each round, oldest first."""
+        slots = [int(member)]
+        for round_index in range(self.rounds - 1, 0, -1):
+            slots.append(self.parents[round_index][slots[-1]])
+        return slots[::-1]
+
+    def history(self, member: int) -> list[dict]:
+        """One entry per round along ``member``'s ancestry: steps, carrier, hyperparameters."""
+        return [
+            {
+                "round": r,
+                "start_step": r * self.interval,
+                "end_step": (r + 1) * self.interval,
+                "member": slot,
+                "copied_from": self.parents[r][slot] if self.parents[r][slot] != slot else None,
+                "hparams": {k: v[slot] for k, v in self.hparams[r].items()},
+            }
+            for r, slot in enumerate(self.ancestry(member))
+        ]
+
+    def to_dict(self) -> dict:
+        return {"interval": self.interval, "parents": self.parents, "hparams": self.hparams}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Lineage":
+        return cls(int(data["interval"]), data["parents"], data["hparams"])
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path) -> "Lineage":
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,139 @@
+"""Population-based training as jittable functions: exploit (who copies whom) and explore.
+
+Exploit returns, for every member, the index of the member it takes its weights from (itself
+when it is kept). The copy is a gather on the member axis, so weights never leave the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from popjax.population import Population
+from popjax.space import Choice, Fixed, SearchSpace
+
+EXPLOIT_METHODS = ("truncation", "tournament")
+
+
+@dataclass(frozen=True)
+class PBTConfig:
+    """How PBT exploits and explores.
+
+    Attributes:
+      exploit: "truncation" (the bottom ``fraction`` copy a random member of the top
+        ``fraction``) or "tournament" (each member meets a random other and copies it if it is
+        better).
+      fraction: the ``q`` of truncation selection.
+      perturb_factors: explore multiplies each copied hyperparameter by one of these.
+      resample_probability: the chance that a copied hyperparameter is drawn anew from its prior.
+      enabled: False runs the same population as a random search (no exploit, no explore).
+    """
+
+    exploit: str = "truncation"
+    fraction: float = 0.25
+    perturb_factors: tuple[float, ...] = (0.8, 1.2)
+    resample_probability: float = 0.25
+    enabled: bool = True
+
+
+def safe_fitness(fitness):
+    """NaN or infinite fitness (a diverged member) ranks below every finite one."""
+    return jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+
+
+def truncation_sources(key, fitness, fraction: float):
+    """Truncation selection: ``(source [P] int32, replaced [P] bool)``.
+
+    The ``floor(fraction * P)`` worst members each copy a member drawn uniformly from the same
+    number of best members; all others are their own source.
+    """
+    size = fitness.shape[0]
+    count = int(fraction * size)
+    identity = jnp.arange(size, dtype=jnp.int32)
+    if count == 0:
+        return identity, jnp.zeros(size, bool)
+    order = jnp.argsort(safe_fitness(fitness)).astype(jnp.int32)  # worst first
+    bottom, top = order[:count], order[size - count:]
+    picks = top[jax.random.randint(key, (count,), 0, count)]
+    return identity.at[bottom].set(picks), jnp.zeros(size, bool).at[bottom].set(True)
+
+
+def tournament_sources(key, fitness):
+    """Binary tournament: each member meets a uniformly drawn other and copies it if better."""
+    size = fitness.shape[0]
+    identity = jnp.arange(size, dtype=jnp.int32)
+    if size < 2:
+        return identity, jnp.zeros(size, bool)
+    other = (identity + jax.random.randint(key, (size,), 1, size)) % size
+    fitness = safe_fitness(fitness)
+    replaced = fitness[other] > fitness
+    return jnp.where(replaced, other, identity), replaced
+
+
+def exploit_sources(key, fitness, config: PBTConfig):
+    if config.exploit == "truncation":
+        return truncation_sources(key, fitness, config.fraction)
+    return tournament_sources(key, fitness)
+
+
+def copy_members(population: Population, source) -> Population:
+    """Members take params, optimizer state and hyperparameters from ``source``.
+
+    Each keeps its own key stream, id and step count, so a copy does not replay its source's
+    batches and dropout masks.
+    """
+    take = lambda leaf: leaf[source]  # noqa: E731
+    return population._replace(
+        params=jax.tree_util.tree_map(take, population.params),
+        opt_state=jax.tree_util.tree_map(take, population.opt_state),
+        hparams={name: value[source] for name, value in population.hparams.items()},
+    )
+
+
+def explore(key, hparams: Mapping[str, jax.Array], space: SearchSpace, replaced,
+            config: PBTConfig) -> dict[str, jax.Array]:
+    """Perturbs the hyperparameters of the ``replaced`` members; the others are left as they are.
+
+    Each value is multiplied by one of ``config.perturb_factors`` (a choice moves to a
+    neighbouring option instead) or, with ``config.resample_probability``, drawn anew from its
+    prior; the result is clipped to the prior's bounds. Fixed hyperparameters never change.
+    """
+    factors = jnp.asarray(config.perturb_factors, jnp.float32)
+    explored = {}
+    for name, key_n in zip(hparams, jax.random.split(key, len(hparams))):
+        value, prior = hparams[name], space.priors[name]
+        if isinstance(prior, Fixed):
+            explored[name] = value
+            continue
+        resample_key, choice_key, prior_key = jax.random.split(key_n, 3)
+        shape = value.shape
+        if isinstance(prior, Choice):
+            step = jnp.where(jax.random.bernoulli(choice_key, 0.5, shape), 1, -1)
+            index = jnp.clip(prior.index_of(value) + step, 0, len(prior.values) - 1)
+            perturbed = jnp.asarray(prior.values, jnp.float32)[index]
+        else:
+            factor = factors[jax.random.randint(choice_key, shape, 0, factors.shape[0])]
+            perturbed = prior.clip(value * factor)
+        resampled = jax.random.bernoulli(resample_key, config.resample_probability, shape)
+        new = jnp.where(resampled, prior.sample(prior_key, shape).astype(value.dtype), perturbed)
+        explored[name] = jnp.where(replaced, new, value)
+    return explored
+
+
+def pbt_step(key, population: Population, fitness, space: SearchSpace, config: PBTConfig,
+             active=True):
+    """One exploit + explore. Returns ``(population, source [P], replaced [P])``.
+
+    ``active`` (a traced bool) switches the step off without a second compiled program: the
+    first round has no fitness to select on yet.
+    """
+    exploit_key, explore_key = jax.random.split(key)
+    source, replaced = exploit_sources(exploit_key, fitness, config)
+    replaced = replaced & active
+    source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
+    population = copy_members(population, source)
+    hparams = explore(explore_key, population.hparams, space, replaced, config)
+    return population._replace(hparams=hparams), source, replaced

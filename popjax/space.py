@@ -1,0 +1,221 @@
+"""Search spaces: a prior and bounds for every per-member hyperparameter.
+
+A prior samples a ``[P]`` float32 array (one value per member), perturbs values by a factor and
+clips them to its bounds. Everything here is jittable: PBT calls ``explore`` inside the compiled
+round, so new hyperparameters are written as arrays and never trigger a recompilation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from popjax.errors import PopjaxError, unknown_name_error
+
+# The hyperparameters the training step reads. Anything else in a space is a typo.
+KNOWN_HPARAMS = ("learning_rate", "momentum", "dropout", "weight_decay")
+
+
+class SpaceError(PopjaxError):
+    """A search space that cannot be sampled; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """Uniform in log space between ``low`` and ``high`` (both > 0)."""
+
+    low: float
+    high: float
+
+    def validate(self, name: str) -> None:
+        _check_bounds(name, self.low, self.high)
+        if self.low <= 0:
+            raise SpaceError(
+                f"{name}: a log_uniform prior needs low > 0 (got {self.low}); "
+                "use a uniform prior to include 0"
+            )
+
+    def sample(self, key, shape):
+        log_value = jax.random.uniform(
+            key, shape, minval=math.log(self.low), maxval=math.log(self.high)
+        )
+        return jnp.exp(log_value)
+
+    def clip(self, values):
+        return jnp.clip(values, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Uniform between ``low`` and ``high``."""
+
+    low: float
+    high: float
+
+    def validate(self, name: str) -> None:
+        _check_bounds(name, self.low, self.high)
+
+    def sample(self, key, shape):
+        return jax.random.uniform(key, shape, minval=self.low, maxval=self.high)
+
+    def clip(self, values):
+        return jnp.clip(values, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed list of numbers. Perturbing moves to a neighbouring value in the list."""
+
+    values: tuple[float, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+
+    def validate(self, name: str) -> None:
+        if len(self.values) == 0:
+            raise SpaceError(f"{name}: a choice prior needs at least one value")
+
+    def sample(self, key, shape):
+        index = jax.random.randint(key, shape, 0, len(self.values))
+        return jnp.asarray(self.values, jnp.float32)[index]
+
+    def index_of(self, values):
+        options = jnp.asarray(self.values, jnp.float32)
+        return jnp.argmin(jnp.abs(values[..., None] - options), axis=-1)
+
+    def clip(self, values):
+        # Snap to the nearest listed value: a choice has no values in between.
+        return jnp.asarray(self.values, jnp.float32)[self.index_of(values)]
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """The same value for every member; PBT never changes it."""
+
+    value: float
+
+    def validate(self, name: str) -> None:
+        if not math.isfinite(self.value):
+            raise SpaceError(f"{name}: a fixed value must be finite (got {self.value})")
+
+    def sample(self, key, shape):
+        return jnp.full(shape, self.value, jnp.float32)
+
+    def clip(self, values):
+        return jnp.full_like(values, self.value)
+
+
+Prior = LogUniform | Uniform | Choice | Fixed
+
+# Defaults that train the built-in models well; a user's space replaces them name by name.
+DEFAULT_PRIORS: dict[str, Prior] = {
+    "learning_rate": LogUniform(1e-3, 0.5),
+    "momentum": Uniform(0.0, 0.99),
+    "dropout": Uniform(0.0, 0.5),
+    "weight_decay": LogUniform(1e-6, 1e-2),
+}
+
+
+def _check_bounds(name: str, low: float, high: float) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise SpaceError(f"{name}: bounds must be finite numbers (got low={low}, high={high})")
+    if low >= high:
+        raise SpaceError(f"{name}: low must be below high (got low={low}, high={high})")
+
+
+class SearchSpace:
+    """The priors of every tuned hyperparameter, in a fixed order.
+
+    Names missing from ``priors`` take popjax's defaults, so a space always covers every
+    hyperparameter the training step reads.
+
+    Example:
+        >>> space = SearchSpace({"learning_rate": LogUniform(1e-3, 1e-1), "dropout": Fixed(0.0)})
+        >>> hparams = space.sample(jax.random.key(0), 8)   # {"learning_rate": f32[8], ...}
+    """
+
+    def __init__(self, priors: Mapping[str, Prior] | None = None):
+        priors = dict(priors or {})
+        for name, prior in priors.items():
+            if name not in KNOWN_HPARAMS:
+                raise SpaceError(unknown_name_error("hyperparameter", name, KNOWN_HPARAMS))
+            if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
+                raise SpaceError(f"{name}: expected a prior, got {prior!r}")
+            prior.validate(name)
+        self.priors: dict[str, Prior] = {
+            name: priors.get(name, DEFAULT_PRIORS[name]) for name in KNOWN_HPARAMS
+        }
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.priors)
+
+    def sample(self, key, size: int) -> dict[str, jax.Array]:
+        """Draws ``size`` values of every hyperparameter: a dict of ``[size]`` float32 arrays."""
+        keys = jax.random.split(key, len(self.priors))
+        return {
+            name: prior.sample(k, (size,)).astype(jnp.float32)
+            for k, (name, prior) in zip(keys, self.priors.items())
+        }
+
+    def clip(self, hparams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        return {name: self.priors[name].clip(value) for name, value in hparams.items()}
+
+    def to_dict(self) -> dict[str, dict]:
+        """The space as plain data, the shape a TOML config writes it."""
+        return {name: prior_to_dict(prior) for name, prior in self.priors.items()}
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Mapping]) -> "SearchSpace":
+        return cls({name: prior_from_dict(name, spec) for name, spec in table.items()})
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.priors!r})"
+
+
+_PRIOR_KINDS = {"log_uniform": LogUniform, "uniform": Uniform, "choice": Choice, "fixed": Fixed}
+
+
+def prior_to_dict(prior: Prior) -> dict:
+    kind = {v: k for k, v in _PRIOR_KINDS.items()}[type(prior)]
+    if isinstance(prior, Choice):
+        return {"prior": kind, "values": list(prior.values)}
+    if isinstance(prior, Fixed):
+        return {"prior": kind, "value": prior.value}
+    return {"prior": kind, "low": prior.low, "high": prior.high}
+
+
+def prior_from_dict(name: str, spec) -> Prior:
+    """Reads ``{prior = "log_uniform", low = 1e-3, high = 0.1}`` or a bare number (fixed)."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return Fixed(float(spec))
+    if not isinstance(spec, Mapping):
+        raise SpaceError(f"{name}: expected a table like {{prior = \"uniform\", low = 0, high = 1}}")
+    spec = dict(spec)
+    kind = spec.pop("prior", None)
+    if kind not in _PRIOR_KINDS:
+        raise SpaceError(
+            f"{name}: " + unknown_name_error("prior", str(kind), tuple(_PRIOR_KINDS))
+        )
+    fields = {"log_uniform": ("low", "high"), "uniform": ("low", "high"),
+              "choice": ("values",), "fixed": ("value",)}[kind]
+    extra = set(spec) - set(fields)
+    if extra:
+        raise SpaceError(
+            f"{name}: " + unknown_name_error(f"{kind} field", sorted(extra)[0], fields)
+        )
+    missing = [f for f in fields if f not in spec]
+    if missing:
+        raise SpaceError(f"{name}: a {kind} prior needs {', '.join(fields)}")
+    try:
+        if kind == "choice":
+            return Choice(tuple(float(v) for v in spec["values"]))
+        if kind == "fixed":
+            return Fixed(float(spec["value"]))
+        return _PRIOR_KINDS[kind](float(spec["low"]), float(spec["high"]))
+    except (TypeError, ValueError) as error:
+        raise SpaceError(f"{name}: prior fields must be numbers ({error})") from None

@@ -1,0 +1,229 @@
+"""The loop that ties a sweep together: rounds on the device, records on the host.
+
+A round is one jitted call: PBT (exploit + explore, from the last round's validation fitness),
+``interval`` training steps for every member, then validation. The host only reads back
+per-member figures (a few numbers per member) to log, record the lineage and draw progress.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from popjax import data as datasets
+from popjax import mesh as meshes
+from popjax.config import SweepConfig
+from popjax.errors import PopjaxError
+from popjax.lineage import Lineage
+from popjax.nn import MODELS
+from popjax.pbt import pbt_step
+from popjax.population import Population, init_population
+from popjax.runfolder import LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
+from popjax.train import cross_entropy, make_evaluate, make_train_segment
+
+
+class RoundOutput(NamedTuple):
+    """What a round reports for each member, all ``[P]``."""
+
+    source: jax.Array  # the member it copied at the round's start (itself if kept)
+    train_loss: jax.Array
+    val_loss: jax.Array
+    val_accuracy: jax.Array
+    fitness: jax.Array
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep. ``history`` holds one dict of per-member lists per round."""
+
+    config: SweepConfig
+    best_member: int
+    best_hparams: dict[str, float]
+    best_val: dict[str, float]
+    best_test: dict[str, float]
+    history: list[dict]
+    lineage: Lineage
+    population: Population
+    test: dict[str, np.ndarray]
+    wall_time: float
+    devices: list[str]
+    compilations: int
+    run_dir: Path | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "best_member": self.best_member,
+            "best_hparams": self.best_hparams,
+            "val": self.best_val,
+            "test": self.best_test,
+            "population": self.config.population,
+            "steps": self.config.steps,
+            "wall_time_s": round(self.wall_time, 3),
+            "devices": self.devices,
+            "compilations": self.compilations,
+        }
+
+
+def build_model(config: SweepConfig, num_classes: int):
+    fields = {k: v for k, v in config.model.items() if k != "name"}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return MODELS[config.model["name"]](num_classes=num_classes, **fields)
+
+
+def check_model_fits(model, sample_x, num_classes: int) -> None:
+    """Runs the model once on one batch: a shape mismatch becomes a one-line error."""
+    try:
+        variables = jax.eval_shape(lambda k: model.init(k, sample_x, train=False),
+                                   jax.random.PRNGKey(0))
+        logits = jax.eval_shape(lambda v: model.apply(v, sample_x, train=False), variables)
+    except Exception as error:  # flax raises many kinds on a shape mismatch
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise PopjaxError(
+            f"the model cannot take inputs of shape {tuple(sample_x.shape[1:])}: {first_line}"
+        ) from None
+    if logits.shape[-1] < num_classes:
+        raise PopjaxError(
+            f"the model outputs {logits.shape[-1]} logits but the labels have {num_classes} "
+            "classes: give the model at least as many outputs"
+        )
+
+
+def make_round(model, loss_fn, train, val, config: SweepConfig):
+    """``round(population, fitness, key, pbt_active) -> (population, RoundOutput)``."""
+    segment = make_train_segment(model, loss_fn, train, config.batch_size, config.interval)
+    evaluate = make_evaluate(model, loss_fn)
+
+    def round_fn(population: Population, fitness, key, pbt_active):
+        if config.pbt.enabled:
+            population, source, _ = pbt_step(key, population, fitness, config.space,
+                                             config.pbt, pbt_active)
+        else:
+            source = jnp.arange(population.size, dtype=jnp.int32)
+        population, train_loss = segment(population)
+        metrics = evaluate(population.params, val)
+        fitness = metrics.accuracy if config.metric == "accuracy" else -metrics.loss
+        return population, RoundOutput(source, train_loss, metrics.loss, metrics.accuracy,
+                                       fitness)
+
+    return round_fn
+
+
+def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
+        data: datasets.Dataset | None = None, out: str | Path | None = None, write: bool = True,
+        progress: bool = True, **overrides) -> SweepResult:
+    """Runs a whole sweep and returns its result.
+
+    Args:
+      config: a ``SweepConfig``, the path of a TOML config, or None for the built-in default.
+      model: a flax linen module to train instead of the config's (see ``popjax.nn``).
+      loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
+      data: a ``Dataset`` to train on instead of the config's.
+      out: the run folder; ``runs/<name>-<timestamp>`` by default. Must not exist yet.
+      write: False writes no run folder.
+      progress: show a progress bar.
+      **overrides: config fields to change, e.g. ``population=8, steps=200``.
+
+    Example:
+      >>> result = popjax.run(population=8, steps=400, interval=100, write=False)
+      >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
+    """
+    start = time.perf_counter()
+    if config is None:
+        config = SweepConfig()
+    elif not isinstance(config, SweepConfig):
+        config = SweepConfig.from_toml(config)
+    config = config.replace(**overrides).validate()
+
+    devices = jax.devices()
+    meshes.check_population_size(config.population, len(devices))
+    run_dir = Path(out) if out is not None else default_run_dir(config.name)
+    if write:
+        check_new(run_dir)
+
+    if data is None:
+        data = datasets.load(config.data["name"], path=config.data.get("path"),
+                             val_fraction=config.data.get("val_fraction", 0.2), seed=config.seed)
+    model = model if model is not None else build_model(config, data.num_classes)
+    loss_fn = loss_fn or cross_entropy
+    sample_x = jnp.asarray(data.x_train[: config.batch_size])
+    check_model_fits(model, sample_x, data.num_classes)
+
+    mesh = meshes.population_mesh(devices)
+    members, shared = meshes.member_sharding(mesh), meshes.replicated(mesh)
+    train = datasets.to_device(data.x_train, data.y_train, shared)
+    val = datasets.to_device(data.x_val, data.y_val, shared)
+    test = datasets.to_device(data.x_test, data.y_test, shared)
+
+    init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    init = jax.jit(lambda k: init_population(k, model, sample_x, config.space, config.population),
+                   out_shardings=members)
+    population = init(init_key)
+    round_fn = jax.jit(make_round(model, loss_fn, train, val, config),
+                       out_shardings=(members, members), donate_argnums=0)
+
+    folder = RunFolder(run_dir, config.to_toml()) if write else None
+    lineage, history = Lineage(config.interval), []
+    fitness = jax.device_put(jnp.zeros(config.population, jnp.float32), members)
+    bar = tqdm(total=config.rounds, desc=config.name, unit="round", disable=not progress)
+    for round_index in range(config.rounds):
+        population, output = round_fn(population, fitness, jax.random.fold_in(pbt_key, round_index),
+                                      jnp.asarray(round_index > 0))
+        fitness = output.fitness
+        record = round_record(round_index, config, output, population.hparams)
+        lineage.record(record["parents"], population.hparams)
+        history.append(record)
+        if folder:
+            folder.append_round(record)
+        bar.set_postfix(best=f"{max(record['val_accuracy']):.3f}",
+                        median=f"{np.median(record['val_accuracy']):.3f}")
+        bar.update()
+    bar.close()
+
+    test_metrics = make_evaluate(model, loss_fn)(population.params, test)
+    final_fitness = np.nan_to_num(np.asarray(fitness), nan=-np.inf)
+    best = int(np.argmax(final_fitness))
+    test_per_member = {"loss": np.asarray(test_metrics.loss),
+                       "accuracy": np.asarray(test_metrics.accuracy)}
+    last = history[-1]
+    result = SweepResult(
+        config=config,
+        best_member=best,
+        best_hparams={k: float(v[best]) for k, v in population.hparams.items()},
+        best_val={"loss": last["val_loss"][best], "accuracy": last["val_accuracy"][best]},
+        best_test={k: float(v[best]) for k, v in test_per_member.items()},
+        history=history,
+        lineage=lineage,
+        population=population,
+        test=test_per_member,
+        wall_time=time.perf_counter() - start,
+        devices=[str(d) for d in devices],
+        compilations=round_fn._cache_size(),
+        run_dir=run_dir if write else None,
+    )
+    if folder:
+        folder.write_json(LINEAGE, lineage.to_dict())
+        folder.write_json(SUMMARY, result.summary())
+    return result
+
+
+def round_record(round_index: int, config: SweepConfig, output: RoundOutput, hparams) -> dict:
+    """One line of metrics.jsonl: plain lists, one value per member."""
+    host = jax.device_get((output, hparams))
+    output, hparams = host
+    return {
+        "round": round_index,
+        "step": (round_index + 1) * config.interval,
+        "parents": [int(p) for p in output.source],
+        "train_loss": [float(x) for x in output.train_loss],
+        "val_loss": [float(x) for x in output.val_loss],
+        "val_accuracy": [float(x) for x in output.val_accuracy],
+        "hparams": {k: [float(x) for x in v] for k, v in hparams.items()},
+    }
