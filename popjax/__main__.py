@@ -1,0 +1,5 @@
+import sys
+
+from popjax.cli import main
+
+sys.exit(main())

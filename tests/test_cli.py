@@ -1,0 +1,85 @@
+"""The `popjax` command, end to end in a subprocess, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TINY_TOML = """
+name = "tiny"
+population = 4
+steps = 40
+interval = 20
+batch_size = 16
+
+[data]
+name = "digits"
+
+[model]
+name = "mlp"
+hidden = [16]
+
+[space.learning_rate]
+prior = "log_uniform"
+low = 0.01
+high = 0.3
+"""
+
+
+def popjax(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "popjax", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_run_writes_the_run_folder(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    done = popjax("run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "run1"
+    assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.jsonl", "lineage.json",
+                                               "summary.json"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["population"] == 4 and summary["steps"] == 40
+    assert set(summary["best_hparams"]) == {"learning_rate", "momentum", "dropout",
+                                            "weight_decay"}
+    assert 0.01 <= summary["best_hparams"]["learning_rate"] <= 0.3
+    assert 0.0 <= summary["test"]["accuracy"] <= 1.0 and summary["devices"]
+    rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rounds] == [20, 40]
+    assert len(rounds[0]["val_accuracy"]) == 4
+    lineage = json.loads((run / "lineage.json").read_text())
+    assert len(lineage["parents"]) == 2
+    assert "seed = 3" in (run / "config.toml").read_text()
+    assert "best member" in done.stdout and "val acc" in done.stdout
+    # The resolved config runs again as it is, into a new folder.
+    again = popjax("run", "run1/config.toml", "--out", "run2", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "run2" / "summary.json").read_text())["test"] == summary["test"]
+
+
+@pytest.mark.parametrize("toml, args, message", [
+    ("[space.learning_rat]\nprior='uniform'\nlow=0.1\nhigh=0.2\n", [], "did you mean 'learning_rate'"),
+    ("[space.momentum]\nprior='uniform'\nlow=0.9\nhigh=0.1\n", [], "low must be below high"),
+    ("[space.learning_rate]\nprior='log_uniform'\nlow=0\nhigh=0.1\n", [], "needs low > 0"),
+    ("populaton = 4\n", [], "did you mean 'population'"),
+    ("steps = [\n", [], "is not valid TOML"),
+    ("[data]\nname='npz'\npath='missing.npz'\n", [], "does not exist"),
+    ("", ["--interval", "500", "--steps", "100"], "longer than the run"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, toml, args, message):
+    (tmp_path / "bad.toml").write_text(toml)
+    done = popjax("run", "bad.toml", "--out", "run", *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_folder_is_never_overwritten(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("keep me")
+    done = popjax("run", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 2 and "already exists" in done.stderr
+    assert (tmp_path / "run" / "summary.json").read_text() == "keep me"

@@ -1,0 +1,151 @@
+"""PBT: exploit copies exactly what it should, explore moves by the given factors within bounds,
+and the lineage records what happened."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import hparams_for, tree_equal
+from popjax.lineage import Lineage
+from popjax.nn import MLP
+from popjax.pbt import PBTConfig, copy_members, explore, pbt_step, tournament_sources, \
+    truncation_sources
+from popjax.population import init_members, member_keys, select
+from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
+
+SPACE = SearchSpace({"learning_rate": LogUniform(1e-3, 1.0), "momentum": Uniform(0.0, 0.9),
+                     "dropout": Choice((0.0, 0.1, 0.2, 0.3)), "weight_decay": Fixed(1e-4)})
+
+
+def population_of(size):
+    model = MLP(hidden=(8,), num_classes=3)
+    hparams = SPACE.sample(jax.random.PRNGKey(1), size)
+    population = init_members(model, jnp.ones((2, 5)), member_keys(jax.random.PRNGKey(0), size),
+                              hparams)
+    # Give every member a distinct optimizer state, so that copying it is visible.
+    noise = jax.tree_util.tree_map(lambda x: x + jnp.arange(size).reshape((-1,) + (1,) *
+                                                                          (x.ndim - 1)),
+                                   population.opt_state)
+    return population._replace(opt_state=noise)
+
+
+def test_truncation_replaces_the_bottom_with_the_top():
+    fitness = jnp.array([0.5, 0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.6])
+    source, replaced = truncation_sources(jax.random.PRNGKey(0), fitness, 0.25)
+    assert set(np.flatnonzero(replaced)) == {1, 5}  # the two worst
+    assert all(int(source[m]) in {2, 4} for m in (1, 5))  # copy one of the two best
+    kept = np.flatnonzero(~np.asarray(replaced))
+    assert np.array_equal(np.asarray(source)[kept], kept)
+
+
+def test_diverged_members_are_replaced_and_never_copied():
+    fitness = jnp.array([jnp.nan, 0.5, 0.6, 0.7, jnp.inf, 0.8, 0.9, 0.95])
+    for seed in range(5):
+        source, replaced = truncation_sources(jax.random.PRNGKey(seed), fitness, 0.25)
+        assert bool(replaced[0]) and bool(replaced[4])
+        assert set(np.asarray(source).tolist()).isdisjoint({0, 4})
+
+
+def test_tournament_copies_only_better_members():
+    fitness = jnp.arange(16, dtype=jnp.float32)
+    source, replaced = tournament_sources(jax.random.PRNGKey(3), fitness)
+    source, replaced = np.asarray(source), np.asarray(replaced)
+    assert replaced.any()
+    assert np.all(fitness[source[replaced]] > fitness[replaced])
+    assert np.array_equal(source[~replaced], np.flatnonzero(~replaced))
+    assert not replaced[15]  # the best has nobody better to copy
+
+
+def test_copy_takes_params_optimizer_state_and_hparams_exactly():
+    population = population_of(8)
+    source = jnp.array([0, 6, 2, 3, 4, 7, 6, 7])
+    copied = jax.jit(copy_members)(population, source)
+    for member, src in enumerate(np.asarray(source)):
+        want, got = select(population, int(src)), select(copied, member)
+        assert tree_equal(got.params, want.params)
+        assert tree_equal(got.opt_state, want.opt_state)
+        assert tree_equal(got.hparams, want.hparams)
+        # A member keeps its own key stream and id.
+        assert np.array_equal(got.rng, population.rng[member])
+        assert int(got.member_ids) == member
+
+
+def test_explore_moves_by_the_factors_and_stays_in_bounds():
+    size = 512
+    hparams = SPACE.sample(jax.random.PRNGKey(2), size)
+    replaced = jnp.arange(size) % 2 == 0
+    config = PBTConfig(resample_probability=0.0, perturb_factors=(0.8, 1.2))
+    new = jax.jit(explore, static_argnums=(2, 4))(jax.random.PRNGKey(5), hparams, SPACE,
+                                                  replaced, config)
+    for name in hparams:
+        old_v, new_v = np.asarray(hparams[name]), np.asarray(new[name])
+        assert np.array_equal(old_v[1::2], new_v[1::2]), name  # kept members are untouched
+    lr_old, lr_new = np.asarray(hparams["learning_rate"])[::2], np.asarray(new["learning_rate"])[::2]
+    unclipped = (lr_old * 0.8 >= 1e-3) & (lr_old * 1.2 <= 1.0)
+    ratios = lr_new[unclipped] / lr_old[unclipped]
+    assert np.all(np.isclose(ratios, 0.8, rtol=1e-5) | np.isclose(ratios, 1.2, rtol=1e-5))
+    assert 0.3 < np.mean(np.isclose(ratios, 0.8, rtol=1e-5)) < 0.7
+    for name, prior in SPACE.priors.items():
+        values = np.asarray(new[name])
+        if isinstance(prior, (LogUniform, Uniform)):
+            assert values.min() >= np.float32(prior.low) and values.max() <= np.float32(prior.high)
+    # A choice moves to a neighbouring option; a fixed value never moves.
+    options = list(SPACE.priors["dropout"].values)
+    steps = [abs(options.index(round(float(b), 6)) - options.index(round(float(a), 6)))
+             for a, b in zip(np.asarray(hparams["dropout"])[::2], np.asarray(new["dropout"])[::2])]
+    assert set(steps) <= {0, 1} and 1 in steps
+    assert np.all(np.asarray(new["weight_decay"]) == np.float32(1e-4))
+
+
+def test_explore_resamples_from_the_prior_with_the_given_probability():
+    size = 2000
+    hparams = {k: v for k, v in SPACE.sample(jax.random.PRNGKey(2), size).items()}
+    hparams["momentum"] = jnp.full(size, 0.5)
+    config = PBTConfig(resample_probability=0.25, perturb_factors=(0.8, 1.2))
+    new = np.asarray(explore(jax.random.PRNGKey(9), hparams, SPACE, jnp.ones(size, bool),
+                             config)["momentum"])
+    perturbed = np.isclose(new, 0.4) | np.isclose(new, 0.6)
+    assert 0.2 < 1 - perturbed.mean() < 0.3
+    assert new.min() >= 0.0 and new.max() <= np.float32(0.9)
+
+
+def test_inactive_pbt_step_changes_nothing():
+    population = population_of(8)
+    fitness = jnp.arange(8, dtype=jnp.float32)
+    same, source, replaced = pbt_step(jax.random.PRNGKey(0), population, fitness, SPACE,
+                                      PBTConfig(), active=jnp.asarray(False))
+    assert not np.asarray(replaced).any()
+    assert tree_equal(same, population)
+    changed, _, replaced = pbt_step(jax.random.PRNGKey(0), population, fitness, SPACE,
+                                    PBTConfig(), active=jnp.asarray(True))
+    assert int(np.asarray(replaced).sum()) == 2
+
+
+def test_lineage_follows_parents_back_through_every_copy():
+    lineage = Lineage(interval=10)
+    lineage.record([0, 1, 2], {"learning_rate": [0.1, 0.2, 0.3]})
+    lineage.record([0, 0, 2], {"learning_rate": [0.1, 0.12, 0.3]})  # 1 copies 0
+    lineage.record([0, 1, 1], {"learning_rate": [0.1, 0.12, 0.1]})  # 2 copies 1
+    assert lineage.ancestry(2) == [0, 1, 2]
+    history = lineage.history(2)
+    assert [h["hparams"]["learning_rate"] for h in history] == [0.1, 0.12, 0.1]
+    assert [h["copied_from"] for h in history] == [None, 0, 1]
+    assert [(h["start_step"], h["end_step"]) for h in history] == [(0, 10), (10, 20), (20, 30)]
+    again = Lineage.from_dict(lineage.to_dict())
+    assert again.history(2) == history
+
+
+@pytest.mark.parametrize("exploit", ["truncation", "tournament"])
+def test_pbt_step_copies_then_explores(exploit):
+    population = population_of(8)
+    fitness = jnp.array([0.5, 0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.6])
+    config = PBTConfig(exploit=exploit, resample_probability=0.0)
+    new, source, replaced = jax.jit(pbt_step, static_argnums=(3, 4))(
+        jax.random.PRNGKey(4), population, fitness, SPACE, config)
+    for member in range(8):
+        src = int(source[member])
+        assert tree_equal(select(new, member).params, select(population, src).params)
+        if not bool(replaced[member]):
+            assert src == member
+            assert tree_equal(select(new, member).hparams, select(population, member).hparams)

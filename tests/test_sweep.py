@@ -1,0 +1,109 @@
+"""Whole sweeps: one compilation, reproducible, lineage consistent, and PBT improves."""
+
+import jax
+import numpy as np
+import pytest
+
+import popjax
+from conftest import tree_equal
+from popjax.config import ConfigError
+
+TINY = dict(population=8, steps=60, interval=20, batch_size=16, write=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(small_data, small_model):
+    return popjax.run(data=small_data, model=small_model, **TINY)
+
+
+def count_compilations(fn):
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        result = fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return result, len(compiles)
+
+
+def test_pbt_rounds_never_recompile(small_data, small_model):
+    def sweep(steps):
+        return lambda: popjax.run(data=small_data, model=small_model, seed=7,
+                                  **{**TINY, "steps": steps})
+
+    sweep(40)()  # warms the caches of the small ops around the rounds
+    short, short_compiles = count_compilations(sweep(40))
+    long, long_compiles = count_compilations(sweep(200))
+    assert long.config.rounds == 10
+    assert long.compilations == 1
+    # Eight more PBT rounds cost no compilation at all.
+    assert long_compiles == short_compiles
+
+
+def test_same_seed_same_result_other_seed_other_result(small_data, small_model, tiny_sweep):
+    again = popjax.run(data=small_data, model=small_model, **TINY)
+    assert tree_equal(again.population, tiny_sweep.population)
+    assert again.history == tiny_sweep.history
+    other = popjax.run(data=small_data, model=small_model, seed=1, **TINY)
+    assert not tree_equal(other.population.params, tiny_sweep.population.params)
+
+
+def test_lineage_matches_what_happened(tiny_sweep):
+    lineage, config = tiny_sweep.lineage, tiny_sweep.config
+    assert lineage.rounds == config.rounds
+    assert lineage.parents[0] == list(range(config.population))
+    for r in range(1, lineage.rounds):
+        parents = lineage.parents[r]
+        assert parents == tiny_sweep.history[r]["parents"]
+        replaced = [m for m, p in enumerate(parents) if p != m]
+        assert len(replaced) <= int(config.pbt.fraction * config.population)
+        for m, p in enumerate(parents):
+            for name, prior in config.space.priors.items():
+                now, before = lineage.hparams[r][name][m], lineage.hparams[r - 1][name][p]
+                if p == m:
+                    assert now == before
+                else:  # perturbed from the parent's value, or resampled, and within bounds
+                    low, high = getattr(prior, "low", now), getattr(prior, "high", now)
+                    assert np.float32(low) <= now <= np.float32(high)
+    copies = sum(p != m for r in lineage.parents for m, p in enumerate(r))
+    assert copies > 0
+
+
+def test_result_names_the_best_member_on_validation(tiny_sweep):
+    last = tiny_sweep.history[-1]
+    assert tiny_sweep.best_member == int(np.argmax(last["val_accuracy"]))
+    assert tiny_sweep.best_hparams["learning_rate"] == pytest.approx(
+        last["hparams"]["learning_rate"][tiny_sweep.best_member])
+    assert tiny_sweep.best_test["accuracy"] == pytest.approx(
+        float(tiny_sweep.test["accuracy"][tiny_sweep.best_member]))
+
+
+def test_short_pbt_run_on_mnist1d_improves_the_best_member(mnist1d):
+    result = popjax.run(data=mnist1d, population=8, steps=600, interval=100, write=False,
+                        progress=False)
+    first = max(result.history[0]["val_accuracy"])
+    last = max(result.history[-1]["val_accuracy"])
+    assert last > first + 0.05
+    assert result.best_test["accuracy"] > 0.4  # ten classes: chance is 0.1
+
+
+def test_random_search_never_copies(small_data, small_model):
+    config = popjax.SweepConfig(pbt=popjax.PBTConfig(enabled=False))
+    result = popjax.run(config, data=small_data, model=small_model, **TINY)
+    assert all(p == list(range(8)) for p in result.lineage.parents)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(interval=100, steps=60), "longer than the run"),
+    (dict(steps=70, interval=20), "use steps = 60 or 80"),
+    (dict(population=0), "at least 1"),
+    (dict(poplation=8), "did you mean 'population'"),
+])
+def test_bad_settings_are_clear_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        popjax.run(**{**TINY, **overrides})
