@@ -21,6 +21,13 @@ def main(argv=None) -> int:
     run.add_argument("--name", help="names the run folder")
     run.add_argument("--out", help="the run folder (default runs/<name>-<timestamp>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    hosts = run.add_argument_group("several hosts (every process runs the same command)")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run described by the cluster's environment "
+                            "(Cloud TPU, Slurm, Kubernetes)")
+    hosts.add_argument("--coordinator", help="ADDRESS:PORT of process 0")
+    hosts.add_argument("--num-processes", type=int, dest="num_processes")
+    hosts.add_argument("--process-id", type=int, dest="process_id")
     args = parser.parse_args(argv)
     try:
         return run_command(args)
@@ -34,14 +41,21 @@ def main(argv=None) -> int:
 
 def run_command(args) -> int:
     # Imported here so that `popjax --help` answers without starting JAX.
+    from popjax.distributed import Distributed
     from popjax.report import best_members_table
     from popjax.sweep import run
 
+    distributed = None
+    if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
+        distributed = Distributed(args.coordinator, args.num_processes, args.process_id)
     result = run(
-        args.config, out=args.out, progress=not args.quiet, population=args.population,
+        args.config, out=args.out, progress=not args.quiet, distributed=distributed,
+        population=args.population,
         steps=args.steps, interval=args.interval, batch_size=args.batch_size, seed=args.seed,
         name=args.name,
     )
+    if result.run_dir is None:  # another process than 0 of a multi-process run
+        return 0
     print(best_members_table(result))
     test = result.best_test["accuracy"]
     print(f"best member {result.best_member}: validation accuracy "

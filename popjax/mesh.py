@@ -8,6 +8,7 @@ the gathered result sharded.
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from popjax.errors import PopjaxError
@@ -43,3 +44,20 @@ def check_population_size(size: int, num_devices: int) -> None:
     raise PopjaxError(
         f"population {size} does not divide over {num_devices} devices: use {options}"
     )
+
+
+def put_replicated(array, mesh: Mesh) -> jax.Array:
+    """The same host array on every device of the mesh, across processes too.
+
+    Every process passes the same value (data generated or loaded from the same seed).
+    """
+    return jax.make_array_from_process_local_data(replicated(mesh), np.asarray(array))
+
+
+def to_host(tree):
+    """Brings per-member arrays to the host; across processes, every process gets all members."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)

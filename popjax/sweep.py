@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from popjax import data as datasets
 from popjax import mesh as meshes
 from popjax.config import SweepConfig
+from popjax.distributed import Distributed, is_main_process
+from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
 from popjax.lineage import Lineage
 from popjax.nn import MODELS
@@ -96,15 +98,20 @@ def check_model_fits(model, sample_x, num_classes: int) -> None:
         )
 
 
-def make_round(model, loss_fn, train, val, config: SweepConfig):
-    """``round(population, fitness, key, pbt_active) -> (population, RoundOutput)``."""
+def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
+    """``round(population, fitness, round_index) -> (population, RoundOutput)``.
+
+    The round index is traced, so every round runs the same compiled program.
+    """
     segment = make_train_segment(model, loss_fn, train, config.batch_size, config.interval)
     evaluate = make_evaluate(model, loss_fn)
 
-    def round_fn(population: Population, fitness, key, pbt_active):
+    def round_fn(population: Population, fitness, round_index):
         if config.pbt.enabled:
-            population, source, _ = pbt_step(key, population, fitness, config.space,
-                                             config.pbt, pbt_active)
+            # The first round has no fitness yet to select on.
+            population, source, _ = pbt_step(jax.random.fold_in(pbt_key, round_index),
+                                             population, fitness, config.space, config.pbt,
+                                             active=round_index > 0)
         else:
             source = jnp.arange(population.size, dtype=jnp.int32)
         population, train_loss = segment(population)
@@ -118,7 +125,8 @@ def make_round(model, loss_fn, train, val, config: SweepConfig):
 
 def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
         data: datasets.Dataset | None = None, out: str | Path | None = None, write: bool = True,
-        progress: bool = True, **overrides) -> SweepResult:
+        progress: bool = True, distributed: Distributed | None = None,
+        **overrides) -> SweepResult:
     """Runs a whole sweep and returns its result.
 
     Args:
@@ -129,6 +137,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
       out: the run folder; ``runs/<name>-<timestamp>`` by default. Must not exist yet.
       write: False writes no run folder.
       progress: show a progress bar.
+      distributed: join a multi-process run first (see ``popjax.distributed``).
       **overrides: config fields to change, e.g. ``population=8, steps=200``.
 
     Example:
@@ -141,9 +150,12 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     elif not isinstance(config, SweepConfig):
         config = SweepConfig.from_toml(config)
     config = config.replace(**overrides).validate()
+    if distributed is not None:
+        start_distributed(distributed)
 
     devices = jax.devices()
     meshes.check_population_size(config.population, len(devices))
+    write = write and is_main_process()
     run_dir = Path(out) if out is not None else default_run_dir(config.name)
     if write:
         check_new(run_dir)
@@ -157,28 +169,31 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     check_model_fits(model, sample_x, data.num_classes)
 
     mesh = meshes.population_mesh(devices)
-    members, shared = meshes.member_sharding(mesh), meshes.replicated(mesh)
-    train = datasets.to_device(data.x_train, data.y_train, shared)
-    val = datasets.to_device(data.x_val, data.y_val, shared)
-    test = datasets.to_device(data.x_test, data.y_test, shared)
+    members = meshes.member_sharding(mesh)
+    train, val, test = (
+        datasets.DeviceSplit(meshes.put_replicated(x, mesh), meshes.put_replicated(y, mesh))
+        for x, y in ((data.x_train, data.y_train), (data.x_val, data.y_val),
+                     (data.x_test, data.y_test)))
 
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    init = jax.jit(lambda k: init_population(k, model, sample_x, config.space, config.population),
-                   out_shardings=members)
-    population = init(init_key)
-    round_fn = jax.jit(make_round(model, loss_fn, train, val, config),
+
+    def init():
+        population = init_population(init_key, model, sample_x, config.space, config.population)
+        return population, jnp.zeros(config.population, jnp.float32)
+
+    population, fitness = jax.jit(init, out_shardings=members)()
+    round_fn = jax.jit(make_round(model, loss_fn, train, val, config, pbt_key),
                        out_shardings=(members, members), donate_argnums=0)
 
     folder = RunFolder(run_dir, config.to_toml()) if write else None
     lineage, history = Lineage(config.interval), []
-    fitness = jax.device_put(jnp.zeros(config.population, jnp.float32), members)
-    bar = tqdm(total=config.rounds, desc=config.name, unit="round", disable=not progress)
+    bar = tqdm(total=config.rounds, desc=config.name, unit="round",
+               disable=not (progress and is_main_process()))
     for round_index in range(config.rounds):
-        population, output = round_fn(population, fitness, jax.random.fold_in(pbt_key, round_index),
-                                      jnp.asarray(round_index > 0))
+        population, output = round_fn(population, fitness, round_index)
         fitness = output.fitness
-        record = round_record(round_index, config, output, population.hparams)
-        lineage.record(record["parents"], population.hparams)
+        record = round_record(round_index, config, meshes.to_host((output, population.hparams)))
+        lineage.record(record["parents"], record["hparams"])
         history.append(record)
         if folder:
             folder.append_round(record)
@@ -187,16 +202,16 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         bar.update()
     bar.close()
 
-    test_metrics = make_evaluate(model, loss_fn)(population.params, test)
-    final_fitness = np.nan_to_num(np.asarray(fitness), nan=-np.inf)
-    best = int(np.argmax(final_fitness))
+    evaluate = jax.jit(make_evaluate(model, loss_fn), out_shardings=members)
+    test_metrics = meshes.to_host(evaluate(population.params, test))
+    last = history[-1]
+    best = int(np.argmax(np.nan_to_num(np.asarray(meshes.to_host(fitness)), nan=-np.inf)))
     test_per_member = {"loss": np.asarray(test_metrics.loss),
                        "accuracy": np.asarray(test_metrics.accuracy)}
-    last = history[-1]
     result = SweepResult(
         config=config,
         best_member=best,
-        best_hparams={k: float(v[best]) for k, v in population.hparams.items()},
+        best_hparams={k: v[best] for k, v in last["hparams"].items()},
         best_val={"loss": last["val_loss"][best], "accuracy": last["val_accuracy"][best]},
         best_test={k: float(v[best]) for k, v in test_per_member.items()},
         history=history,
@@ -214,9 +229,8 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     return result
 
 
-def round_record(round_index: int, config: SweepConfig, output: RoundOutput, hparams) -> dict:
-    """One line of metrics.jsonl: plain lists, one value per member."""
-    host = jax.device_get((output, hparams))
+def round_record(round_index: int, config: SweepConfig, host) -> dict:
+    """One line of metrics.jsonl from the round's host copy: plain lists, one value per member."""
     output, hparams = host
     return {
         "round": round_index,

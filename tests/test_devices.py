@@ -1,0 +1,87 @@
+"""The population spread over devices and processes gives the same population as one device.
+
+Each case runs in fresh subprocesses, since the CPU device count is fixed when JAX starts.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = str(Path(__file__).with_name("sweep_worker.py"))
+
+
+def start_worker(out, devices, *distributed):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen([sys.executable, WORKER, str(out), *map(str, distributed)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, timeout=400):
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+
+
+def saved(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "pop.npz"
+    finish(start_worker(out, 1))
+    return saved(out)
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eight") / "pop.npz"
+    finish(start_worker(out, 8))
+    return saved(out)
+
+
+def assert_same_population(a, b):
+    assert np.array_equal(a["parents"], b["parents"])
+    leaves = [k for k in a if k.startswith("leaf")]
+    assert leaves and leaves == [k for k in b if k.startswith("leaf")]
+    for key in leaves:
+        np.testing.assert_allclose(a[key], b[key], rtol=2e-4, atol=1e-5, err_msg=key)
+
+
+def test_eight_devices_match_one(one_device, eight_devices):
+    assert int(one_device["num_devices"]) == 1 and int(eight_devices["num_devices"]) == 8
+    assert (one_device["parents"] != np.arange(8)).any()  # PBT copied across devices
+    assert_same_population(one_device, eight_devices)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path, eight_devices):
+    coordinator = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "pop.npz"
+    workers = [start_worker(out, 4, coordinator, 2, i) for i in range(2)]
+    for worker in workers:
+        finish(worker)
+    two = saved(out)
+    assert int(two["num_processes"]) == 2 and int(two["num_devices"]) == 8
+    assert_same_population(two, eight_devices)
+
+
+def test_population_that_devices_do_not_divide_names_sizes_that_work(tmp_path):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-m", "popjax", "run", "--population", "12",
+                           "--out", "run"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    assert "population 12 does not divide over 8 devices: use 8 or 16" in done.stderr
+    assert not (tmp_path / "run").exists()
