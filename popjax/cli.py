@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from popjax.errors import PopjaxError
+from popjax.interrupt import SweepInterrupted
 
 
 def main(argv=None) -> int:
@@ -20,6 +21,8 @@ def main(argv=None) -> int:
     run.add_argument("--seed", type=int)
     run.add_argument("--name", help="names the run folder")
     run.add_argument("--out", help="the run folder (default runs/<name>-<timestamp>)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a run from its newest checkpoint, with its own config")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     hosts = run.add_argument_group("several hosts (every process runs the same command)")
     hosts.add_argument("--distributed", action="store_true",
@@ -34,9 +37,9 @@ def main(argv=None) -> int:
     except PopjaxError as error:
         print(f"popjax: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("popjax: interrupted", file=sys.stderr)
-        return 130
+    except SweepInterrupted as stop:
+        print(f"popjax: {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 def run_command(args) -> int:
@@ -50,6 +53,7 @@ def run_command(args) -> int:
         distributed = Distributed(args.coordinator, args.num_processes, args.process_id)
     result = run(
         args.config, out=args.out, progress=not args.quiet, distributed=distributed,
+        resume=args.resume,
         population=args.population,
         steps=args.steps, interval=args.interval, batch_size=args.batch_size, seed=args.seed,
         name=args.name,

@@ -40,6 +40,8 @@ class SweepConfig:
       interval: steps between PBT rounds; ``steps`` must be a multiple of it.
       batch_size: examples per member per step.
       metric: what PBT selects on, on the validation split: "accuracy" or "loss".
+      checkpoint_every: rounds between checkpoints (one is always taken at the end).
+      keep_checkpoints: how many of the newest checkpoints to keep.
       data: ``{"name": "mnist1d" | "digits" | "npz", "path": ..., "val_fraction": 0.2}``.
       model: ``{"name": "mlp" | "cnn", **fields of that flax module}``.
       pbt: exploit and explore settings.
@@ -53,6 +55,8 @@ class SweepConfig:
     interval: int = 250
     batch_size: int = 128
     metric: str = "accuracy"
+    checkpoint_every: int = 4
+    keep_checkpoints: int = 3
     data: dict = field(default_factory=lambda: {"name": "mnist1d", "val_fraction": 0.2})
     model: dict = field(default_factory=lambda: {"name": "mlp", "hidden": [256, 256]})
     pbt: PBTConfig = field(default_factory=PBTConfig)
@@ -71,11 +75,13 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "SweepConfig":
-        for key in ("seed", "population", "steps", "interval", "batch_size"):
+        for key in ("seed", "population", "steps", "interval", "batch_size", "checkpoint_every",
+                    "keep_checkpoints"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{key} must be a whole number (got {value!r})")
-        for key in ("population", "steps", "interval", "batch_size"):
+        for key in ("population", "steps", "interval", "batch_size", "checkpoint_every",
+                    "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1 (got {getattr(self, key)})")
         if self.interval > self.steps:

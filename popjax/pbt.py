@@ -74,9 +74,16 @@ def tournament_sources(key, fitness):
 
 
 def exploit_sources(key, fitness, config: PBTConfig):
+    """Who copies whom. A diverged member (non-finite fitness) is always replaced, by the
+    best member when its exploit method would have kept it, and is never a source."""
     if config.exploit == "truncation":
-        return truncation_sources(key, fitness, config.fraction)
-    return tournament_sources(key, fitness)
+        source, replaced = truncation_sources(key, fitness, config.fraction)
+    else:
+        source, replaced = tournament_sources(key, fitness)
+    diverged = ~jnp.isfinite(fitness)
+    best = jnp.argmax(safe_fitness(fitness)).astype(source.dtype)
+    source = jnp.where(diverged & ~replaced, best, source)
+    return source, replaced | diverged
 
 
 def copy_members(population: Population, source) -> Population:

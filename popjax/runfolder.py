@@ -40,6 +40,14 @@ class RunFolder:
         write_atomic(path / CONFIG, config_toml)
         (path / METRICS).touch()
 
+    @classmethod
+    def reopen(cls, path: Path, history: list[dict]) -> "RunFolder":
+        """An existing run folder whose metrics go back to ``history`` (a resumed sweep)."""
+        folder = cls.__new__(cls)
+        folder.path = path
+        write_atomic(path / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+        return folder
+
     def append_round(self, record: dict) -> None:
         with open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -27,7 +27,9 @@ from popjax.lineage import Lineage
 from popjax.nn import MODELS
 from popjax.pbt import pbt_step
 from popjax.population import Population, init_population
-from popjax.runfolder import LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
+from popjax.checkpoint import SweepCheckpoints
+from popjax.interrupt import SweepInterrupted, stop_requests
+from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
 from popjax.train import cross_entropy, make_evaluate, make_train_segment
 
 
@@ -117,6 +119,9 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
         population, train_loss = segment(population)
         metrics = evaluate(population.params, val)
         fitness = metrics.accuracy if config.metric == "accuracy" else -metrics.loss
+        # NaN weights still give an accuracy (argmax of NaN logits); the loss tells.
+        diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(metrics.loss))
+        fitness = jnp.where(diverged, -jnp.inf, fitness)
         return population, RoundOutput(source, train_loss, metrics.loss, metrics.accuracy,
                                        fitness)
 
@@ -126,7 +131,7 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
 def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
         data: datasets.Dataset | None = None, out: str | Path | None = None, write: bool = True,
         progress: bool = True, distributed: Distributed | None = None,
-        **overrides) -> SweepResult:
+        resume: str | Path | None = None, **overrides) -> SweepResult:
     """Runs a whole sweep and returns its result.
 
     Args:
@@ -135,16 +140,24 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
       loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
       data: a ``Dataset`` to train on instead of the config's.
       out: the run folder; ``runs/<name>-<timestamp>`` by default. Must not exist yet.
-      write: False writes no run folder.
+      write: False writes no run folder (and no checkpoints).
       progress: show a progress bar.
       distributed: join a multi-process run first (see ``popjax.distributed``).
+      resume: a run folder to continue from its newest readable checkpoint, with its config
+        (pass the same ``model``, ``loss_fn`` and ``data`` if the run was given its own).
       **overrides: config fields to change, e.g. ``population=8, steps=200``.
+
+    Raises:
+      PopjaxError: bad input, or every member diverged.
+      SweepInterrupted: SIGINT or SIGTERM arrived; a checkpoint was saved first.
 
     Example:
       >>> result = popjax.run(population=8, steps=400, interval=100, write=False)
       >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
     """
     start = time.perf_counter()
+    if resume is not None:
+        config, out = resume_target(config, resume, overrides)
     if config is None:
         config = SweepConfig()
     elif not isinstance(config, SweepConfig):
@@ -157,7 +170,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     meshes.check_population_size(config.population, len(devices))
     write = write and is_main_process()
     run_dir = Path(out) if out is not None else default_run_dir(config.name)
-    if write:
+    if write and resume is None:
         check_new(run_dir)
 
     if data is None:
@@ -181,26 +194,57 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         population = init_population(init_key, model, sample_x, config.space, config.population)
         return population, jnp.zeros(config.population, jnp.float32)
 
-    population, fitness = jax.jit(init, out_shardings=members)()
+    init = jax.jit(init, out_shardings=members)
     round_fn = jax.jit(make_round(model, loss_fn, train, val, config, pbt_key),
                        out_shardings=(members, members), donate_argnums=0)
 
-    folder = RunFolder(run_dir, config.to_toml()) if write else None
-    lineage, history = Lineage(config.interval), []
-    bar = tqdm(total=config.rounds, desc=config.name, unit="round",
+    # Checkpoints need every process to write its shards; multi-process runs go without.
+    checkpointing = write and jax.process_count() == 1
+    if resume is not None:
+        if not checkpointing:
+            raise PopjaxError("resuming needs a single-process run that writes its folder")
+        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints)
+        abstract = jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
+            jax.eval_shape(init))
+        first_round, (population, fitness), meta = checkpoints.restore_latest(abstract)
+        lineage, history = Lineage.from_dict(meta["lineage"]), meta["history"]
+        folder = RunFolder.reopen(run_dir, history)
+    else:
+        population, fitness = init()
+        first_round, lineage, history = 0, Lineage(config.interval), []
+        folder = RunFolder(run_dir, config.to_toml()) if write else None
+        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
+
+    bar = tqdm(total=config.rounds, initial=first_round, desc=config.name, unit="round",
                disable=not (progress and is_main_process()))
-    for round_index in range(config.rounds):
-        population, output = round_fn(population, fitness, round_index)
-        fitness = output.fitness
-        record = round_record(round_index, config, meshes.to_host((output, population.hparams)))
-        lineage.record(record["parents"], record["hparams"])
-        history.append(record)
-        if folder:
-            folder.append_round(record)
-        bar.set_postfix(best=f"{max(record['val_accuracy']):.3f}",
-                        median=f"{np.median(record['val_accuracy']):.3f}")
-        bar.update()
+    with stop_requests() as stops:
+        for round_index in range(first_round, config.rounds):
+            population, output = round_fn(population, fitness, round_index)
+            fitness = output.fitness
+            record = round_record(round_index, config, meshes.to_host((output, population.hparams)))
+            lineage.record(record["parents"], record["hparams"])
+            history.append(record)
+            if folder:
+                folder.append_round(record)
+            check_not_all_diverged(record, config)
+            bar.set_postfix(best=f"{np.nanmax(record['val_accuracy']):.3f}",
+                            median=f"{np.nanmedian(record['val_accuracy']):.3f}")
+            bar.update()
+            done = round_index + 1
+            if checkpoints and (done % config.checkpoint_every == 0 or done == config.rounds
+                                or stops.requested):
+                checkpoints.save(done, (population, fitness),
+                                 {"lineage": lineage.to_dict(), "history": history})
+            if stops.requested and done < config.rounds:
+                bar.close()
+                where = (f"resume with: popjax run --resume {run_dir}" if checkpoints
+                         else "no checkpoint was written")
+                raise SweepInterrupted(f"stopped after round {done} of {config.rounds}; {where}",
+                                       stops.signum)
     bar.close()
+    if checkpoints:
+        checkpoints.close()
 
     evaluate = jax.jit(make_evaluate(model, loss_fn), out_shardings=members)
     test_metrics = meshes.to_host(evaluate(population.params, test))
@@ -229,6 +273,27 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     return result
 
 
+def resume_target(config, resume, overrides):
+    """The config and folder of a run to resume; its settings cannot change midway."""
+    run_dir = Path(resume)
+    if config is not None or any(v is not None for v in overrides.values()):
+        raise PopjaxError("a resumed run keeps its own config: give --resume alone")
+    if not (run_dir / CONFIG).is_file():
+        raise PopjaxError(f"{run_dir} is not a run folder (no {CONFIG}): give a folder that "
+                          "popjax run wrote")
+    return run_dir / CONFIG, run_dir
+
+
+def check_not_all_diverged(record: dict, config: SweepConfig) -> None:
+    """Some members may diverge (PBT replaces them); all of them is a space to narrow."""
+    if any(d is False for d in record["diverged"]):
+        return
+    ranges = ", ".join(f"{name} ({prior.low:g}..{prior.high:g})"
+                       for name, prior in config.space.priors.items() if hasattr(prior, "low"))
+    raise PopjaxError(f"every member diverged (non-finite loss) by step {record['step']}: "
+                      f"narrow the ranges of {ranges}, starting with learning_rate")
+
+
 def round_record(round_index: int, config: SweepConfig, host) -> dict:
     """One line of metrics.jsonl from the round's host copy: plain lists, one value per member."""
     output, hparams = host
@@ -239,5 +304,6 @@ def round_record(round_index: int, config: SweepConfig, host) -> dict:
         "train_loss": [float(x) for x in output.train_loss],
         "val_loss": [float(x) for x in output.val_loss],
         "val_accuracy": [float(x) for x in output.val_accuracy],
+        "diverged": [not bool(np.isfinite(x)) for x in output.fitness],
         "hparams": {k: [float(x) for x in v] for k, v in hparams.items()},
     }

@@ -38,7 +38,7 @@ def test_run_writes_the_run_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run1"
     assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.jsonl", "lineage.json",
-                                               "summary.json"}
+                                               "summary.json", "checkpoints"}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["population"] == 4 and summary["steps"] == 40
     assert set(summary["best_hparams"]) == {"learning_rate", "momentum", "dropout",

@@ -1,0 +1,161 @@
+"""Checkpoints and faults: a killed sweep resumes to the same population; signals checkpoint;
+damaged checkpoints are skipped; diverging members never stop the sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import popjax
+from popjax.checkpoint import SweepCheckpoints
+from popjax.errors import PopjaxError
+from popjax.space import LogUniform, SearchSpace
+
+RUN_TOML = """
+name = "resume"
+population = 4
+steps = 600
+interval = 20
+batch_size = 16
+checkpoint_every = 1
+keep_checkpoints = 3
+
+[data]
+name = "digits"
+
+[model]
+name = "mlp"
+hidden = [32]
+"""
+
+
+def popjax_cli(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "popjax", *args, "--quiet"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def final_state(run_dir):
+    """The population and fitness in the run's newest checkpoint, as host arrays."""
+    checkpoints = SweepCheckpoints(run_dir)
+    latest = checkpoints.rounds_saved()[-1]
+    restored = checkpoints.manager.restore(latest)
+    checkpoints.close()
+    return latest, jax.tree_util.tree_leaves(jax.device_get(restored["state"]))
+
+
+def wait_for_checkpoints(run_dir, count, process, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        folder = run_dir / "checkpoints"
+        if folder.is_dir() and sum(p.name.isdigit() for p in folder.iterdir()) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoints appeared")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("whole")
+    (cwd / "run.toml").write_text(RUN_TOML)
+    done = popjax_cli("run", "run.toml", "--out", "whole", cwd=cwd)
+    out, err = done.communicate(timeout=400)
+    assert done.returncode == 0, err
+    return cwd / "whole"
+
+
+def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
+    (tmp_path / "run.toml").write_text(RUN_TOML)
+    process = popjax_cli("run", "run.toml", "--out", "killed", cwd=tmp_path)
+    wait_for_checkpoints(tmp_path / "killed", 3, process)
+    time.sleep(0.3)  # into the middle of a later round
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, err
+    rounds, leaves = final_state(tmp_path / "killed")
+    whole_rounds, whole_leaves = final_state(uninterrupted)
+    assert rounds == whole_rounds == 30
+    for a, b in zip(leaves, whole_leaves, strict=True):
+        assert np.array_equal(a, b)  # bit-identical on the CPU
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    whole = json.loads((uninterrupted / "summary.json").read_text())
+    assert (summary["best_member"], summary["test"]) == (whole["best_member"], whole["test"])
+    metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
+    assert metrics == (uninterrupted / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
+    # Long rounds, so that the signal lands well before the end of the run.
+    long_run = RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
+    (tmp_path / "run.toml").write_text(long_run.replace("steps = 600", "steps = 60000")
+                                       .replace("interval = 20", "interval = 1000"))
+    process = popjax_cli("run", "run.toml", "--out", "stopped", cwd=tmp_path)
+    deadline = time.time() + 240
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum
+    assert "resume with: popjax run --resume stopped" in err
+    assert len(err.strip().splitlines()) == 1
+    saved = SweepCheckpoints(tmp_path / "stopped").rounds_saved()
+    assert len(saved) == 1 and 2 <= saved[0] < 60
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_data,
+                                                                 small_model):
+    settings = dict(data=small_data, model=small_model, population=4, steps=80, interval=20,
+                    batch_size=16, progress=False)
+    whole = popjax.run(out=tmp_path / "whole", checkpoint_every=1, **settings)
+    run_dir = tmp_path / "damaged"
+    popjax.run(out=run_dir, checkpoint_every=1, **settings)
+    latest = run_dir / "checkpoints" / "4"
+    for path in latest.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "state" in str(path):
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="after round 4 is damaged"):
+        resumed = popjax.run(resume=run_dir, data=small_data, model=small_model, progress=False)
+    # It went back to round 3 and trained the last round again, to the same result.
+    assert resumed.history == whole.history
+    assert np.array_equal(np.asarray(resumed.population.params["Dense_0"]["kernel"]),
+                          np.asarray(whole.population.params["Dense_0"]["kernel"]))
+
+
+def test_diverging_members_are_replaced_and_never_reach_the_others(small_data, small_model):
+    space = SearchSpace({"learning_rate": LogUniform(1e-2, 1e4)})
+    result = popjax.run(popjax.SweepConfig(space=space), data=small_data, model=small_model,
+                        population=8, steps=100, interval=20, batch_size=16, seed=3,
+                        write=False, progress=False)
+    diverged = [sum(r["diverged"]) for r in result.history]
+    assert diverged[0] > 0  # the range reaches rates that blow up
+    assert diverged[-1] < 8
+    for r, record in enumerate(result.history[1:], start=1):
+        before = result.history[r - 1]["diverged"]
+        # Every member that diverged is replaced at the next round, by one that had not.
+        for member, was_diverged in enumerate(before):
+            if was_diverged:
+                parent = record["parents"][member]
+                assert parent != member and not before[parent]
+    assert np.isfinite(result.best_val["loss"])
+
+
+def test_every_member_diverging_is_a_clear_error(small_data, small_model):
+    space = SearchSpace({"learning_rate": LogUniform(1e6, 1e8)})
+    with pytest.raises(PopjaxError, match="every member diverged.*learning_rate \\(1e\\+06"):
+        popjax.run(popjax.SweepConfig(space=space), data=small_data, model=small_model,
+                   population=4, steps=40, interval=20, batch_size=16, write=False,
+                   progress=False)
