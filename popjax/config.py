@@ -34,7 +34,7 @@ class SweepConfig:
     """Everything a sweep needs. The defaults are the built-in run: 32 MLPs on MNIST-1D.
 
     Attributes:
-      name: names the run folder, ``runs/<name>-<timestamp>``.
+      name: names the run folder, ``runs/<name>-<timestamp>``; ``<data>-<model>`` if empty.
       population: members trained together.
       steps: SGD steps per member in the whole run.
       interval: steps between PBT rounds; ``steps`` must be a multiple of it.
@@ -48,7 +48,7 @@ class SweepConfig:
       space: the priors of every hyperparameter.
     """
 
-    name: str = "mnist1d-mlp"
+    name: str = ""
     seed: int = 0
     population: int = 32
     steps: int = 6000
@@ -75,6 +75,7 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "SweepConfig":
+        """Checks every field; returns the config with its name filled in."""
         for key in ("seed", "population", "steps", "interval", "batch_size", "checkpoint_every",
                     "keep_checkpoints"):
             value = getattr(self, key)
@@ -100,6 +101,8 @@ class SweepConfig:
         _check_pbt(self.pbt)
         _check_model(self.model)
         _check_data(self.data)
+        if not self.name:
+            return dataclasses.replace(self, name=f"{self.data['name']}-{self.model['name']}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

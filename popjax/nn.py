@@ -58,6 +58,9 @@ class CNN1D(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, dropout_rate=0.0, train: bool = False):
+        if x.ndim not in (2, 3):
+            raise ValueError(f"the 1-D CNN takes [length] or [length, channels] examples, "
+                             f"not {tuple(x.shape[1:])}: use the MLP or reshape the data")
         if x.ndim == 2:
             x = x[..., None]  # [batch, length] -> [batch, length, 1 channel]
         for channels in self.channels:

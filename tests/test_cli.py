@@ -83,3 +83,27 @@ def test_an_existing_run_folder_is_never_overwritten(tmp_path):
     done = popjax("run", "--out", "run", cwd=tmp_path)
     assert done.returncode == 2 and "already exists" in done.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == "keep me"
+
+
+def test_data_that_does_not_fit_the_model_is_one_line(tmp_path):
+    import numpy as np
+
+    # 1-D convolutions over inputs of shape [N, 4, 4, 4, 4] cannot work.
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "bad.npz", x=rng.normal(size=(50, 4, 4, 4, 4)), y=np.arange(50) % 3,
+             x_test=rng.normal(size=(10, 4, 4, 4, 4)), y_test=np.arange(10) % 3)
+    (tmp_path / "bad.toml").write_text(
+        "population = 2\nsteps = 20\ninterval = 10\n[data]\nname = 'npz'\npath = 'bad.npz'\n"
+        "[model]\nname = 'cnn'\n")
+    done = popjax("run", "bad.toml", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "the model cannot take inputs of shape (4, 4, 4, 4)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = popjax("run", "--resume", "empty", cwd=tmp_path)
+    assert done.returncode == 2 and "is not a run folder" in done.stderr
+    assert list((tmp_path / "empty").iterdir()) == []
