@@ -36,6 +36,7 @@ import optax
 import popjax
 from popjax import optim
 from popjax.data import mnist1d, sample_batch, to_device
+from popjax.mesh import member_sharding, population_mesh, replicated
 from popjax.nn import MLP
 from popjax.population import init_population, select
 from popjax.space import SearchSpace
@@ -69,7 +70,12 @@ def timings(run, repeats) -> list[float]:
 
 def time_popjax(model, train, population, batch_size, steps, repeats) -> list[float]:
     """Seconds per jitted segment that trains every member ``steps`` steps."""
-    segment = jax.jit(make_train_segment(model, cross_entropy, train, batch_size, steps))
+    # As popjax runs a sweep: the member axis sharded over every device, the data replicated.
+    mesh = population_mesh()
+    population = jax.device_put(population, member_sharding(mesh))
+    train = jax.device_put(train, replicated(mesh))
+    segment = jax.jit(make_train_segment(model, cross_entropy, train, batch_size, steps),
+                      out_shardings=member_sharding(mesh))
     # Compile ahead of time: excludes compilation without spending a whole untimed segment.
     compiled = segment.lower(population).compile()
     return timings(lambda: jax.block_until_ready(compiled(population)), repeats)
