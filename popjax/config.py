@@ -42,7 +42,7 @@ class SweepConfig:
       metric: what PBT selects on, on the validation split: "accuracy" or "loss".
       checkpoint_every: rounds between checkpoints (one is always taken at the end).
       keep_checkpoints: how many of the newest checkpoints to keep.
-      data: ``{"name": "mnist1d" | "digits" | "npz", "path": ..., "val_fraction": 0.2}``.
+      data: ``{"name": "mnist1d" | "digits" | "npz", "path": ..., "val_fraction": 0.1}``.
       model: ``{"name": "mlp" | "cnn", **fields of that flax module}``.
       pbt: exploit and explore settings.
       space: the priors of every hyperparameter.
@@ -57,7 +57,7 @@ class SweepConfig:
     metric: str = "accuracy"
     checkpoint_every: int = 4
     keep_checkpoints: int = 3
-    data: dict = field(default_factory=lambda: {"name": "mnist1d", "val_fraction": 0.2})
+    data: dict = field(default_factory=lambda: {"name": "mnist1d", "val_fraction": 0.1})
     model: dict = field(default_factory=lambda: {"name": "mlp", "hidden": [256, 256]})
     pbt: PBTConfig = field(default_factory=PBTConfig)
     space: SearchSpace = field(default_factory=SearchSpace)

@@ -51,7 +51,7 @@ class Dataset:
         }
 
 
-def from_arrays(x, y, x_test, y_test, *, val_fraction=0.2, seed=0, name="arrays") -> Dataset:
+def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays") -> Dataset:
     """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation."""
     x, y = np.asarray(x, np.float32), np.asarray(y)
     x_test, y_test = np.asarray(x_test, np.float32), np.asarray(y_test)
@@ -83,7 +83,7 @@ def from_arrays(x, y, x_test, y_test, *, val_fraction=0.2, seed=0, name="arrays"
     )
 
 
-def mnist1d(*, val_fraction=0.2, seed=0) -> Dataset:
+def mnist1d(*, val_fraction=0.1, seed=0) -> Dataset:
     """MNIST-1D (4,000 train, 1,000 test, length 40), generated locally; nothing downloads."""
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -92,7 +92,7 @@ def mnist1d(*, val_fraction=0.2, seed=0) -> Dataset:
                        val_fraction=val_fraction, seed=seed, name="mnist1d")
 
 
-def digits(*, val_fraction=0.2, seed=0, test_fraction=0.2) -> Dataset:
+def digits(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
     """sklearn's 8x8 digits (1,797 images, shipped with sklearn), inputs scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
@@ -105,7 +105,7 @@ def digits(*, val_fraction=0.2, seed=0, test_fraction=0.2) -> Dataset:
                        val_fraction=val_fraction, seed=seed, name="digits")
 
 
-def from_npz(path, *, val_fraction=0.2, seed=0) -> Dataset:
+def from_npz(path, *, val_fraction=0.1, seed=0) -> Dataset:
     """Loads a user's ``.npz`` holding ``x``, ``y``, ``x_test`` and ``y_test``."""
     path = Path(path)
     if not path.is_file():
@@ -124,7 +124,7 @@ def from_npz(path, *, val_fraction=0.2, seed=0) -> Dataset:
 BUILTIN = {"mnist1d": mnist1d, "digits": digits}
 
 
-def load(name: str = "mnist1d", *, path=None, val_fraction=0.2, seed=0) -> Dataset:
+def load(name: str = "mnist1d", *, path=None, val_fraction=0.1, seed=0) -> Dataset:
     """A dataset by config name: ``mnist1d``, ``digits`` or ``npz`` (with ``path``)."""
     if name == "npz":
         if path is None:

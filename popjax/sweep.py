@@ -175,7 +175,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
 
     if data is None:
         data = datasets.load(config.data["name"], path=config.data.get("path"),
-                             val_fraction=config.data.get("val_fraction", 0.2), seed=config.seed)
+                             val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
     model = model if model is not None else build_model(config, data.num_classes)
     loss_fn = loss_fn or cross_entropy
     sample_x = jnp.asarray(data.x_train[: config.batch_size])
