@@ -131,6 +131,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_
         resumed = popjax.run(resume=run_dir, data=small_data, model=small_model, progress=False)
     # It went back to round 3 and trained the last round again, to the same result.
     assert resumed.history == whole.history
+    for leaf in jax.tree_util.tree_leaves(resumed.population):
+        assert leaf.sharding.spec[0] == "pop"  # restored with the member sharding
     assert np.array_equal(np.asarray(resumed.population.params["Dense_0"]["kernel"]),
                           np.asarray(whole.population.params["Dense_0"]["kernel"]))
 
