@@ -5,8 +5,9 @@ For each population size P it measures member-steps per second (P x steps / seco
 * popjax: ``jax.jit(make_train_segment(...))``, one ``lax.scan`` over the vmapped step that
   trains all P members ``--steps`` steps in one call;
 * sequential: the single-model code a user writes without popjax, a jitted
-  ``train_step(params, opt_state, key, hparams)`` (same MLP, same ``optim.sgdw``, same batch
-  sampling, same dropout) called in a Python for-loop for ``--steps`` steps, member after member.
+  ``train_step(params, opt_state, hparams, key)`` (one member's step: the same MLP, SGD with
+  momentum and weight decay, batch sampling and dropout) called in a Python for-loop for
+  ``--steps`` steps, member after member.
 
 Both sides start from the same members (weights, hyperparameters, key streams), run on MNIST-1D
 held on the device, exclude compile time (popjax's segment is compiled ahead of time, the
@@ -31,16 +32,14 @@ import platform
 import time
 
 import jax
-import optax
 
 import popjax
-from popjax import optim
-from popjax.data import mnist1d, sample_batch, to_device
+from popjax.data import mnist1d, to_device
 from popjax.mesh import member_sharding, population_mesh, replicated
 from popjax.nn import MLP
 from popjax.population import init_population, select
 from popjax.space import SearchSpace
-from popjax.train import cross_entropy, make_train_segment
+from popjax.train import cross_entropy, make_member_step, make_train_segment
 
 
 def parse_args(argv=None):
@@ -82,32 +81,18 @@ def time_popjax(model, train, population, batch_size, steps, repeats) -> list[fl
 
 
 def make_sequential_step(model, train, batch_size):
-    """The plain single-model step: hyperparameters are jnp scalars, so members share one compile."""
+    """The plain single-model step, jitted on its own: the same update as one popjax member's.
 
-    @jax.jit
-    def train_step(params, opt_state, key, hparams):
-        key, batch_key, dropout_key = jax.random.split(key, 3)
-        x, y = sample_batch(batch_key, train, batch_size)
-
-        def batch_loss(p):
-            logits = model.apply({"params": p}, x, dropout_rate=hparams["dropout"], train=True,
-                                 rngs={"dropout": dropout_key})
-            return cross_entropy(logits, y)
-
-        loss, grads = jax.value_and_grad(batch_loss)(params)
-        optimizer = optim.sgdw(hparams["learning_rate"], hparams["momentum"],
-                               hparams["weight_decay"])
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, key, loss
-
-    return train_step
+    Hyperparameters are passed as jnp scalars, so members share one compilation.
+    """
+    return jax.jit(make_member_step(model, cross_entropy, train, batch_size))
 
 
 def train_members_sequentially(train_step, members, steps) -> None:
     for member in members:
         params, opt_state, key = member.params, member.opt_state, member.rng
         for _ in range(steps):
-            params, opt_state, key, loss = train_step(params, opt_state, key, member.hparams)
+            params, opt_state, key, loss = train_step(params, opt_state, member.hparams, key)
         # Block per member, as a user reading the final loss would; dispatch stays async within.
         jax.block_until_ready((params, loss))
 
@@ -115,7 +100,7 @@ def train_members_sequentially(train_step, members, steps) -> None:
 def time_sequential(train_step, members, steps, repeats) -> list[float]:
     """Seconds to train ``members`` one after another, ``steps`` Python-loop steps each."""
     first = members[0]
-    jax.block_until_ready(train_step(first.params, first.opt_state, first.rng, first.hparams))
+    jax.block_until_ready(train_step(first.params, first.opt_state, first.hparams, first.rng))
     return timings(lambda: train_members_sequentially(train_step, members, steps), repeats)
 
 
