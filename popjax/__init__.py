@@ -5,7 +5,7 @@
     >>> result.best_hparams
 """
 
-from popjax import data, distributed, nn
+from popjax import data, distributed, nn, schedules
 from popjax.config import SweepConfig
 from popjax.data import Dataset
 from popjax.errors import PopjaxError
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Choice", "Dataset", "Fixed", "Lineage", "LogUniform", "PBTConfig", "Population",
-    "PopjaxError", "SearchSpace", "SweepConfig", "SweepResult", "Uniform", "data", "distributed", "nn", "run",
+    "PopjaxError", "SearchSpace", "SweepConfig", "SweepResult", "Uniform", "data", "distributed", "nn", "run", "schedules",
 ]

@@ -31,8 +31,15 @@ def main(argv=None) -> int:
     hosts.add_argument("--coordinator", help="ADDRESS:PORT of process 0")
     hosts.add_argument("--num-processes", type=int, dest="num_processes")
     hosts.add_argument("--process-id", type=int, dest="process_id")
+    export = commands.add_parser("export-schedule",
+                                 help="write a member's replayed hyperparameter schedules")
+    export.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    export.add_argument("--member", default="best", help="a member id, or 'best' (default)")
+    export.add_argument("--out", default="schedule.json", help="the JSON file to write")
     args = parser.parse_args(argv)
     try:
+        if args.command == "export-schedule":
+            return export_command(args)
         return run_command(args)
     except PopjaxError as error:
         print(f"popjax: error: {error}", file=sys.stderr)
@@ -66,6 +73,19 @@ def run_command(args) -> int:
           f"{result.best_val['accuracy']:.4f}, test accuracy {test:.4f} "
           f"({result.wall_time:.1f} s on {len(result.devices)} device(s))")
     print(f"results in {result.run_dir}")
+    return 0
+
+
+def export_command(args) -> int:
+    from pathlib import Path
+
+    from popjax.schedules import export
+
+    if Path(args.out).exists():
+        raise PopjaxError(f"{args.out} already exists: choose another --out")
+    written = export(args.run_dir, args.out, member=args.member)
+    print(f"member {written['member']}: {', '.join(written['schedules'])} over "
+          f"{written['steps']} steps written to {args.out}")
     return 0
 
 

@@ -1,0 +1,182 @@
+"""optax-compatible schedules, with per-member parameters, and the replay of a PBT lineage.
+
+Every schedule here is ``Callable[[step], value]``, the optax signature, so it serves as the
+``learning_rate`` of any optax optimizer. Parameters may be arrays with a member axis: under
+``vmap`` each member evaluates its own schedule.
+
+A PBT run changes a member's hyperparameters at every exploit; ``replay`` follows a member's
+ancestry and returns, for each hyperparameter, the piecewise schedule its weights actually
+trained with. ``export`` writes them to JSON; ``load`` reads them back as plain jax functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from popjax.errors import PopjaxError
+
+FORMAT = "popjax-schedules/1"
+
+
+def constant(value):
+    """``value`` at every step."""
+    return lambda step: jnp.asarray(value, jnp.float32) + 0.0 * jnp.asarray(step, jnp.float32)
+
+
+def _warmup(peak, warmup_steps, step):
+    # Linear from 0 to peak over the warmup; a warmup of 0 steps starts at the peak.
+    warmup_steps = jnp.asarray(warmup_steps, jnp.float32)
+    fraction = jnp.where(warmup_steps > 0, step / jnp.maximum(warmup_steps, 1.0), 1.0)
+    return peak * jnp.clip(fraction, 0.0, 1.0)
+
+
+def _decay_fraction(step, warmup_steps, decay_steps):
+    since = step - jnp.asarray(warmup_steps, jnp.float32)
+    return jnp.clip(since / jnp.maximum(jnp.asarray(decay_steps, jnp.float32), 1.0), 0.0, 1.0)
+
+
+def warmup_cosine(peak, warmup_steps, decay_steps, end_value=0.0):
+    """Linear warmup to ``peak``, then cosine decay to ``end_value`` over ``decay_steps``."""
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        t = _decay_fraction(step, warmup_steps, decay_steps)
+        decayed = end_value + (peak - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+        return jnp.where(step < warmup_steps, _warmup(peak, warmup_steps, step), decayed)
+
+    return schedule
+
+
+def warmup_linear(peak, warmup_steps, decay_steps, end_value=0.0):
+    """Linear warmup to ``peak``, then linear decay to ``end_value`` over ``decay_steps``."""
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        t = _decay_fraction(step, warmup_steps, decay_steps)
+        decayed = peak + (end_value - peak) * t
+        return jnp.where(step < warmup_steps, _warmup(peak, warmup_steps, step), decayed)
+
+    return schedule
+
+
+def warmup_exponential(peak, warmup_steps, decay_rate, transition_steps):
+    """Linear warmup to ``peak``, then ``peak * decay_rate ** (steps since / transition_steps)``."""
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        since = jnp.maximum(step - jnp.asarray(warmup_steps, jnp.float32), 0.0)
+        decayed = peak * jnp.power(decay_rate, since / jnp.asarray(transition_steps, jnp.float32))
+        return jnp.where(step < warmup_steps, _warmup(peak, warmup_steps, step), decayed)
+
+    return schedule
+
+
+def step_decay(value, every, factor):
+    """``value * factor ** floor(step / every)``: e.g. halve the rate every 1000 steps."""
+
+    def schedule(step):
+        drops = jnp.floor(jnp.asarray(step, jnp.float32) / jnp.asarray(every, jnp.float32))
+        return value * jnp.power(factor, drops)
+
+    return schedule
+
+
+def piecewise(boundaries, values):
+    """``values[i]`` on steps ``[boundaries[i-1], boundaries[i])``; the last value after.
+
+    ``len(values) == len(boundaries) + 1``. The replay of a PBT lineage is one of these.
+    """
+    boundaries = jnp.asarray(boundaries, jnp.int32)
+    values = jnp.asarray(values, jnp.float32)
+
+    def schedule(step):
+        return values[jnp.searchsorted(boundaries, jnp.asarray(step, jnp.int32), side="right")]
+
+    return schedule
+
+
+def member_trajectories(run, member="best") -> dict:
+    """A member's hyperparameters along its ancestry, as plain data.
+
+    Args:
+      run: a run folder (its ``lineage.json`` and ``summary.json``) or a ``SweepResult``.
+      member: a member id, or "best" for the run's best member.
+    Returns:
+      ``{"format", "member", "interval", "steps", "schedules": {name: {"boundaries", "values"}}}``
+      where value ``i`` holds on steps ``[boundaries[i-1], boundaries[i])``.
+    """
+    lineage, best = _lineage_and_best(run)
+    member = best if member == "best" else int(member)
+    population = len(lineage.parents[0]) if lineage.parents else 0
+    if not 0 <= member < population:
+        raise PopjaxError(f"member {member} is not in the run: give 'best' or 0..{population - 1}")
+    history = lineage.history(member)
+    boundaries = [entry["end_step"] for entry in history[:-1]]
+    names = list(history[0]["hparams"])
+    return {
+        "format": FORMAT,
+        "member": member,
+        "interval": lineage.interval,
+        "steps": history[-1]["end_step"],
+        "schedules": {
+            name: {"boundaries": boundaries, "values": [e["hparams"][name] for e in history]}
+            for name in names
+        },
+    }
+
+
+def replay(run, member="best", name="learning_rate"):
+    """The schedule of hyperparameter ``name`` that ``member``'s weights trained with.
+
+    At every step it gives the value that the member, or the ancestor whose weights it carried
+    then, trained with, following every exploit.
+
+    Example:
+      >>> lr = popjax.schedules.replay("runs/mnist1d-mlp-...", member="best")
+      >>> optimizer = optax.sgd(learning_rate=lr, momentum=0.9)
+    """
+    trajectories = member_trajectories(run, member)
+    return from_trajectories(trajectories, name)
+
+
+def from_trajectories(trajectories: dict, name: str):
+    schedules = trajectories["schedules"]
+    if name not in schedules:
+        raise PopjaxError(f"no hyperparameter '{name}' in the run: known: {', '.join(schedules)}")
+    return piecewise(schedules[name]["boundaries"], schedules[name]["values"])
+
+
+def export(run, path, member="best") -> dict:
+    """Writes all of a member's replayed schedules to JSON; returns what it wrote."""
+    trajectories = member_trajectories(run, member)
+    Path(path).write_text(json.dumps(trajectories, indent=1))
+    return trajectories
+
+
+def load(path) -> dict:
+    """Reads an exported file: ``{name: schedule}``, plain functions of jax arrays.
+
+    The values are float32 as they were trained with; JSON keeps them exactly.
+    """
+    try:
+        trajectories = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise PopjaxError(f"cannot read schedules from {path} ({error})") from None
+    if trajectories.get("format") != FORMAT:
+        raise PopjaxError(f"{path} is not a file written by popjax export-schedule")
+    return {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
+
+
+def _lineage_and_best(run):
+    from popjax.lineage import Lineage
+    from popjax.runfolder import LINEAGE, read_summary
+
+    if hasattr(run, "lineage") and hasattr(run, "best_member"):
+        return run.lineage, run.best_member
+    run_dir = Path(run)
+    if not (run_dir / LINEAGE).is_file():
+        raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
+    return Lineage.load(run_dir / LINEAGE), int(read_summary(run_dir)["best_member"])

@@ -1,0 +1,146 @@
+"""Schedules: optax-compatible, per-member under vmap, and the exact replay of a lineage."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import popjax
+from popjax import schedules
+from popjax.errors import PopjaxError
+from popjax.lineage import Lineage
+
+
+def test_warmup_then_decay_shapes():
+    cosine = schedules.warmup_cosine(peak=1.0, warmup_steps=10, decay_steps=100, end_value=0.1)
+    assert float(cosine(0)) == 0.0
+    assert float(cosine(5)) == pytest.approx(0.5)
+    assert float(cosine(10)) == pytest.approx(1.0)
+    assert float(cosine(60)) == pytest.approx(0.55, abs=1e-6)  # half way: the mean
+    assert float(cosine(110)) == pytest.approx(0.1) and float(cosine(500)) == pytest.approx(0.1)
+    linear = schedules.warmup_linear(2.0, 0, 100, 0.0)
+    assert float(linear(0)) == 2.0 and float(linear(50)) == pytest.approx(1.0)
+    exponential = schedules.warmup_exponential(1.0, 0, decay_rate=0.5, transition_steps=10)
+    assert float(exponential(20)) == pytest.approx(0.25)
+    step = schedules.step_decay(0.8, every=100, factor=0.5)
+    assert [float(step(s)) for s in (0, 99, 100, 250)] == pytest.approx([0.8, 0.8, 0.4, 0.2])
+    assert float(schedules.constant(0.3)(1234)) == pytest.approx(0.3)
+
+
+def test_per_member_parameters_under_jit_and_vmap():
+    peaks = jnp.array([0.1, 0.2, 0.4])
+    warmups = jnp.array([0.0, 10.0, 20.0])
+
+    def member_rate(peak, warmup, step):
+        return schedules.warmup_cosine(peak, warmup, 100, 0.0)(step)
+
+    rates = jax.jit(jax.vmap(member_rate, in_axes=(0, 0, None)))(peaks, warmups, 10)
+    expected = [schedules.warmup_cosine(float(p), float(w), 100, 0.0)(10)
+                for p, w in zip(peaks, warmups)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    assert float(rates[2]) == pytest.approx(0.2)  # half way through its 20-step warmup
+
+
+def test_schedule_is_the_learning_rate_of_an_optax_optimizer():
+    schedule = schedules.step_decay(0.5, every=2, factor=0.1)
+    optimizer = optax.sgd(learning_rate=schedule)
+    w = jnp.array(0.0)
+    state = optimizer.init(w)
+    update = jax.jit(optimizer.update)
+    for _ in range(4):
+        updates, state = update(jnp.array(1.0), state)
+        w = optax.apply_updates(w, updates)
+    assert float(w) == pytest.approx(-(0.5 + 0.5 + 0.05 + 0.05))
+
+
+def hand_lineage():
+    lineage = Lineage(interval=10)
+    lineage.record([0, 1], {"learning_rate": [0.1, 0.2], "momentum": [0.9, 0.5]})
+    lineage.record([0, 0], {"learning_rate": [0.1, 0.12], "momentum": [0.9, 0.9]})
+    lineage.record([1, 1], {"learning_rate": [0.096, 0.12], "momentum": [0.72, 0.9]})
+    return lineage
+
+
+def test_replay_follows_the_ancestry_at_every_step_and_boundary():
+    result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
+    lr = jax.jit(schedules.replay(result, member=0))
+    # Member 0 copied member 1 at round 2, which had copied member 0 at round 1: the weights
+    # trained as member 0, then as member 1, then as member 0 again.
+    expected = {0: 0.1, 9: 0.1, 10: 0.12, 19: 0.12, 20: 0.096, 29: 0.096, 30: 0.096}
+    for step, value in expected.items():
+        assert float(lr(step)) == pytest.approx(value), step
+    lr1 = schedules.replay(result, member=1)
+    # Member 1 carries the weights member 0 trained in round 0.
+    assert [float(lr1(s)) for s in (9, 10, 19, 20)] == pytest.approx([0.1, 0.12, 0.12, 0.12])
+
+
+def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_data,
+                                                                 small_model):
+    run = popjax.run(data=small_data, model=small_model, population=4, steps=80, interval=10,
+                     batch_size=16, out=tmp_path / "run", progress=False, seed=2)
+    assert any(p != m for r in run.lineage.parents for m, p in enumerate(r))
+    ancestry = run.lineage.ancestry(run.best_member)
+    for name in run.best_hparams:
+        schedule = jax.jit(schedules.replay(tmp_path / "run", member="best", name=name))
+        values = np.asarray(jax.vmap(schedule)(jnp.arange(80)))
+        for step in range(80):
+            r = step // 10
+            want = np.float32(run.lineage.hparams[r][name][ancestry[r]])
+            assert values[step] == want, (name, step)
+        assert values[-1] == np.float32(run.best_hparams[name])
+
+
+def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
+    popjax.run(data=small_data, model=small_model, population=4, steps=60, interval=20,
+               batch_size=16, out=tmp_path / "run", progress=False)
+    done = subprocess.run([sys.executable, "-m", "popjax", "export-schedule", "run", "--member",
+                           "best", "--out", "schedule.json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "schedule.json").read_text())
+    loaded = schedules.load(tmp_path / "schedule.json")
+    assert set(loaded) == {"learning_rate", "momentum", "dropout", "weight_decay"}
+    for name, schedule in loaded.items():
+        replayed = schedules.replay(tmp_path / "run", member="best", name=name)
+        steps = jnp.arange(written["steps"] + 5)
+        assert np.array_equal(jax.vmap(schedule)(steps), jax.vmap(replayed)(steps))
+        values = written["schedules"][name]["values"]
+        assert [float(np.float32(v)) for v in values] == values  # float32 kept exactly
+    again = subprocess.run([sys.executable, "-m", "popjax", "export-schedule", "run", "--out",
+                            "schedule.json"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_loaded_schedule_drives_a_plain_optax_loop(tmp_path):
+    path = tmp_path / "schedule.json"
+    result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
+    schedules.export(result, path, member=0)
+    code = f"""
+import jax, jax.numpy as jnp, optax
+from popjax.schedules import load
+lr = load({str(path)!r})["learning_rate"]
+opt = optax.sgd(learning_rate=lr)
+w = jnp.array(0.0); state = opt.init(w)
+for _ in range(30):
+    updates, state = jax.jit(opt.update)(jnp.array(1.0), state)
+    w = optax.apply_updates(w, updates)
+print(float(w))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(-(10 * 0.1 + 10 * 0.12 + 10 * 0.096), rel=1e-5)
+
+
+def test_bad_member_and_name_are_clear_errors():
+    result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
+    with pytest.raises(PopjaxError, match="member 5 is not in the run"):
+        schedules.replay(result, member=5)
+    with pytest.raises(PopjaxError, match="no hyperparameter 'lr'"):
+        schedules.replay(result, name="lr")
