@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -70,7 +71,8 @@ def timings(run, repeats) -> list[float]:
 def time_popjax(model, train, population, batch_size, steps, repeats) -> list[float]:
     """Seconds per jitted segment that trains every member ``steps`` steps."""
     # As popjax runs a sweep: the member axis sharded over every device, the data replicated.
-    mesh = population_mesh()
+    # (on as many devices as divide the population: one member cannot be split)
+    mesh = population_mesh(jax.devices()[: math.gcd(population.size, jax.device_count())])
     population = jax.device_put(population, member_sharding(mesh))
     train = jax.device_put(train, replicated(mesh))
     segment = jax.jit(make_train_segment(model, cross_entropy, train, batch_size, steps),
