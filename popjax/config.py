@@ -76,13 +76,11 @@ class SweepConfig:
 
     def validate(self) -> "SweepConfig":
         """Checks every field; returns the config with its name filled in."""
-        for key in ("seed", "population", "steps", "interval", "batch_size", "checkpoint_every",
-                    "keep_checkpoints"):
+        for key in ("seed", *_COUNTS):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{key} must be a whole number (got {value!r})")
-        for key in ("population", "steps", "interval", "batch_size", "checkpoint_every",
-                    "keep_checkpoints"):
+        for key in _COUNTS:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1 (got {getattr(self, key)})")
         if self.interval > self.steps:
@@ -151,6 +149,9 @@ class SweepConfig:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(SweepConfig))
+# Whole numbers that must be at least 1.
+_COUNTS = ("population", "steps", "interval", "batch_size", "checkpoint_every",
+           "keep_checkpoints")
 
 
 def _pbt_from_dict(table) -> PBTConfig:

@@ -26,52 +26,50 @@ def constant(value):
     return lambda step: jnp.asarray(value, jnp.float32) + 0.0 * jnp.asarray(step, jnp.float32)
 
 
-def _warmup(peak, warmup_steps, step):
-    # Linear from 0 to peak over the warmup; a warmup of 0 steps starts at the peak.
-    warmup_steps = jnp.asarray(warmup_steps, jnp.float32)
-    fraction = jnp.where(warmup_steps > 0, step / jnp.maximum(warmup_steps, 1.0), 1.0)
-    return peak * jnp.clip(fraction, 0.0, 1.0)
+def _with_warmup(peak, warmup_steps, decayed):
+    """Linear warmup from 0 to ``peak``, then ``decayed(step)``; a warmup of 0 starts at peak."""
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warmup = jnp.asarray(warmup_steps, jnp.float32)
+        fraction = jnp.where(warmup > 0, step / jnp.maximum(warmup, 1.0), 1.0)
+        warming = peak * jnp.clip(fraction, 0.0, 1.0)
+        return jnp.where(step < warmup, warming, decayed(step, step - warmup))
+
+    return schedule
 
 
-def _decay_fraction(step, warmup_steps, decay_steps):
-    since = step - jnp.asarray(warmup_steps, jnp.float32)
+def _decay_fraction(since, decay_steps):
     return jnp.clip(since / jnp.maximum(jnp.asarray(decay_steps, jnp.float32), 1.0), 0.0, 1.0)
 
 
 def warmup_cosine(peak, warmup_steps, decay_steps, end_value=0.0):
     """Linear warmup to ``peak``, then cosine decay to ``end_value`` over ``decay_steps``."""
 
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        t = _decay_fraction(step, warmup_steps, decay_steps)
-        decayed = end_value + (peak - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
-        return jnp.where(step < warmup_steps, _warmup(peak, warmup_steps, step), decayed)
+    def decayed(step, since):
+        t = _decay_fraction(since, decay_steps)
+        return end_value + (peak - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
 
-    return schedule
+    return _with_warmup(peak, warmup_steps, decayed)
 
 
 def warmup_linear(peak, warmup_steps, decay_steps, end_value=0.0):
     """Linear warmup to ``peak``, then linear decay to ``end_value`` over ``decay_steps``."""
 
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        t = _decay_fraction(step, warmup_steps, decay_steps)
-        decayed = peak + (end_value - peak) * t
-        return jnp.where(step < warmup_steps, _warmup(peak, warmup_steps, step), decayed)
+    def decayed(step, since):
+        return peak + (end_value - peak) * _decay_fraction(since, decay_steps)
 
-    return schedule
+    return _with_warmup(peak, warmup_steps, decayed)
 
 
 def warmup_exponential(peak, warmup_steps, decay_rate, transition_steps):
     """Linear warmup to ``peak``, then ``peak * decay_rate ** (steps since / transition_steps)``."""
 
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        since = jnp.maximum(step - jnp.asarray(warmup_steps, jnp.float32), 0.0)
-        decayed = peak * jnp.power(decay_rate, since / jnp.asarray(transition_steps, jnp.float32))
-        return jnp.where(step < warmup_steps, _warmup(peak, warmup_steps, step), decayed)
+    def decayed(step, since):
+        exponent = jnp.maximum(since, 0.0) / jnp.asarray(transition_steps, jnp.float32)
+        return peak * jnp.power(decay_rate, exponent)
 
-    return schedule
+    return _with_warmup(peak, warmup_steps, decayed)
 
 
 def step_decay(value, every, factor):
