@@ -24,6 +24,10 @@ def main(argv=None) -> int:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a run from its newest checkpoint, with its own config")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--cpu-devices", choices=("cores", "one"), default="cores",
+                     dest="cpu_devices",
+                     help="on the CPU, spread members over one JAX device per core (default) "
+                          "or run them all on one device")
     hosts = run.add_argument_group("several hosts (every process runs the same command)")
     hosts.add_argument("--distributed", action="store_true",
                        help="join a multi-process run described by the cluster's environment "
@@ -52,12 +56,15 @@ def main(argv=None) -> int:
 def run_command(args) -> int:
     # Imported here so that `popjax --help` answers without starting JAX.
     from popjax.distributed import Distributed
+    from popjax.mesh import use_cpu_cores
     from popjax.report import best_members_table
     from popjax.sweep import run
 
     distributed = None
     if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
         distributed = Distributed(args.coordinator, args.num_processes, args.process_id)
+    elif args.cpu_devices == "cores":
+        use_cpu_cores(planned_population(args))
     result = run(
         args.config, out=args.out, progress=not args.quiet, distributed=distributed,
         resume=args.resume,
@@ -74,6 +81,22 @@ def run_command(args) -> int:
           f"({result.wall_time:.1f} s on {len(result.devices)} device(s))")
     print(f"results in {result.run_dir}")
     return 0
+
+
+def planned_population(args) -> int | None:
+    """The population the run will have, read before JAX starts; None if the config is bad
+    (``run`` then reports it)."""
+    from pathlib import Path
+
+    from popjax.config import SweepConfig
+
+    if args.population is not None:
+        return args.population
+    source = Path(args.resume) / "config.toml" if args.resume else args.config
+    try:
+        return (SweepConfig.from_toml(source) if source else SweepConfig()).population
+    except (PopjaxError, OSError):
+        return None
 
 
 def export_command(args) -> int:

@@ -180,6 +180,10 @@ def _check_pbt(pbt: PBTConfig) -> None:
         raise ConfigError(f"pbt.perturb_factors must be positive (got {pbt.perturb_factors})")
 
 
+# Weights stay float32 whatever the compute dtype: the optimizer updates float32 masters.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _check_model(model: dict) -> None:
     name = model.get("name")
     if name not in MODELS:
@@ -189,6 +193,8 @@ def _check_model(model: dict) -> None:
     for key in model:
         if key != "name" and key not in module_fields:
             raise ConfigError(unknown_name_error(f"{name} model field", key, module_fields))
+    if model.get("dtype", "float32") not in COMPUTE_DTYPES:
+        raise ConfigError(unknown_name_error("model dtype", str(model["dtype"]), COMPUTE_DTYPES))
 
 
 def _check_data(data: dict) -> None:

@@ -1,26 +1,33 @@
-"""Benchmark: a vmapped popjax population against the same members trained one after another.
+"""Benchmark: popjax's round against the same members trained one after another.
 
-For each population size P it measures member-steps per second (P x steps / seconds) of
+For each model (MLPs of width 64, 256 and 1024 with two hidden layers, and the 1-D CNN) and each
+population size P it measures, in one run on one machine:
 
-* popjax: ``jax.jit(make_train_segment(...))``, one ``lax.scan`` over the vmapped step that
-  trains all P members ``--steps`` steps in one call;
-* sequential: the single-model code a user writes without popjax, a jitted
-  ``train_step(params, opt_state, hparams, key)`` (one member's step: the same MLP, SGD with
-  momentum and weight decay, batch sampling and dropout) called in a Python for-loop for
-  ``--steps`` steps, member after member.
+* popjax: member-steps per second of the jitted PBT round a sweep runs (PBT exploit + explore,
+  ``--steps`` training steps of every member as one ``lax.scan`` over the vmapped step, then
+  validation), the member axis sharded over the devices, buffers donated;
+* the usual way without popjax, members one after another, each (a) a jitted per-step Python
+  loop, (b) one jitted ``lax.scan`` over its steps. Both use the same member step as popjax
+  (batch sampling, dropout, SGD with momentum and weight decay). Members are independent, so
+  these rates are measured once per model on ``--max-sequential-members`` members;
+* utilization: model FLOP/s (XLA's count for one member's step, times popjax's rate) as a share
+  of a dense square matmul of the same dtype, timed in the same run;
+* the PBT share: the time of PBT + validation alone as a share of the round's time;
+* compile time of the round and its peak memory (XLA's buffer sizes, or the device's own peak
+  where it reports one);
+* the number of compilations in a whole short ``popjax.run`` sweep (the training round must
+  compile once).
 
-Both sides start from the same members (weights, hyperparameters, key streams), run on MNIST-1D
-held on the device, exclude compile time (popjax's segment is compiled ahead of time, the
-sequential step by one warm-up call) and block on the result before stopping the clock. Each
-side is timed ``--repeats`` times and the fastest run is reported, since other load on the
-machine only slows a run down. The speedup is popjax / sequential, measured in the same run on
-the same machine. Members are independent, so for large populations the sequential side times only the
-first ``--max-sequential-members`` members and its per-member rate stands for all of them; the
-table and the JSON say when that happened.
+Compile time is excluded from rates; each figure is the fastest of ``--repeats`` timed runs (other
+load only slows a run). Population sizes whose estimated time exceeds ``--max-seconds`` or whose
+memory exceeds what the device has are skipped and marked so. On the CPU, popjax spreads members
+over one JAX device per core (as ``popjax run`` does; ``--cpu-devices one`` turns that off); the
+sequential baselines run as a user's single model does, on JAX's default device.
 
 Run:
-    python scripts/bench.py                      # P = 1 8 32 128, writes bench.json
-    python scripts/bench.py --populations 1 8 --steps 100 --out /tmp/bench.json
+    python scripts/bench.py                                  # writes bench.json and bench.png
+    python scripts/bench.py --models mlp64 --populations 1 32 --out /tmp/b.json
+    python scripts/bench.py --dtype bfloat16                 # bfloat16 compute, float32 weights
 """
 
 from __future__ import annotations
@@ -30,174 +37,325 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 
-import jax
-
-import popjax
-from popjax.data import mnist1d, to_device
-from popjax.mesh import member_sharding, population_mesh, replicated
-from popjax.nn import MLP
-from popjax.population import init_population, select
-from popjax.space import SearchSpace
-from popjax.train import cross_entropy, make_member_step, make_train_segment
+CPU_POPULATIONS = [1, 8, 32, 128]
+ACCELERATOR_POPULATIONS = [1, 8, 32, 128, 256, 512, 1024]
+MODELS = ("mlp64", "mlp256", "mlp1024", "cnn")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--populations", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--width", type=int, default=256, help="MLP hidden widths (width, width)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--populations", type=int, nargs="+",
+                        help=f"default {CPU_POPULATIONS} on the CPU, {ACCELERATOR_POPULATIONS} "
+                             "on an accelerator")
+    parser.add_argument("--steps", type=int, default=250,
+                        help="training steps per member in a round (popjax's default interval)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=200, help="training steps per member")
-    parser.add_argument("--max-sequential-members", type=int, default=16,
-                        help="time at most this many members on the sequential side")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per measurement; the fastest is reported")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="compute dtype (weights stay float32)")
+    parser.add_argument("--max-sequential-members", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-seconds", type=float, default=30.0,
+                        help="skip a measurement estimated to take longer than this")
+    parser.add_argument("--cpu-devices", choices=("cores", "one"), default="cores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
     return parser.parse_args(argv)
 
 
-def timings(run, repeats) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``run``; it blocks on its own result."""
+args = parse_args() if __name__ == "__main__" else None
+if args is not None and args.cpu_devices == "cores":
+    from popjax.mesh import use_cpu_cores  # before JAX starts
+
+    use_cpu_cores()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import popjax  # noqa: E402
+from popjax.config import SweepConfig  # noqa: E402
+from popjax.data import mnist1d, to_device  # noqa: E402
+from popjax.mesh import member_sharding, population_mesh, replicated  # noqa: E402
+from popjax.nn import CNN1D, MLP  # noqa: E402
+from popjax.pbt import pbt_step  # noqa: E402
+from popjax.population import init_population, select  # noqa: E402
+from popjax.sweep import make_round  # noqa: E402
+from popjax.train import cross_entropy, make_evaluate, make_member_step  # noqa: E402
+
+
+def build(name: str, dtype: str, num_classes: int):
+    if name == "cnn":
+        return CNN1D(num_classes=num_classes, dtype=dtype)
+    width = int(name.removeprefix("mlp"))
+    return MLP(hidden=(width, width), num_classes=num_classes, dtype=dtype)
+
+
+def fastest(run, repeats) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``run``, which blocks on its result."""
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
-    return seconds
+    return min(seconds)
 
 
-def time_popjax(model, train, population, batch_size, steps, repeats) -> list[float]:
-    """Seconds per jitted segment that trains every member ``steps`` steps."""
-    # As popjax runs a sweep: the member axis sharded over every device, the data replicated.
-    # (on as many devices as divide the population: one member cannot be split)
-    mesh = population_mesh(jax.devices()[: math.gcd(population.size, jax.device_count())])
-    population = jax.device_put(population, member_sharding(mesh))
-    train = jax.device_put(train, replicated(mesh))
-    segment = jax.jit(make_train_segment(model, cross_entropy, train, batch_size, steps),
-                      out_shardings=member_sharding(mesh))
-    # Compile ahead of time: excludes compilation without spending a whole untimed segment.
-    compiled = segment.lower(population).compile()
-    return timings(lambda: jax.block_until_ready(compiled(population)), repeats)
+def flops_of(compiled) -> float | None:
+    """XLA's FLOP count of a compiled function (a dict, or a list of one on older jax)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0] if analysis else {}
+    return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
-def make_sequential_step(model, train, batch_size):
-    """The plain single-model step, jitted on its own: the same update as one popjax member's.
-
-    Hyperparameters are passed as jnp scalars, so members share one compilation.
-    """
-    return jax.jit(make_member_step(model, cross_entropy, train, batch_size))
-
-
-def train_members_sequentially(train_step, members, steps) -> None:
-    for member in members:
-        params, opt_state, key = member.params, member.opt_state, member.rng
-        for _ in range(steps):
-            params, opt_state, key, loss = train_step(params, opt_state, member.hparams, key)
-        # Block per member, as a user reading the final loss would; dispatch stays async within.
-        jax.block_until_ready((params, loss))
+def matmul_flops_per_s(dtype: str, repeats: int) -> dict:
+    """The dense matmul rate of the default device: the utilization's yardstick."""
+    best = {"flops_per_s": 0.0}
+    sizes = (1024, 2048) if jax.default_backend() == "cpu" else (4096, 8192)
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n)).astype(dtype)
+        matmul = jax.jit(lambda x, y: x @ y)
+        jax.block_until_ready(matmul(a, a))
+        seconds = fastest(lambda: jax.block_until_ready(matmul(a, a)), max(repeats, 3))
+        rate = 2 * n**3 / seconds
+        if rate > best["flops_per_s"]:
+            best = {"flops_per_s": rate, "size": n, "dtype": dtype}
+    return best
 
 
-def time_sequential(train_step, members, steps, repeats) -> list[float]:
-    """Seconds to train ``members`` one after another, ``steps`` Python-loop steps each."""
+def memory_of(compiled) -> int | None:
+    """Bytes XLA plans for a compiled call: arguments, outputs and temporaries."""
+    try:
+        stats = compiled.memory_analysis()
+        return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                   + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    except Exception:  # not every backend reports it
+        return None
+
+
+def device_memory_limit() -> int:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def sequential_rates(model, train, population, args) -> dict:
+    """Member-steps per second of members trained one after another, two usual ways."""
+    step = make_member_step(model, cross_entropy, train, args.batch_size)
+    members = [select(population, i) for i in range(min(population.size,
+                                                        args.max_sequential_members))]
+    jit_step = jax.jit(step)
+
+    def loop():
+        for m in members:
+            params, opt_state, rng = m.params, m.opt_state, m.rng
+            for _ in range(args.steps):
+                params, opt_state, rng, loss = jit_step(params, opt_state, m.hparams, rng)
+            jax.block_until_ready((params, loss))  # as a user reading the final loss would
+
+    @jax.jit
+    def scanned(params, opt_state, hparams, rng):
+        def body(carry, _):
+            *carry, loss = step(*carry[:2], hparams, carry[2])
+            return tuple(carry), loss
+        return jax.lax.scan(body, (params, opt_state, rng), None, length=args.steps)
+
+    def scan():
+        for m in members:
+            jax.block_until_ready(scanned(m.params, m.opt_state, m.hparams, m.rng))
+
     first = members[0]
-    jax.block_until_ready(train_step(first.params, first.opt_state, first.hparams, first.rng))
-    return timings(lambda: train_members_sequentially(train_step, members, steps), repeats)
+    jax.block_until_ready(jit_step(first.params, first.opt_state, first.hparams, first.rng))
+    jax.block_until_ready(scanned(first.params, first.opt_state, first.hparams, first.rng))
+    work = len(members) * args.steps
+    return {"members_timed": len(members),
+            "loop_member_steps_per_s": work / fastest(loop, args.repeats),
+            "scan_member_steps_per_s": work / fastest(scan, args.repeats)}
 
 
-def bench_population(size, args, model, train, sample_input, train_step) -> dict:
-    population = init_population(jax.random.PRNGKey(args.seed), model, sample_input, SearchSpace(),
-                                 size)
-    popjax_seconds = time_popjax(model, train, population, args.batch_size, args.steps,
-                                 args.repeats)
+def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
+    """popjax's round at population ``size``: rate, PBT share, compile time, memory."""
+    row = {"population": size}
+    mesh = population_mesh(jax.devices()[: math.gcd(size, jax.device_count())])
+    members = member_sharding(mesh)
+    train, val = jax.device_put((train, val), replicated(mesh))
+    config = SweepConfig(population=size, interval=args.steps, batch_size=args.batch_size,
+                         steps=args.steps * 2)
+    pbt_key = jax.random.PRNGKey(args.seed + 1)
+    population = jax.device_put(
+        init_population(jax.random.PRNGKey(args.seed), model, sample_x, config.space, size),
+        members)
+    fitness = jax.device_put(jnp.linspace(0.0, 1.0, size), members)
 
-    # Slice members out of the same population so both sides train identical members.
-    timed = min(size, args.max_sequential_members)
-    members = [select(population, i) for i in range(timed)]
-    sequential_seconds = time_sequential(train_step, members, args.steps, args.repeats)
+    # Estimate first: a population too slow or too large for this device is skipped.
+    per_step = jax.jit(jax.vmap(make_member_step(model, cross_entropy, train, args.batch_size)))
+    lowered_step = per_step.lower(population.params, population.opt_state, population.hparams,
+                                  population.rng)
+    flops = flops_of(lowered_step.compile())
+    estimate = (flops or 0) * args.steps * (args.repeats + 1) / budget["flops_per_s"]
+    if estimate > args.max_seconds:
+        return {**row, "skipped": f"estimated {estimate:.0f} s > --max-seconds"}
 
-    # The fastest repeat: other load on the machine only ever makes a run slower.
-    popjax_rate = size * args.steps / min(popjax_seconds)
-    sequential_rate = timed * args.steps / min(sequential_seconds)
-    return {
-        "population": size,
-        "popjax_seconds_per_repeat": popjax_seconds,
-        "popjax_member_steps_per_s": popjax_rate,
-        "sequential_members_timed": timed,
-        "sequential_seconds_per_repeat": sequential_seconds,
-        "sequential_extrapolated": timed < size,
-        "sequential_member_steps_per_s": sequential_rate,
-        "speedup": popjax_rate / sequential_rate,
-    }
+    round_fn = jax.jit(make_round(model, cross_entropy, train, val, config, pbt_key),
+                       out_shardings=(members, members), donate_argnums=0)
+    start = time.perf_counter()
+    try:
+        compiled = round_fn.lower(population, fitness, 1).compile()
+    except Exception as error:  # out of memory while compiling or allocating
+        return {**row, "skipped": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
+    row["compile_seconds"] = time.perf_counter() - start
+    row["xla_bytes"] = memory_of(compiled)
+    if row["xla_bytes"] and row["xla_bytes"] > 0.8 * budget["memory_bytes"]:
+        return {**row, "skipped": f"needs {row['xla_bytes'] / 2**30:.1f} GiB"}
+
+    state = {"population": population}
+
+    def one_round():
+        state["population"], output = compiled(state["population"], fitness, 1)
+        jax.block_until_ready(output)
+
+    one_round()  # first call allocates
+    round_seconds = fastest(one_round, args.repeats)
+
+    evaluate = make_evaluate(model, cross_entropy)
+
+    def pbt_and_validation(population, fitness, key):
+        population, _, _ = pbt_step(key, population, fitness, config.space, config.pbt)
+        return population, evaluate(population.params, val)
+
+    pbt_only = jax.jit(pbt_and_validation, out_shardings=members).lower(
+        state["population"], fitness, pbt_key).compile()
+    jax.block_until_ready(pbt_only(state["population"], fitness, pbt_key))
+    pbt_seconds = fastest(
+        lambda: jax.block_until_ready(pbt_only(state["population"], fitness, pbt_key)),
+        args.repeats)
+
+    rate = size * args.steps / round_seconds
+    stats = jax.devices()[0].memory_stats() or {}
+    return {**row,
+            "devices": mesh.size,
+            "round_seconds": round_seconds,
+            "member_steps_per_s": rate,
+            "flops_per_member_step": flops / size if flops else None,
+            "utilization": rate * flops / size / budget["flops_per_s"] if flops else None,
+            "pbt_and_validation_seconds": pbt_seconds,
+            "pbt_share": pbt_seconds / round_seconds,
+            "device_peak_bytes": stats.get("peak_bytes_in_use")}
 
 
-def print_table(rows) -> None:
-    header = f"{'population':>10}  {'popjax m-steps/s':>17}  {'sequential m-steps/s':>21}  {'speedup':>8}"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        mark = "*" if row["sequential_extrapolated"] else " "
-        print(f"{row['population']:>10}  {row['popjax_member_steps_per_s']:>17,.0f}  "
-              f"{row['sequential_member_steps_per_s']:>20,.0f}{mark}  {row['speedup']:>7.1f}x")
-    for row in rows:
-        if row["sequential_extrapolated"]:
-            print(f"* population {row['population']}: sequential rate measured on the first "
-                  f"{row['sequential_members_timed']} members and extrapolated "
-                  "(members are independent)")
+def count_sweep_compilations(model, dataset) -> dict:
+    """Runs a short sweep (8 members, 4 PBT rounds) and counts every XLA compilation in it."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    size = math.lcm(8, jax.device_count()) if jax.device_count() <= 8 else jax.device_count()
+    result = popjax.run(model=model, data=dataset, population=size, steps=200, interval=50,
+                        write=False, progress=False)
+    return {"population": size, "rounds": 4, "round_program_compilations": result.compilations,
+            "all_xla_compilations": len(compiles), "all_compile_seconds": sum(compiles)}
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def plot(report, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, entry) in enumerate(report["models"].items()):
+        rows = [r for r in entry["populations"] if "member_steps_per_s" in r]
+        if not rows:
+            continue
+        color = f"C{i}"
+        sizes = [r["population"] for r in rows]
+        ax.plot(sizes, [r["member_steps_per_s"] for r in rows], "o-", color=color,
+                label=f"{name}: popjax")
+        ax.axhline(entry["sequential"]["loop_member_steps_per_s"], color=color, ls=":",
+                   label=f"{name}: one by one, jitted step loop")
+    ax.set(xscale="log", yscale="log", xlabel="population size",
+           ylabel="member-steps per second",
+           title=f"{report['backend']} ({report['devices']} device(s)), {report['dtype']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def print_table(report) -> None:
+    print(f"\n{report['backend']}, {report['devices']} device(s), {report['dtype']}, "
+          f"{report['steps']} steps per round, batch {report['batch_size']}; dense matmul "
+          f"{report['matmul']['flops_per_s'] / 1e9:,.0f} GFLOP/s")
+    print(f"{'model':>8} {'P':>5} {'popjax m-steps/s':>17} {'vs loop':>8} {'vs scan':>8} "
+          f"{'util':>6} {'PBT':>6} {'compile s':>9} {'MiB':>8}")
+    for name, entry in report["models"].items():
+        seq = entry["sequential"]
+        for row in entry["populations"]:
+            if "skipped" in row:
+                print(f"{name:>8} {row['population']:>5}  skipped: {row['skipped']}")
+                continue
+            util = f"{row['utilization']:.1%}" if row["utilization"] is not None else "n/a"
+            mib = f"{row['xla_bytes'] / 2**20:,.0f}" if row["xla_bytes"] else "n/a"
+            print(f"{name:>8} {row['population']:>5} {row['member_steps_per_s']:>17,.0f} "
+                  f"{row['member_steps_per_s'] / seq['loop_member_steps_per_s']:>7.1f}x "
+                  f"{row['member_steps_per_s'] / seq['scan_member_steps_per_s']:>7.1f}x "
+                  f"{util:>6} {row['pbt_share']:>6.2%} {row['compile_seconds']:>9.1f} "
+                  f"{mib:>8}")
+        print(f"{name:>8} one by one: jitted step loop {seq['loop_member_steps_per_s']:,.0f}, "
+              f"jitted scan {seq['scan_member_steps_per_s']:,.0f} member-steps/s")
+    c = report["sweep_compilations"]
+    print(f"a {c['rounds']}-round sweep of {c['population']} members compiled its round "
+          f"{c['round_program_compilations']} time(s); {c['all_xla_compilations']} XLA "
+          f"compilations in all ({c['all_compile_seconds']:.1f} s)")
+
+
+def main(args) -> None:
+    started = time.perf_counter()
+    accelerator = jax.default_backend() != "cpu"
+    populations = args.populations or (ACCELERATOR_POPULATIONS if accelerator
+                                       else CPU_POPULATIONS)
     dataset = mnist1d(seed=args.seed)
     train = to_device(dataset.x_train, dataset.y_train)
-    sample_input = train.x[: args.batch_size]
-    model = MLP(hidden=(args.width, args.width), num_classes=dataset.num_classes)
-    train_step = make_sequential_step(model, train, args.batch_size)
-
-    started = time.perf_counter()
-    rows = []
-    for size in args.populations:
-        rows.append(bench_population(size, args, model, train, sample_input, train_step))
-        print(f"population {size}: done ({time.perf_counter() - started:.0f}s elapsed)",
-              flush=True)
-
-    print()
-    print(f"MLP ({args.width}, {args.width}) on MNIST-1D, batch {args.batch_size}, "
-          f"{args.steps} steps per member, backend {jax.default_backend()}, "
-          f"fastest of {args.repeats} runs, compile excluded")
-    print_table(rows)
-
-    result = {
-        "what": "member-steps per second: vmapped popjax population vs. jitted per-step "
-                "Python loop over members one after another; compile time excluded; "
-                "rates from the fastest of `repeats` timed runs",
-        "jax_version": jax.__version__,
-        "popjax_version": getattr(popjax, "__version__", None),
-        "python_version": platform.python_version(),
-        "backend": jax.default_backend(),
-        "devices": [str(device) for device in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        # Other processes slow a benchmark down; the load average shows whether any ran.
-        "load_average_at_end": list(os.getloadavg()),
-        "dataset": "mnist1d",
-        "model": "MLP",
-        "width": args.width,
-        "hidden": [args.width, args.width],
-        "batch_size": args.batch_size,
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "max_sequential_members": args.max_sequential_members,
-        "sequential_extrapolation_note": "where sequential_members_timed < population, the "
-            "sequential rate was measured on that many members and applies to all, since "
-            "members train independently",
-        "total_seconds": time.perf_counter() - started,
-        "results": rows,
-    }
+    val = to_device(dataset.x_val, dataset.y_val)
+    sample_x = train.x[: args.batch_size]
+    budget = {**matmul_flops_per_s(args.dtype, args.repeats),
+              "memory_bytes": device_memory_limit()}
+    report = {"backend": jax.default_backend(), "devices": jax.device_count(),
+              "device_kind": jax.devices()[0].device_kind, "dtype": args.dtype,
+              "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
+              "jax_version": jax.__version__, "python_version": platform.python_version(),
+              "cpu_cores": os.cpu_count(), "matmul": budget, "models": {}}
+    for name in args.models:
+        model = build(name, args.dtype, dataset.num_classes)
+        rows = []
+        for size in populations:
+            rows.append(measure_population(model, size, train, val, sample_x, args, budget))
+            print(f"{name} P={size}: {rows[-1].get('skipped', 'done')} "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+        largest = max(r["population"] for r in rows)
+        seed_population = init_population(jax.random.PRNGKey(args.seed), model, sample_x,
+                                          SweepConfig().space, min(largest, 64))
+        report["models"][name] = {"populations": rows,
+                                  "sequential": sequential_rates(model, train, seed_population,
+                                                                 args)}
+    report["sweep_compilations"] = count_sweep_compilations(
+        build("mlp64", args.dtype, dataset.num_classes), dataset)
+    report["load_average_at_end"] = list(os.getloadavg())
+    report["total_seconds"] = time.perf_counter() - started
+    print_table(report)
     with open(args.out, "w") as file:
-        json.dump(result, file, indent=2)
-    print(f"\nwrote {args.out}")
+        json.dump(report, file, indent=2)
+    plot_path = args.plot or os.path.splitext(args.out)[0] + ".png"
+    plot(report, plot_path)
+    print(f"\nwrote {args.out} and {plot_path}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(args))
