@@ -24,6 +24,10 @@ def main(argv=None) -> int:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a run from its newest checkpoint, with its own config")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true", dest="no_report",
+                     help="skip the plots and report.md written at the end")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also stream metrics to TensorBoard event files in RUN/tensorboard")
     run.add_argument("--cpu-devices", choices=("cores", "one"), default="cores",
                      dest="cpu_devices",
                      help="on the CPU, spread members over one JAX device per core (default) "
@@ -35,15 +39,29 @@ def main(argv=None) -> int:
     hosts.add_argument("--coordinator", help="ADDRESS:PORT of process 0")
     hosts.add_argument("--num-processes", type=int, dest="num_processes")
     hosts.add_argument("--process-id", type=int, dest="process_id")
+    report = commands.add_parser("report", help="write plots and report.md for a finished run")
+    report.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     export = commands.add_parser("export-schedule",
                                  help="write a member's replayed hyperparameter schedules")
     export.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     export.add_argument("--member", default="best", help="a member id, or 'best' (default)")
     export.add_argument("--out", default="schedule.json", help="the JSON file to write")
+    replay = commands.add_parser(
+        "replay", help="retrain one model from scratch with a member's replayed schedules")
+    replay.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    replay.add_argument("--member", default="best", help="a member id, or 'best' (default)")
+    replay.add_argument("--seed", type=int, help="initial weights and batch order "
+                                                 "(default: the run's seed)")
+    replay.add_argument("--out", help="also write the figures to this JSON file")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         if args.command == "export-schedule":
             return export_command(args)
+        if args.command == "replay":
+            return replay_command(args)
+        if args.command == "report":
+            return report_command(args)
         return run_command(args)
     except PopjaxError as error:
         print(f"popjax: error: {error}", file=sys.stderr)
@@ -67,7 +85,7 @@ def run_command(args) -> int:
         use_cpu_cores(planned_population(args))
     result = run(
         args.config, out=args.out, progress=not args.quiet, distributed=distributed,
-        resume=args.resume,
+        resume=args.resume, tensorboard=args.tensorboard,
         population=args.population,
         steps=args.steps, interval=args.interval, batch_size=args.batch_size, seed=args.seed,
         name=args.name,
@@ -79,7 +97,39 @@ def run_command(args) -> int:
     print(f"best member {result.best_member}: validation accuracy "
           f"{result.best_val['accuracy']:.4f}, test accuracy {test:.4f} "
           f"({result.wall_time:.1f} s on {len(result.devices)} device(s))")
+    if not args.no_report:
+        from popjax.report import write_report
+
+        print(f"report: {write_report(result.run_dir)}")
     print(f"results in {result.run_dir}")
+    return 0
+
+
+def report_command(args) -> int:
+    from popjax.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)} and its plots")
+    return 0
+
+
+def replay_command(args) -> int:
+    import json
+    from pathlib import Path
+
+    from popjax.replay import retrain
+
+    if args.out and Path(args.out).exists():
+        raise PopjaxError(f"{args.out} already exists: choose another --out")
+    result = retrain(args.run_dir, args.member, seed=args.seed, progress=not args.quiet)
+    test = (f", test {result.member_test_accuracy:.4f}"
+            if result.member_test_accuracy is not None else "")
+    print(f"member {result.member} in the sweep: validation accuracy "
+          f"{result.member_val_accuracy:.4f}{test}")
+    print(f"replay from scratch (seed {result.seed}, {result.steps} steps): validation accuracy "
+          f"{result.val['accuracy']:.4f}, test {result.test['accuracy']:.4f}; "
+          f"gap {result.val_gap:+.4f} ({result.wall_time:.1f} s)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.summary(), indent=1))
     return 0
 
 

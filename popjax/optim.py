@@ -27,9 +27,16 @@ def sgdw(learning_rate, momentum, weight_decay) -> optax.GradientTransformation:
     )
 
 
-def member_optimizer(hparams: Mapping[str, jax.Array]) -> optax.GradientTransformation:
-    """The optimizer of one member, built from its (traced, scalar) hyperparameters."""
-    return sgdw(hparams["learning_rate"], hparams["momentum"], hparams["weight_decay"])
+def member_optimizer(hparams: Mapping[str, jax.Array],
+                     learning_rate=None) -> optax.GradientTransformation:
+    """The optimizer of one member, built from its (traced, scalar) hyperparameters.
+
+    ``learning_rate`` is this step's rate when a schedule sets it; the member's
+    ``learning_rate`` hyperparameter otherwise.
+    """
+    if learning_rate is None:
+        learning_rate = hparams["learning_rate"]
+    return sgdw(learning_rate, hparams["momentum"], hparams["weight_decay"])
 
 
 def init_state(params):

@@ -96,6 +96,27 @@ def piecewise(boundaries, values):
     return schedule
 
 
+# Learning-rate schedules a search space can tune. The peak is the member's ``learning_rate``;
+# the other parameters are hyperparameters of their own (see ``popjax.space.SCHEDULE_HPARAMS``).
+# Decays run over the rest of the sweep, ``total_steps``.
+def learning_rate_at(kind: str, hparams, step, total_steps: int):
+    """The learning rate of a member with ``hparams`` at ``step`` under schedule ``kind``."""
+    peak = hparams["learning_rate"]
+    if kind == "constant":
+        return constant(peak)(step)
+    if kind in ("warmup_cosine", "warmup_linear"):
+        warmup = hparams["warmup_steps"]
+        decay = warmup_cosine if kind == "warmup_cosine" else warmup_linear
+        return decay(peak, warmup, total_steps - warmup)(step)
+    if kind == "warmup_exponential":
+        # decay_rate is the factor per 1000 steps, so its range reads the same for any run length
+        return warmup_exponential(peak, hparams["warmup_steps"], hparams["decay_rate"],
+                                  1000)(step)
+    if kind == "step_decay":
+        return step_decay(peak, hparams["decay_every"], hparams["decay_factor"])(step)
+    raise PopjaxError(f"unknown schedule '{kind}'")
+
+
 def member_trajectories(run, member="best") -> dict:
     """A member's hyperparameters along its ancestry, as plain data.
 
@@ -103,10 +124,12 @@ def member_trajectories(run, member="best") -> dict:
       run: a run folder (its ``lineage.json`` and ``summary.json``) or a ``SweepResult``.
       member: a member id, or "best" for the run's best member.
     Returns:
-      ``{"format", "member", "interval", "steps", "schedules": {name: {"boundaries", "values"}}}``
-      where value ``i`` holds on steps ``[boundaries[i-1], boundaries[i])``.
+      ``{"format", "member", "interval", "steps", "learning_rate_schedule",
+      "schedules": {name: {"boundaries", "values"}}}`` where value ``i`` holds on steps
+      ``[boundaries[i-1], boundaries[i])``. ``learning_rate_schedule`` names the run's schedule
+      kind; under one other than "constant", ``learning_rate`` values are the schedule's peaks.
     """
-    lineage, best = _lineage_and_best(run)
+    lineage, best, kind, total_steps = _run_record(run)
     member = best if member == "best" else int(member)
     population = len(lineage.parents[0]) if lineage.parents else 0
     if not 0 <= member < population:
@@ -119,6 +142,7 @@ def member_trajectories(run, member="best") -> dict:
         "member": member,
         "interval": lineage.interval,
         "steps": history[-1]["end_step"],
+        "learning_rate_schedule": {"kind": kind, "total_steps": total_steps},
         "schedules": {
             name: {"boundaries": boundaries, "values": [e["hparams"][name] for e in history]}
             for name in names
@@ -130,7 +154,8 @@ def replay(run, member="best", name="learning_rate"):
     """The schedule of hyperparameter ``name`` that ``member``'s weights trained with.
 
     At every step it gives the value that the member, or the ancestor whose weights it carried
-    then, trained with, following every exploit.
+    then, trained with, following every exploit. For ``learning_rate`` under a tuned schedule
+    (warmup, decay), that is the rate at that step from the schedule parameters of that round.
 
     Example:
       >>> lr = popjax.schedules.replay("runs/mnist1d-mlp-...", member="best")
@@ -144,7 +169,17 @@ def from_trajectories(trajectories: dict, name: str):
     schedules = trajectories["schedules"]
     if name not in schedules:
         raise PopjaxError(f"no hyperparameter '{name}' in the run: known: {', '.join(schedules)}")
-    return piecewise(schedules[name]["boundaries"], schedules[name]["values"])
+    lr_schedule = trajectories.get("learning_rate_schedule", {"kind": "constant"})
+    if name != "learning_rate" or lr_schedule["kind"] == "constant":
+        return piecewise(schedules[name]["boundaries"], schedules[name]["values"])
+    # Each round's schedule parameters, evaluated at the step itself.
+    rounds = {n: piecewise(s["boundaries"], s["values"]) for n, s in schedules.items()}
+
+    def schedule(step):
+        hparams = {n: per_round(step) for n, per_round in rounds.items()}
+        return learning_rate_at(lr_schedule["kind"], hparams, step, lr_schedule["total_steps"])
+
+    return schedule
 
 
 def export(run, path, member="best") -> dict:
@@ -168,13 +203,20 @@ def load(path) -> dict:
     return {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
 
 
-def _lineage_and_best(run):
+def _run_record(run):
+    """``(lineage, best member, schedule kind, total steps)`` of a result or a run folder."""
+    from popjax.config import SweepConfig
     from popjax.lineage import Lineage
-    from popjax.runfolder import LINEAGE, read_summary
+    from popjax.runfolder import CONFIG, LINEAGE, read_summary
 
     if hasattr(run, "lineage") and hasattr(run, "best_member"):
-        return run.lineage, run.best_member
+        config = getattr(run, "config", None)
+        if config is None:  # a bare lineage: hyperparameters as they were, no schedule
+            return run.lineage, run.best_member, "constant", None
+        return run.lineage, run.best_member, config.space.schedule, config.steps
     run_dir = Path(run)
     if not (run_dir / LINEAGE).is_file():
         raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
-    return Lineage.load(run_dir / LINEAGE), int(read_summary(run_dir)["best_member"])
+    config = SweepConfig.from_toml(run_dir / CONFIG)
+    return (Lineage.load(run_dir / LINEAGE), int(read_summary(run_dir)["best_member"]),
+            config.space.schedule, config.steps)

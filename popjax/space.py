@@ -19,6 +19,16 @@ from popjax.errors import PopjaxError, unknown_name_error
 # The hyperparameters the training step reads. Anything else in a space is a typo.
 KNOWN_HPARAMS = ("learning_rate", "momentum", "dropout", "weight_decay")
 
+# Each learning-rate schedule's own hyperparameters (``learning_rate`` is its peak); see
+# ``popjax.schedules.learning_rate_at``.
+SCHEDULE_HPARAMS = {
+    "constant": (),
+    "warmup_cosine": ("warmup_steps",),
+    "warmup_linear": ("warmup_steps",),
+    "warmup_exponential": ("warmup_steps", "decay_rate"),
+    "step_decay": ("decay_every", "decay_factor"),
+}
+
 
 class SpaceError(PopjaxError):
     """A search space that cannot be sampled; the message says what to change."""
@@ -117,6 +127,10 @@ DEFAULT_PRIORS: dict[str, Prior] = {
     "momentum": Uniform(0.0, 0.99),
     "dropout": Uniform(0.0, 0.5),
     "weight_decay": LogUniform(1e-6, 1e-2),
+    "warmup_steps": Uniform(0.0, 1000.0),
+    "decay_rate": LogUniform(0.05, 0.9),  # per 1000 steps
+    "decay_every": Uniform(500.0, 3000.0),
+    "decay_factor": Uniform(0.1, 0.9),
 }
 
 
@@ -128,26 +142,39 @@ def _check_bounds(name: str, low: float, high: float) -> None:
 
 
 class SearchSpace:
-    """The priors of every tuned hyperparameter, in a fixed order.
+    """The priors of every tuned hyperparameter, in a fixed order, and the learning-rate schedule.
 
     Names missing from ``priors`` take popjax's defaults, so a space always covers every
-    hyperparameter the training step reads.
+    hyperparameter the training step reads. With a ``schedule`` other than "constant", the
+    member's ``learning_rate`` is the schedule's peak and the schedule's own parameters
+    (``SCHEDULE_HPARAMS``) are tuned per member like the rest.
 
     Example:
         >>> space = SearchSpace({"learning_rate": LogUniform(1e-3, 1e-1), "dropout": Fixed(0.0)})
         >>> hparams = space.sample(jax.random.key(0), 8)   # {"learning_rate": f32[8], ...}
+        >>> SearchSpace({"warmup_steps": Uniform(0, 500)}, schedule="warmup_cosine")
     """
 
-    def __init__(self, priors: Mapping[str, Prior] | None = None):
+    def __init__(self, priors: Mapping[str, Prior] | None = None, schedule: str = "constant"):
+        if schedule not in SCHEDULE_HPARAMS:
+            raise SpaceError(unknown_name_error("schedule", str(schedule),
+                                               tuple(SCHEDULE_HPARAMS)))
+        self.schedule = schedule
+        known = (*KNOWN_HPARAMS, *SCHEDULE_HPARAMS[schedule])
         priors = dict(priors or {})
         for name, prior in priors.items():
-            if name not in KNOWN_HPARAMS:
-                raise SpaceError(unknown_name_error("hyperparameter", name, KNOWN_HPARAMS))
+            if name not in known:
+                wanted = [k for k, names in SCHEDULE_HPARAMS.items() if name in names]
+                if wanted:
+                    raise SpaceError(f"{name} is a parameter of the {' or '.join(wanted)} "
+                                     f"schedule, not of '{schedule}': set schedule = "
+                                     f"\"{wanted[0]}\" or remove {name}")
+                raise SpaceError(unknown_name_error("hyperparameter", name, known))
             if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
                 raise SpaceError(f"{name}: expected a prior, got {prior!r}")
             prior.validate(name)
         self.priors: dict[str, Prior] = {
-            name: priors.get(name, DEFAULT_PRIORS[name]) for name in KNOWN_HPARAMS
+            name: priors.get(name, DEFAULT_PRIORS[name]) for name in known
         }
 
     @property
@@ -165,16 +192,20 @@ class SearchSpace:
     def clip(self, hparams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return {name: self.priors[name].clip(value) for name, value in hparams.items()}
 
-    def to_dict(self) -> dict[str, dict]:
+    def to_dict(self) -> dict:
         """The space as plain data, the shape a TOML config writes it."""
-        return {name: prior_to_dict(prior) for name, prior in self.priors.items()}
+        priors = {name: prior_to_dict(prior) for name, prior in self.priors.items()}
+        return priors if self.schedule == "constant" else {"schedule": self.schedule, **priors}
 
     @classmethod
-    def from_dict(cls, table: Mapping[str, Mapping]) -> "SearchSpace":
-        return cls({name: prior_from_dict(name, spec) for name, spec in table.items()})
+    def from_dict(cls, table: Mapping) -> "SearchSpace":
+        table = dict(table)
+        schedule = table.pop("schedule", "constant")
+        return cls({name: prior_from_dict(name, spec) for name, spec in table.items()},
+                   schedule=schedule)
 
     def __repr__(self) -> str:
-        return f"SearchSpace({self.priors!r})"
+        return f"SearchSpace({self.priors!r}, schedule={self.schedule!r})"
 
 
 _PRIOR_KINDS = {"log_uniform": LogUniform, "uniform": Uniform, "choice": Choice, "fixed": Fixed}

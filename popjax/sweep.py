@@ -29,6 +29,7 @@ from popjax.pbt import pbt_step
 from popjax.population import Population, init_population
 from popjax.checkpoint import SweepCheckpoints
 from popjax.interrupt import SweepInterrupted, stop_requests
+from popjax.schedules import learning_rate_at
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
 from popjax.train import cross_entropy, make_evaluate, make_train_segment
 
@@ -105,7 +106,13 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
 
     The round index is traced, so every round runs the same compiled program.
     """
-    segment = make_train_segment(model, loss_fn, train, config.batch_size, config.interval)
+    schedule, total_steps = config.space.schedule, config.steps
+
+    def learning_rate(hparams, step):
+        return learning_rate_at(schedule, hparams, step, total_steps)
+
+    segment = make_train_segment(model, loss_fn, train, config.batch_size, config.interval,
+                                 learning_rate)
     evaluate = make_evaluate(model, loss_fn)
 
     def round_fn(population: Population, fitness, round_index):
@@ -131,7 +138,8 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
 def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
         data: datasets.Dataset | None = None, out: str | Path | None = None, write: bool = True,
         progress: bool = True, distributed: Distributed | None = None,
-        resume: str | Path | None = None, **overrides) -> SweepResult:
+        resume: str | Path | None = None, tensorboard: bool = False,
+        on_round: Callable[[dict], None] | None = None, **overrides) -> SweepResult:
     """Runs a whole sweep and returns its result.
 
     Args:
@@ -145,6 +153,9 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
       distributed: join a multi-process run first (see ``popjax.distributed``).
       resume: a run folder to continue from its newest readable checkpoint, with its config
         (pass the same ``model``, ``loss_fn`` and ``data`` if the run was given its own).
+      tensorboard: also stream each round's figures to TensorBoard event files in
+        ``<run folder>/tensorboard`` (needs tensorboardX).
+      on_round: called on the main process with each round's record (a metrics.jsonl line).
       **overrides: config fields to change, e.g. ``population=8, steps=200``.
 
     Raises:
@@ -172,6 +183,10 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     run_dir = Path(out) if out is not None else default_run_dir(config.name)
     if write and resume is None:
         check_new(run_dir)
+    if tensorboard and write:
+        from popjax.tensorboard import TensorBoardLogger, summary_writer_class
+
+        summary_writer_class()  # a missing package is an error before anything is written
 
     if data is None:
         data = datasets.load(config.data["name"], path=config.data.get("path"),
@@ -215,6 +230,9 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         first_round, lineage, history = 0, Lineage(config.interval), []
         folder = RunFolder(run_dir, config.to_toml()) if write else None
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
+    round_callbacks = [on_round] if on_round and is_main_process() else []
+    if tensorboard and write:
+        round_callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
 
     bar = tqdm(total=config.rounds, initial=first_round, desc=config.name, unit="round",
                disable=not (progress and is_main_process()))
@@ -227,6 +245,8 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             history.append(record)
             if folder:
                 folder.append_round(record)
+            for callback in round_callbacks:
+                callback(record)
             check_not_all_diverged(record, config)
             bar.set_postfix(best=f"{np.nanmax(record['val_accuracy']):.3f}",
                             median=f"{np.nanmedian(record['val_accuracy']):.3f}")
@@ -245,6 +265,9 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     bar.close()
     if checkpoints:
         checkpoints.close()
+    for callback in round_callbacks:
+        if hasattr(callback, "close"):
+            callback.close()
 
     evaluate = jax.jit(make_evaluate(model, loss_fn), out_shardings=members)
     test_metrics = meshes.to_host(evaluate(population.params, test))

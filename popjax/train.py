@@ -31,10 +31,18 @@ class Metrics(NamedTuple):
     accuracy: jax.Array
 
 
-def make_member_step(model, loss_fn: LossFn, train: DeviceSplit, batch_size: int):
-    """One SGD step of one member: ``(params, opt_state, hparams, rng) -> (..., loss)``."""
+def constant_learning_rate(hparams, step):
+    return hparams["learning_rate"]
 
-    def member_step(params, opt_state, hparams, rng):
+
+def make_member_step(model, loss_fn: LossFn, train: DeviceSplit, batch_size: int,
+                     learning_rate: Callable = constant_learning_rate):
+    """One SGD step of one member: ``(params, opt_state, hparams, rng, step) -> (..., loss)``.
+
+    ``learning_rate(hparams, step)`` gives the step's rate (see ``popjax.schedules``).
+    """
+
+    def member_step(params, opt_state, hparams, rng, step):
         rng, batch_key, dropout_key = jax.random.split(rng, 3)
         x, y = sample_batch(batch_key, train, batch_size)
 
@@ -44,27 +52,30 @@ def make_member_step(model, loss_fn: LossFn, train: DeviceSplit, batch_size: int
             return loss_fn(logits, y)
 
         loss, grads = jax.value_and_grad(batch_loss)(params)
-        updates, opt_state = optim.member_optimizer(hparams).update(grads, opt_state, params)
+        optimizer = optim.member_optimizer(hparams, learning_rate(hparams, step))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, rng, loss
 
     return member_step
 
 
-def make_train_segment(model, loss_fn: LossFn, train: DeviceSplit, batch_size: int, steps: int):
+def make_train_segment(model, loss_fn: LossFn, train: DeviceSplit, batch_size: int, steps: int,
+                       learning_rate: Callable = constant_learning_rate):
     """Trains every member ``steps`` steps: a ``lax.scan`` over the vmapped step.
 
     Returns ``segment(population) -> (population, mean_train_loss [P])``.
     """
-    step_all = jax.vmap(make_member_step(model, loss_fn, train, batch_size))
+    step_all = jax.vmap(make_member_step(model, loss_fn, train, batch_size, learning_rate))
 
     def segment(population: Population):
-        def body(carry, _):
+        def body(carry, offset):
             params, opt_state, rng = carry
-            params, opt_state, rng, loss = step_all(params, opt_state, population.hparams, rng)
+            params, opt_state, rng, loss = step_all(params, opt_state, population.hparams, rng,
+                                                    population.step + offset)
             return (params, opt_state, rng), loss
 
         carry = (population.params, population.opt_state, population.rng)
-        (params, opt_state, rng), losses = jax.lax.scan(body, carry, None, length=steps)
+        (params, opt_state, rng), losses = jax.lax.scan(body, carry, jnp.arange(steps))
         population = population._replace(
             params=params, opt_state=opt_state, rng=rng, step=population.step + steps
         )

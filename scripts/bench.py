@@ -9,7 +9,8 @@ population size P it measures, in one run on one machine:
 * the usual way without popjax, members one after another, each (a) a jitted per-step Python
   loop, (b) one jitted ``lax.scan`` over its steps. Both use the same member step as popjax
   (batch sampling, dropout, SGD with momentum and weight decay). Members are independent, so
-  these rates are measured once per model on ``--max-sequential-members`` members;
+  these rates are measured once per model on ``--max-sequential-members`` members, on JAX's
+  default device setup (a subprocess, when this one split the CPU into a device per core);
 * utilization: model FLOP/s (XLA's count for one member's step, times popjax's rate) as a share
   of a dense square matmul of the same dtype, timed in the same run;
 * the PBT share: the time of PBT + validation alone as a share of the round's time;
@@ -37,6 +38,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -64,6 +66,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
+    parser.add_argument("--baselines-only", action="store_true", dest="baselines_only",
+                        help=argparse.SUPPRESS)  # the one-device baseline subprocess
     return parser.parse_args(argv)
 
 
@@ -155,27 +159,30 @@ def sequential_rates(model, train, population, args) -> dict:
         for m in members:
             params, opt_state, rng = m.params, m.opt_state, m.rng
             for _ in range(args.steps):
-                params, opt_state, rng, loss = jit_step(params, opt_state, m.hparams, rng)
+                params, opt_state, rng, loss = jit_step(params, opt_state, m.hparams, rng,
+                                                        m.step)
             jax.block_until_ready((params, loss))  # as a user reading the final loss would
 
     @jax.jit
     def scanned(params, opt_state, hparams, rng):
-        def body(carry, _):
-            *carry, loss = step(*carry[:2], hparams, carry[2])
+        def body(carry, t):
+            *carry, loss = step(*carry[:2], hparams, carry[2], t)
             return tuple(carry), loss
-        return jax.lax.scan(body, (params, opt_state, rng), None, length=args.steps)
+        return jax.lax.scan(body, (params, opt_state, rng), jnp.arange(args.steps))
 
     def scan():
         for m in members:
             jax.block_until_ready(scanned(m.params, m.opt_state, m.hparams, m.rng))
 
     first = members[0]
-    jax.block_until_ready(jit_step(first.params, first.opt_state, first.hparams, first.rng))
+    jax.block_until_ready(jit_step(first.params, first.opt_state, first.hparams, first.rng,
+                                   first.step))
     jax.block_until_ready(scanned(first.params, first.opt_state, first.hparams, first.rng))
     work = len(members) * args.steps
+    repeats = max(args.repeats, 3)  # cheap next to popjax's side; more tries damp the noise
     return {"members_timed": len(members),
-            "loop_member_steps_per_s": work / fastest(loop, args.repeats),
-            "scan_member_steps_per_s": work / fastest(scan, args.repeats)}
+            "loop_member_steps_per_s": work / fastest(loop, repeats),
+            "scan_member_steps_per_s": work / fastest(scan, repeats)}
 
 
 def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
@@ -195,7 +202,7 @@ def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
     # Estimate first: a population too slow or too large for this device is skipped.
     per_step = jax.jit(jax.vmap(make_member_step(model, cross_entropy, train, args.batch_size)))
     lowered_step = per_step.lower(population.params, population.opt_state, population.hparams,
-                                  population.rng)
+                                  population.rng, population.step)
     flops = flops_of(lowered_step.compile())
     estimate = (flops or 0) * args.steps * (args.repeats + 1) / budget["flops_per_s"]
     if estimate > args.max_seconds:
@@ -316,7 +323,33 @@ def print_table(report) -> None:
           f"compilations in all ({c['all_compile_seconds']:.1f} s)")
 
 
+def baselines(args, dataset, train, sample_x) -> dict:
+    """The one-by-one rates of every model, measured as a user's single model runs: on JAX's
+    default CPU setup (one device using every core), so when this process split the CPU into one
+    device per core, in a subprocess that did not."""
+    if args.baselines_only or jax.default_backend() != "cpu" or jax.device_count() == 1:
+        rates = {}
+        for name in args.models:
+            model = build(name, args.dtype, dataset.num_classes)
+            members = init_population(jax.random.PRNGKey(args.seed), model, sample_x,
+                                      SweepConfig().space, args.max_sequential_members)
+            rates[name] = sequential_rates(model, train, members, args)
+        return rates
+    command = [sys.executable, __file__, "--baselines-only", "--cpu-devices", "one",
+               "--models", *args.models, "--steps", str(args.steps), "--batch-size",
+               str(args.batch_size), "--dtype", args.dtype, "--max-sequential-members",
+               str(args.max_sequential_members), "--repeats", str(args.repeats), "--seed",
+               str(args.seed)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(args) -> None:
+    if args.baselines_only:
+        dataset = mnist1d(seed=args.seed)
+        train = to_device(dataset.x_train, dataset.y_train)
+        print(json.dumps(baselines(args, dataset, train, train.x[: args.batch_size])))
+        return
     started = time.perf_counter()
     accelerator = jax.default_backend() != "cpu"
     populations = args.populations or (ACCELERATOR_POPULATIONS if accelerator
@@ -339,12 +372,9 @@ def main(args) -> None:
             rows.append(measure_population(model, size, train, val, sample_x, args, budget))
             print(f"{name} P={size}: {rows[-1].get('skipped', 'done')} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-        largest = max(r["population"] for r in rows)
-        seed_population = init_population(jax.random.PRNGKey(args.seed), model, sample_x,
-                                          SweepConfig().space, min(largest, 64))
-        report["models"][name] = {"populations": rows,
-                                  "sequential": sequential_rates(model, train, seed_population,
-                                                                 args)}
+        report["models"][name] = {"populations": rows}
+    for name, sequential in baselines(args, dataset, train, sample_x).items():
+        report["models"][name]["sequential"] = sequential
     report["sweep_compilations"] = count_sweep_compilations(
         build("mlp64", args.dtype, dataset.num_classes), dataset)
     report["load_average_at_end"] = list(os.getloadavg())

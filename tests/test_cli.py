@@ -1,10 +1,13 @@
 """The `popjax` command, end to end in a subprocess, as a user runs it."""
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
+
+from popjax.mesh import cpu_cores
 
 TINY_TOML = """
 name = "tiny"
@@ -37,9 +40,13 @@ def test_run_writes_the_run_folder(tmp_path):
     done = popjax("run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run1"
-    assert {p.name for p in run.iterdir()} == {"config.toml", "metrics.jsonl", "lineage.json",
-                                               "summary.json", "checkpoints"}
+    assert {p.name for p in run.iterdir()} == {
+        "config.toml", "metrics.jsonl", "lineage.json", "summary.json", "checkpoints",
+        "report.md", "accuracy.png", "hyperparameters.png", "family_tree.png",
+        "final_hyperparameters.png"}
     summary = json.loads((run / "summary.json").read_text())
+    # On the CPU the command spreads the 4 members over one device per core.
+    assert len(summary["devices"]) == math.gcd(cpu_cores(), 4)
     assert summary["population"] == 4 and summary["steps"] == 40
     assert set(summary["best_hparams"]) == {"learning_rate", "momentum", "dropout",
                                             "weight_decay"}
@@ -53,9 +60,11 @@ def test_run_writes_the_run_folder(tmp_path):
     assert "seed = 3" in (run / "config.toml").read_text()
     assert "best member" in done.stdout and "val acc" in done.stdout
     # The resolved config runs again as it is, into a new folder.
-    again = popjax("run", "run1/config.toml", "--out", "run2", "--quiet", cwd=tmp_path)
+    again = popjax("run", "run1/config.toml", "--out", "run2", "--quiet", "--no-report",
+                   cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "run2" / "summary.json").read_text())["test"] == summary["test"]
+    assert not (tmp_path / "run2" / "report.md").exists()
 
 
 @pytest.mark.parametrize("toml, args, message", [

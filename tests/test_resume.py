@@ -37,8 +37,10 @@ hidden = [32]
 
 
 def popjax_cli(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "popjax", *args, "--quiet"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # One CPU device, as in this test process, which reads the checkpoints back.
+    return subprocess.Popen([sys.executable, "-m", "popjax", *args, "--quiet", "--no-report"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
 
 
 def final_state(run_dir):

@@ -1,0 +1,149 @@
+"""Pictures of a finished sweep, drawn from its run folder's records with matplotlib.
+
+Every function takes plain records (``metrics.jsonl`` rounds and the lineage), draws one figure
+and saves it as a PNG. Colours follow lineage: a member's line takes the colour of the founding
+member whose weights it carries, so a family that takes over the population shows as one colour
+spreading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from popjax.lineage import Lineage
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def founders(lineage: Lineage) -> np.ndarray:
+    """``[rounds, P]``: the founding member (round-0 slot) whose weights each member carries."""
+    current = np.arange(len(lineage.parents[0]))
+    rows = []
+    for parents in lineage.parents:
+        current = current[np.asarray(parents)]
+        rows.append(current)
+    return np.stack(rows)
+
+
+def _colours(plt, size: int):
+    cmap = plt.get_cmap("tab20" if size <= 20 else "turbo")
+    return [cmap(i / max(size - 1, 1)) if size > 20 else cmap(i) for i in range(size)]
+
+
+def accuracy_over_steps(history: list[dict], path: Path) -> None:
+    plt = _pyplot()
+    steps = [r["step"] for r in history]
+    accuracy = np.array([r["val_accuracy"] for r in history], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(steps, np.nanmax(accuracy, axis=1), label="best member")
+    ax.plot(steps, np.nanmedian(accuracy, axis=1), label="median member")
+    ax.fill_between(steps, np.nanmin(accuracy, axis=1), np.nanmax(accuracy, axis=1), alpha=0.15,
+                    label="all members")
+    ax.set(xlabel="training step", ylabel="validation accuracy",
+           title="Validation accuracy of the population")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def hyperparameters_over_steps(lineage: Lineage, log_scale: set[str], path: Path) -> None:
+    """One panel per hyperparameter: every member's value in every round, coloured by family."""
+    from matplotlib.collections import LineCollection
+
+    plt = _pyplot()
+    names = list(lineage.hparams[0])
+    family = founders(lineage)
+    colours = _colours(plt, family.shape[1])
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.1 * len(names)), sharex=True,
+                             squeeze=False)
+    interval = lineage.interval
+    for ax, name in zip(axes[:, 0], names):
+        segments, segment_colours = [], []
+        for r, values in enumerate(lineage.hparams):
+            for m, value in enumerate(values[name]):
+                segments.append([(r * interval, value), ((r + 1) * interval, value)])
+                segment_colours.append(colours[family[r, m]])
+        ax.add_collection(LineCollection(segments, colors=segment_colours, linewidths=1.5))
+        values = np.array([v[name] for v in lineage.hparams], dtype=float)
+        low, high = values.min(), values.max()
+        if name in log_scale and low > 0:
+            ax.set_yscale("log")
+            ax.set_ylim(low / 1.3, high * 1.3)
+        else:
+            pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+            ax.set_ylim(low - pad, high + pad)
+        ax.set_xlim(0, lineage.rounds * interval)
+        ax.set_ylabel(name, fontsize=8)
+    axes[-1, 0].set_xlabel("training step (colour: the founding member of each line of weights)")
+    fig.suptitle("Hyperparameters of every member over the run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def family_tree(lineage: Lineage, best_member: int, path: Path) -> None:
+    """Member slots over rounds; an edge from the member each slot copied at each round."""
+    from matplotlib.collections import LineCollection
+
+    plt = _pyplot()
+    family = founders(lineage)
+    size = family.shape[1]
+    colours = _colours(plt, size)
+    kept, copied, kept_colours, copied_colours = [], [], [], []
+    for r in range(1, lineage.rounds):
+        for m, parent in enumerate(lineage.parents[r]):
+            edge = [(r - 1, parent), (r, m)]
+            if parent == m:
+                kept.append(edge)
+                kept_colours.append(colours[family[r, m]])
+            else:
+                copied.append(edge)
+                copied_colours.append(colours[family[r, m]])
+    fig, ax = plt.subplots(figsize=(8, max(3.5, 0.16 * size)))
+    ax.add_collection(LineCollection(kept, colors=kept_colours, linewidths=1.0, alpha=0.6))
+    ax.add_collection(LineCollection(copied, colors=copied_colours, linewidths=1.8))
+    ancestry = lineage.ancestry(best_member)
+    ax.plot(range(lineage.rounds), ancestry, color="black", lw=2.5, ls="--",
+            label=f"ancestry of the best member ({best_member})")
+    ax.set(xlim=(-0.5, lineage.rounds - 0.5), ylim=(-1, size), xlabel="PBT round",
+           ylabel="member", title=f"Family tree: {len(copied)} copies (slanted edges)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def final_hyperparameters(last_round: dict, best_member: int, log_scale: set[str],
+                          path: Path) -> None:
+    """Each final hyperparameter against the member's final validation accuracy."""
+    plt = _pyplot()
+    names = list(last_round["hparams"])
+    accuracy = np.array(last_round["val_accuracy"], dtype=float)
+    columns = min(len(names), 3)
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        values = np.array(last_round["hparams"][name], dtype=float)
+        ax.scatter(values, accuracy, s=18, alpha=0.8)
+        ax.scatter(values[best_member], accuracy[best_member], s=60, marker="*", color="C3",
+                   label="best")
+        if name in log_scale and values.min() > 0:
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel="validation accuracy")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Final hyperparameters against fitness")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
