@@ -126,8 +126,11 @@ def replay_command(args) -> int:
     print(f"member {result.member} in the sweep: validation accuracy "
           f"{result.member_val_accuracy:.4f}{test}")
     print(f"replay from scratch (seed {result.seed}, {result.steps} steps): validation accuracy "
-          f"{result.val['accuracy']:.4f}, test {result.test['accuracy']:.4f}; "
-          f"gap {result.val_gap:+.4f} ({result.wall_time:.1f} s)")
+          f"{result.val['accuracy']:.4f}, test {result.test['accuracy']:.4f} "
+          f"({result.wall_time:.1f} s)")
+    test_gap = f", test {result.test_gap:+.4f}" if result.test_gap is not None else ""
+    print(f"gap (replay - member): validation {result.val_gap:+.4f}{test_gap}; the member's "
+          "validation figure is the best of its population, so it is biased upward")
     if args.out:
         Path(args.out).write_text(json.dumps(result.summary(), indent=1))
     return 0

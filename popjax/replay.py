@@ -40,11 +40,18 @@ class ReplayResult:
         """Replay minus member, in validation accuracy: negative when the replay falls short."""
         return self.val["accuracy"] - self.member_val_accuracy
 
+    @property
+    def test_gap(self) -> float | None:
+        """Replay minus member in test accuracy: free of the member's selection on validation."""
+        if self.member_test_accuracy is None:
+            return None
+        return self.test["accuracy"] - self.member_test_accuracy
+
     def summary(self) -> dict:
         return {"member": self.member, "steps": self.steps, "seed": self.seed,
                 "member_val_accuracy": self.member_val_accuracy,
                 "member_test_accuracy": self.member_test_accuracy, "val": self.val,
-                "test": self.test, "val_gap": self.val_gap,
+                "test": self.test, "val_gap": self.val_gap, "test_gap": self.test_gap,
                 "wall_time_s": round(self.wall_time, 3)}
 
 

@@ -221,8 +221,11 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
     report = json.loads((tmp_path / "replay.json").read_text())
     assert report["member"] == run.best_member
     assert report["member_val_accuracy"] == pytest.approx(run.best_val["accuracy"])
-    # A fresh model differs from the member by its initial weights and batch order only, and
-    # the member was the best of 8 on this 400-example validation split (one standard error
-    # is about 2.4 points at 60%): it may fall short by a few points, not by ten.
+    # A fresh model differs from the member by its initial weights and batch order only. On
+    # this 400-example validation split one standard error is about 2.4 points at 60%, and the
+    # member is the best of 8 there, which alone lifts it by about 1.4 standard errors (3.4
+    # points): the replay may fall short on validation by that bias plus two standard errors of
+    # a difference (~7 points), 10 in all. On test, which chose nothing, it must come within 6.
     assert report["val_gap"] > -0.10, report
+    assert report["test_gap"] > -0.06, report
     assert report["val"]["accuracy"] > 0.4  # far above chance (0.1): the schedule trains
