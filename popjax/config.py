@@ -37,6 +37,8 @@ class SweepConfig:
       name: names the run folder, ``runs/<name>-<timestamp>``; ``<data>-<model>`` if empty.
       population: members trained together.
       steps: SGD steps per member in the whole run.
+      epochs: the run's length in passes over the training split instead (0: use ``steps``);
+        rounded to whole rounds once the data is known.
       interval: steps between PBT rounds; ``steps`` must be a multiple of it.
       batch_size: examples per member per step.
       metric: what PBT selects on, on the validation split: "accuracy" or "loss".
@@ -52,6 +54,7 @@ class SweepConfig:
     seed: int = 0
     population: int = 32
     steps: int = 6000
+    epochs: float = 0.0
     interval: int = 250
     batch_size: int = 128
     metric: str = "accuracy"
@@ -94,6 +97,9 @@ class SweepConfig:
                 f"steps {self.steps} is not a multiple of interval {self.interval}: "
                 f"use steps = {below} or {below + self.interval}"
             )
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) \
+                or self.epochs < 0:
+            raise ConfigError(f"epochs must be a number >= 0 (got {self.epochs!r}); 0 uses steps")
         if self.metric not in METRICS:
             raise ConfigError(unknown_name_error("metric", self.metric, METRICS))
         _check_pbt(self.pbt)
@@ -102,6 +108,13 @@ class SweepConfig:
         if not self.name:
             return dataclasses.replace(self, name=f"{self.data['name']}-{self.model['name']}")
         return self
+
+    def with_budget(self, num_train: int) -> "SweepConfig":
+        """Turns an ``epochs`` budget into whole rounds of steps for ``num_train`` examples."""
+        if not self.epochs:
+            return self
+        rounds = max(1, round(self.epochs * num_train / (self.batch_size * self.interval)))
+        return dataclasses.replace(self, steps=rounds * self.interval)
 
     def to_dict(self) -> dict[str, Any]:
         plain = {f: getattr(self, f) for f in _FIELDS if f not in ("pbt", "space")}

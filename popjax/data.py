@@ -154,4 +154,29 @@ def sample_batch(key, split: DeviceSplit, batch_size: int):
     return split.x[index], split.y[index]
 
 
+def make_batch_sampler(split: DeviceSplit, batch_size: int):
+    """``sample(key, balanced) -> (x, y)``: uniform, or class-balanced where ``balanced`` > 0.5.
+
+    Class-balanced draws a class uniformly, then an example of it, so rare classes are seen
+    as often as common ones. The uniform draw is exactly ``sample_batch``'s.
+    """
+    labels = np.asarray(jax.device_get(split.y))
+    num_classes = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=num_classes)
+    present = np.flatnonzero(counts)
+    by_class = jnp.asarray(np.argsort(labels, kind="stable"), jnp.int32)
+    starts = jnp.asarray(np.concatenate([[0], np.cumsum(counts)[:-1]]), jnp.int32)
+    counts, present = jnp.asarray(counts, jnp.int32), jnp.asarray(present, jnp.int32)
+
+    def sample(key, balanced):
+        uniform = jax.random.randint(key, (batch_size,), 0, split.x.shape[0])
+        class_key, member_key = jax.random.split(jax.random.fold_in(key, 1))
+        classes = present[jax.random.randint(class_key, (batch_size,), 0, present.shape[0])]
+        within = jax.random.randint(member_key, (batch_size,), 0, counts[classes])
+        index = jnp.where(balanced > 0.5, by_class[starts[classes] + within], uniform)
+        return split.x[index], split.y[index]
+
+    return sample
+
+
 jax.tree_util.register_dataclass(DeviceSplit, data_fields=["x", "y"], meta_fields=[])

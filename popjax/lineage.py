@@ -20,15 +20,19 @@ class Lineage:
     interval: int
     parents: list[list[int]] = field(default_factory=list)
     hparams: list[dict[str, list[float]]] = field(default_factory=list)
+    epochs: list[list[float]] = field(default_factory=list)  # passes over the data, per member
 
     @property
     def rounds(self) -> int:
         return len(self.parents)
 
-    def record(self, parents, hparams) -> None:
-        """Adds one round: ``parents [P]`` and a dict of ``[P]`` hyperparameter arrays."""
+    def record(self, parents, hparams, epochs=None) -> None:
+        """Adds one round: ``parents [P]``, a dict of ``[P]`` hyperparameter arrays, and the
+        epochs each member's weights have trained at the round's end."""
         self.parents.append([int(p) for p in np.asarray(parents)])
         self.hparams.append({k: [float(x) for x in np.asarray(v)] for k, v in hparams.items()})
+        if epochs is not None:
+            self.epochs.append([float(x) for x in epochs])
 
     def ancestry(self, member: int) -> list[int]:
         """The member whose weights ``member`` carried in each round, oldest first."""
@@ -47,16 +51,19 @@ class Lineage:
                 "member": slot,
                 "copied_from": self.parents[r][slot] if self.parents[r][slot] != slot else None,
                 "hparams": {k: v[slot] for k, v in self.hparams[r].items()},
+                **({"epochs": self.epochs[r][slot]} if r < len(self.epochs) else {}),
             }
             for r, slot in enumerate(self.ancestry(member))
         ]
 
     def to_dict(self) -> dict:
-        return {"interval": self.interval, "parents": self.parents, "hparams": self.hparams}
+        return {"interval": self.interval, "parents": self.parents, "hparams": self.hparams,
+                "epochs": self.epochs}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Lineage":
-        return cls(int(data["interval"]), data["parents"], data["hparams"])
+        return cls(int(data["interval"]), data["parents"], data["hparams"],
+                   data.get("epochs", []))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))

@@ -1,8 +1,9 @@
-"""Flax layers and models whose dropout rate is a traced, per-member array.
+"""Flax layers and models whose dropout rate and activation are traced, per-member arrays.
 
 flax's own ``Dropout`` branches on ``rate == 0.0`` in Python, which fails on a traced rate, so
 popjax has its own. A model used by popjax is a linen module called as
-``model.apply({"params": p}, x, dropout_rate=rate, train=train, rngs={"dropout": key})``.
+``model.apply({"params": p}, x, dropout_rate=rate, train=train, rngs={"dropout": key})``, and,
+when the search space tunes the activation, with ``activation=index`` too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def dropout(x, rate, key):
@@ -22,6 +24,43 @@ def dropout(x, rate, key):
     keep = 1.0 - rate
     mask = jax.random.bernoulli(key, keep, x.shape)
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+ACTIVATIONS = (nn.relu, nn.gelu, jnp.tanh, nn.silu)  # the order of NAMED_CHOICES["activation"]
+
+
+def activate(x, index=None):
+    """relu, or the activation a member's traced ``index`` picks (see ``ACTIVATIONS``)."""
+    if index is None:
+        return nn.relu(x)
+    return jax.lax.switch(jnp.asarray(index, jnp.int32), ACTIVATIONS, x)
+
+
+def reinitialize(params, mode, distribution, scale):
+    """Turns flax's default kernels (LeCun truncated normal) into another initialization.
+
+    He and Glorot differ from LeCun by a factor on the standard deviation; the uniform
+    distribution is the same draw mapped through the truncated normal's CDF. The transform is
+    exact, so ``mode=0`` (lecun), ``distribution=0`` (normal), ``scale=1`` gives back the very
+    same weights. Biases are left at zero. All three may be traced, per member.
+    """
+    from jax.scipy.special import ndtr
+
+    def kernel(path, w):
+        if getattr(path[-1], "key", None) != "kernel" or w.ndim < 2:
+            return w
+        receptive = float(np.prod(w.shape[:-2])) if w.ndim > 2 else 1.0
+        fan_in, fan_out = receptive * w.shape[-2], receptive * w.shape[-1]
+        factor = jnp.asarray([1.0, np.sqrt(2.0), np.sqrt(2.0 * fan_in / (fan_in + fan_out))])
+        lecun_std = np.sqrt(1.0 / fan_in)
+        # flax draws truncated_normal(-2, 2) / 0.8796 * std; z is that standard draw.
+        z = w / (lecun_std / 0.87962566103423978)
+        low, high = ndtr(-2.0), ndtr(2.0)
+        as_uniform = (2.0 * (ndtr(z) - low) / (high - low) - 1.0) * np.sqrt(3.0) * lecun_std
+        shaped = jnp.where(jnp.asarray(distribution) > 0.5, as_uniform, w)
+        return shaped * factor[jnp.asarray(mode, jnp.int32)] * scale
+
+    return jax.tree_util.tree_map_with_path(kernel, params)
 
 
 class Dropout(nn.Module):
@@ -42,10 +81,10 @@ class MLP(nn.Module):
     dtype: Any = "float32"  # compute dtype; weights stay float32 ("bfloat16" for speed)
 
     @nn.compact
-    def __call__(self, x, *, dropout_rate=0.0, train: bool = False):
+    def __call__(self, x, *, dropout_rate=0.0, train: bool = False, activation=None):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
+            x = activate(nn.Dense(width, dtype=self.dtype)(x), activation)
             x = Dropout()(x, dropout_rate, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -88,16 +127,17 @@ class CNN1D(nn.Module):
     dtype: Any = "float32"  # compute dtype; weights stay float32 ("bfloat16" for speed)
 
     @nn.compact
-    def __call__(self, x, *, dropout_rate=0.0, train: bool = False):
+    def __call__(self, x, *, dropout_rate=0.0, train: bool = False, activation=None):
         if x.ndim not in (2, 3):
             raise ValueError(f"the 1-D CNN takes [length] or [length, channels] examples, "
                              f"not {tuple(x.shape[1:])}: use the MLP or reshape the data")
         if x.ndim == 2:
             x = x[..., None]  # [batch, length] -> [batch, length, 1 channel]
         for channels in self.channels:
-            x = nn.relu(Conv1D(channels, kernel_size=5, stride=2, dtype=self.dtype)(x))
+            x = activate(Conv1D(channels, kernel_size=5, stride=2, dtype=self.dtype)(x),
+                         activation)
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+        x = activate(nn.Dense(self.hidden, dtype=self.dtype)(x), activation)
         x = Dropout()(x, dropout_rate, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 

@@ -92,7 +92,8 @@ def retrain(run, member="best", *, seed: int | None = None, model=None, loss_fn=
                  for name in trajectories["schedules"]}
 
     # The replayed learning_rate is already the rate at each step, schedule included.
-    step_fn = make_member_step(model, loss_fn, train, config.batch_size)
+    step_fn = make_member_step(model, loss_fn, train, config.batch_size,
+                               optimizer=config.space.optimizer)
 
     @jax.jit
     def segment(params, opt_state, rng, first_step):
@@ -108,7 +109,8 @@ def retrain(run, member="best", *, seed: int | None = None, model=None, loss_fn=
     first_hparams = {name: jnp.asarray([s["values"][0]], jnp.float32)
                      for name, s in trajectories["schedules"].items()}
     key = jax.random.PRNGKey(seed)
-    fresh = init_members(model, train.x[: config.batch_size], member_keys(key, 1), first_hparams)
+    fresh = init_members(model, train.x[: config.batch_size], member_keys(key, 1), first_hparams,
+                         optimizer=config.space.optimizer)
     state = jax.tree_util.tree_map(lambda leaf: leaf[0],
                                    (fresh.params, fresh.opt_state, fresh.rng))
     for first_step in tqdm(range(0, trajectories["steps"], config.interval),
@@ -118,9 +120,11 @@ def retrain(run, member="best", *, seed: int | None = None, model=None, loss_fn=
 
     evaluate = jax.jit(make_evaluate(model, loss_fn))
     params = jax.tree_util.tree_map(lambda leaf: leaf[None], state[0])
+    last_hparams = {name: jnp.asarray([schedule(trajectories["steps"] - 1)])
+                    for name, schedule in schedules.items()}
     figures = {}
     for split_name, split in (("val", val), ("test", test)):
-        metrics = evaluate(params, split)
+        metrics = evaluate(params, split, last_hparams)
         figures[split_name] = {"loss": float(metrics.loss[0]),
                                "accuracy": float(metrics.accuracy[0])}
     return ReplayResult(member=member, steps=trajectories["steps"], seed=seed,

@@ -19,6 +19,35 @@ from popjax.errors import PopjaxError, unknown_name_error
 # The hyperparameters the training step reads. Anything else in a space is a typo.
 KNOWN_HPARAMS = ("learning_rate", "momentum", "dropout", "weight_decay")
 
+# Hyperparameters a space may add; each does nothing at its neutral value, which is what a run
+# without it does. Where each acts: optim.py (grad_clip, b1/b2/eps for adam), train.py (l1,
+# label_smoothing, batch_fraction), nn.py (activation, init_*), data.py (sampling),
+# augment.py (shift, noise, scale, flip), sweep.py (patience).
+NEUTRAL_VALUES = {
+    "grad_clip": math.inf,  # global-norm clipping threshold
+    "l1": 0.0,  # L1 penalty on the weights, added to the loss
+    "label_smoothing": 0.0,
+    "activation": 0,  # index into NAMED_CHOICES["activation"]
+    "init_scale": 1.0,  # multiplies the initial weights
+    "init_mode": 0,  # lecun, he or glorot
+    "init_distribution": 0,  # truncated normal or uniform
+    "shift": 0.0,  # augmentation: largest random shift, in positions
+    "noise": 0.0,  # augmentation: std of added Gaussian noise
+    "scale": 0.0,  # augmentation: inputs multiplied by U(1 - scale, 1 + scale)
+    "flip": 0.0,  # augmentation: probability of reversing an example along its last axis
+    "sampling": 0,  # mini-batches drawn uniformly or class-balanced
+    "batch_fraction": 1.0,  # effective batch: this share of batch_size (the rest masked)
+    "patience": math.inf,  # early stopping: rounds without a better validation figure
+}
+OPTIMIZER_HPARAMS = {"sgd": ("momentum",), "adam": ("b1", "b2", "eps")}
+# Choices made by name in a config; members carry the index.
+NAMED_CHOICES = {
+    "activation": ("relu", "gelu", "tanh", "silu"),
+    "init_mode": ("lecun", "he", "glorot"),
+    "init_distribution": ("normal", "uniform"),
+    "sampling": ("uniform", "balanced"),
+}
+
 # Each learning-rate schedule's own hyperparameters (``learning_rate`` is its peak); see
 # ``popjax.schedules.learning_rate_at``.
 SCHEDULE_HPARAMS = {
@@ -124,6 +153,9 @@ Prior = LogUniform | Uniform | Choice | Fixed
 # Defaults that train the built-in models well; a user's space replaces them name by name.
 DEFAULT_PRIORS: dict[str, Prior] = {
     "learning_rate": LogUniform(1e-3, 0.5),
+    "b1": Uniform(0.8, 0.95),
+    "b2": Uniform(0.99, 0.9999),
+    "eps": LogUniform(1e-8, 1e-6),
     "momentum": Uniform(0.0, 0.99),
     "dropout": Uniform(0.0, 0.5),
     "weight_decay": LogUniform(1e-6, 1e-2),
@@ -132,6 +164,10 @@ DEFAULT_PRIORS: dict[str, Prior] = {
     "decay_every": Uniform(500.0, 3000.0),
     "decay_factor": Uniform(0.1, 0.9),
 }
+
+
+# Adam wants smaller steps than SGD.
+ADAM_DEFAULT_PRIORS: dict[str, Prior] = {"learning_rate": LogUniform(1e-4, 1e-2)}
 
 
 def _check_bounds(name: str, low: float, high: float) -> None:
@@ -155,26 +191,32 @@ class SearchSpace:
         >>> SearchSpace({"warmup_steps": Uniform(0, 500)}, schedule="warmup_cosine")
     """
 
-    def __init__(self, priors: Mapping[str, Prior] | None = None, schedule: str = "constant"):
+    def __init__(self, priors: Mapping[str, Prior] | None = None, schedule: str = "constant",
+                 optimizer: str = "sgd"):
         if schedule not in SCHEDULE_HPARAMS:
             raise SpaceError(unknown_name_error("schedule", str(schedule),
                                                tuple(SCHEDULE_HPARAMS)))
-        self.schedule = schedule
-        known = (*KNOWN_HPARAMS, *SCHEDULE_HPARAMS[schedule])
+        if optimizer not in OPTIMIZER_HPARAMS:
+            raise SpaceError(unknown_name_error("optimizer", str(optimizer),
+                                               tuple(OPTIMIZER_HPARAMS)))
+        self.schedule, self.optimizer = schedule, optimizer
+        required = ("learning_rate", *OPTIMIZER_HPARAMS[optimizer], "dropout", "weight_decay",
+                    *SCHEDULE_HPARAMS[schedule])
+        known = (*required, *NEUTRAL_VALUES)
         priors = dict(priors or {})
         for name, prior in priors.items():
             if name not in known:
-                wanted = [k for k, names in SCHEDULE_HPARAMS.items() if name in names]
-                if wanted:
-                    raise SpaceError(f"{name} is a parameter of the {' or '.join(wanted)} "
-                                     f"schedule, not of '{schedule}': set schedule = "
-                                     f"\"{wanted[0]}\" or remove {name}")
-                raise SpaceError(unknown_name_error("hyperparameter", name, known))
+                _explain_unknown(name, known, schedule, optimizer)
             if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
                 raise SpaceError(f"{name}: expected a prior, got {prior!r}")
             prior.validate(name)
+            if name in NAMED_CHOICES and isinstance(prior, (Choice, Fixed)):
+                _check_choice_indices(name, prior)
+        defaults = ADAM_DEFAULT_PRIORS if optimizer == "adam" else {}
         self.priors: dict[str, Prior] = {
-            name: priors.get(name, DEFAULT_PRIORS[name]) for name in known
+            **{name: priors.get(name, defaults.get(name, DEFAULT_PRIORS[name]))
+               for name in required},
+            **{name: prior for name, prior in priors.items() if name not in required},
         }
 
     @property
@@ -194,34 +236,84 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         """The space as plain data, the shape a TOML config writes it."""
-        priors = {name: prior_to_dict(prior) for name, prior in self.priors.items()}
-        return priors if self.schedule == "constant" else {"schedule": self.schedule, **priors}
+        statics = {key: value for key, value in (("schedule", self.schedule),
+                                                  ("optimizer", self.optimizer))
+                   if value != {"schedule": "constant", "optimizer": "sgd"}[key]}
+        return {**statics,
+                **{name: prior_to_dict(prior, name) for name, prior in self.priors.items()}}
 
     @classmethod
     def from_dict(cls, table: Mapping) -> "SearchSpace":
         table = dict(table)
         schedule = table.pop("schedule", "constant")
+        optimizer = table.pop("optimizer", "sgd")
         return cls({name: prior_from_dict(name, spec) for name, spec in table.items()},
-                   schedule=schedule)
+                   schedule=schedule, optimizer=optimizer)
 
     def __repr__(self) -> str:
-        return f"SearchSpace({self.priors!r}, schedule={self.schedule!r})"
+        return (f"SearchSpace({self.priors!r}, schedule={self.schedule!r}, "
+                f"optimizer={self.optimizer!r})")
+
+
+def _explain_unknown(name: str, known, schedule: str, optimizer: str):
+    for kind, table, current in (("schedule", SCHEDULE_HPARAMS, schedule),
+                                 ("optimizer", OPTIMIZER_HPARAMS, optimizer)):
+        wanted = [k for k, names in table.items() if name in names]
+        if wanted:
+            raise SpaceError(f"{name} is a parameter of the {' or '.join(wanted)} {kind}, not "
+                             f"of '{current}': set {kind} = \"{wanted[0]}\" or remove {name}")
+    raise SpaceError(unknown_name_error("hyperparameter", name, known))
+
+
+def _check_choice_indices(name: str, prior) -> None:
+    options = NAMED_CHOICES[name]
+    values = prior.values if isinstance(prior, Choice) else (prior.value,)
+    for value in values:
+        if value not in range(len(options)):
+            raise SpaceError(f"{name}: choose among {', '.join(options)} (got {value:g})")
 
 
 _PRIOR_KINDS = {"log_uniform": LogUniform, "uniform": Uniform, "choice": Choice, "fixed": Fixed}
 
 
-def prior_to_dict(prior: Prior) -> dict:
+def prior_to_dict(prior: Prior, name: str = "") -> dict:
     kind = {v: k for k, v in _PRIOR_KINDS.items()}[type(prior)]
+    names = NAMED_CHOICES.get(name)
     if isinstance(prior, Choice):
-        return {"prior": kind, "values": list(prior.values)}
+        return {"prior": kind, "values": [names[int(v)] for v in prior.values] if names
+                else list(prior.values)}
     if isinstance(prior, Fixed):
-        return {"prior": kind, "value": prior.value}
+        return {"prior": kind, "value": names[int(prior.value)] if names else prior.value}
     return {"prior": kind, "low": prior.low, "high": prior.high}
 
 
+def _choice_names_to_indices(name: str, spec):
+    options = NAMED_CHOICES[name]
+
+    def index(value):
+        if isinstance(value, str):
+            if value not in options:
+                raise SpaceError(f"{name}: " + unknown_name_error("option", value, options))
+            return options.index(value)
+        return value
+
+    if isinstance(spec, Mapping):
+        spec = dict(spec)
+        if "values" in spec and isinstance(spec["values"], (list, tuple)):
+            spec["values"] = [index(v) for v in spec["values"]]
+        if "value" in spec:
+            spec["value"] = index(spec["value"])
+        return spec
+    return index(spec)
+
+
 def prior_from_dict(name: str, spec) -> Prior:
-    """Reads ``{prior = "log_uniform", low = 1e-3, high = 0.1}`` or a bare number (fixed)."""
+    """Reads ``{prior = "log_uniform", low = 1e-3, high = 0.1}`` or a bare number (fixed).
+
+    Named choices (``activation``, ``init_mode``, ...) take their option names.
+    """
+    if name in NAMED_CHOICES:
+        spec = _choice_names_to_indices(name, spec)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return Fixed(float(spec))
     if not isinstance(spec, Mapping):

@@ -31,7 +31,7 @@ from popjax.checkpoint import SweepCheckpoints
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.schedules import learning_rate_at
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
-from popjax.train import cross_entropy, make_evaluate, make_train_segment
+from popjax.train import PER_EXAMPLE_HPARAMS, cross_entropy, make_evaluate, make_train_segment
 
 
 class RoundOutput(NamedTuple):
@@ -42,6 +42,20 @@ class RoundOutput(NamedTuple):
     val_loss: jax.Array
     val_accuracy: jax.Array
     fitness: jax.Array
+    stopped: jax.Array  # early-stopped: frozen this round, replaced first at the next
+
+
+class Standing(NamedTuple):
+    """Each member's record across rounds, all ``[P]``: what PBT and early stopping read."""
+
+    fitness: jax.Array  # the last validation figure; -inf if diverged
+    best: jax.Array  # the best so far of the weights it carries
+    stale: jax.Array  # rounds since ``best`` last improved
+
+    @classmethod
+    def initial(cls, size: int) -> "Standing":
+        return cls(jnp.zeros(size, jnp.float32), jnp.full(size, -jnp.inf, jnp.float32),
+                   jnp.zeros(size, jnp.int32))
 
 
 @dataclass
@@ -102,7 +116,7 @@ def check_model_fits(model, sample_x, num_classes: int) -> None:
 
 
 def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
-    """``round(population, fitness, round_index) -> (population, RoundOutput)``.
+    """``round(population, standing, round_index) -> (population, standing, RoundOutput)``.
 
     The round index is traced, so every round runs the same compiled program.
     """
@@ -112,27 +126,49 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
         return learning_rate_at(schedule, hparams, step, total_steps)
 
     segment = make_train_segment(model, loss_fn, train, config.batch_size, config.interval,
-                                 learning_rate)
+                                 learning_rate, config.space.optimizer)
     evaluate = make_evaluate(model, loss_fn)
 
-    def round_fn(population: Population, fitness, round_index):
+    def round_fn(population: Population, standing: Standing, round_index):
+        members = jnp.arange(population.size, dtype=jnp.int32)
+        stopped = early_stopped(population.hparams, standing)
         if config.pbt.enabled:
-            # The first round has no fitness yet to select on.
-            population, source, _ = pbt_step(jax.random.fold_in(pbt_key, round_index),
-                                             population, fitness, config.space, config.pbt,
-                                             active=round_index > 0)
+            # Stopped members rank as diverged: replaced first, never copied. The first round
+            # has no fitness yet to select on.
+            fitness = jnp.where(stopped, -jnp.inf, standing.fitness)
+            population, source, replaced = pbt_step(
+                jax.random.fold_in(pbt_key, round_index), population, fitness, config.space,
+                config.pbt, active=round_index > 0)
+            standing = Standing(standing.fitness, jnp.where(replaced, standing.best[source],
+                                                            standing.best),
+                                jnp.where(replaced, 0, standing.stale))
+            stopped = stopped & ~replaced
         else:
-            source = jnp.arange(population.size, dtype=jnp.int32)
-        population, train_loss = segment(population)
-        metrics = evaluate(population.params, val)
+            source = members
+        trained, train_loss = segment(population)
+        # A stopped member stays frozen as it was.
+        population = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(stopped.reshape((-1,) + (1,) * (new.ndim - 1)), old, new),
+            trained, population)
+        metrics = evaluate(population.params, val, population.hparams)
         fitness = metrics.accuracy if config.metric == "accuracy" else -metrics.loss
         # NaN weights still give an accuracy (argmax of NaN logits); the loss tells.
         diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(metrics.loss))
         fitness = jnp.where(diverged, -jnp.inf, fitness)
-        return population, RoundOutput(source, train_loss, metrics.loss, metrics.accuracy,
-                                       fitness)
+        improved = fitness > standing.best
+        standing = Standing(fitness, jnp.maximum(fitness, standing.best),
+                            jnp.where(improved, 0, standing.stale + 1))
+        return population, standing, RoundOutput(source, train_loss, metrics.loss,
+                                                 metrics.accuracy, fitness, stopped)
 
     return round_fn
+
+
+def early_stopped(hparams, standing: Standing):
+    """Members whose validation figure has not improved for ``patience`` rounds."""
+    if "patience" not in hparams:
+        return jnp.zeros(standing.stale.shape, bool)
+    return standing.stale >= hparams["patience"]
 
 
 def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
@@ -191,8 +227,14 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     if data is None:
         data = datasets.load(config.data["name"], path=config.data.get("path"),
                              val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
+    config = config.with_budget(len(data.x_train))
     model = model if model is not None else build_model(config, data.num_classes)
     loss_fn = loss_fn or cross_entropy
+    if loss_fn is not cross_entropy:
+        needs = [n for n in PER_EXAMPLE_HPARAMS if n in config.space.priors]
+        if needs:
+            raise PopjaxError(f"{', '.join(needs)} work with popjax's own cross-entropy only: "
+                              "drop loss_fn or remove them from the space")
     sample_x = jnp.asarray(data.x_train[: config.batch_size])
     check_model_fits(model, sample_x, data.num_classes)
 
@@ -207,11 +249,11 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
 
     def init():
         population = init_population(init_key, model, sample_x, config.space, config.population)
-        return population, jnp.zeros(config.population, jnp.float32)
+        return population, Standing.initial(config.population)
 
     init = jax.jit(init, out_shardings=members)
     round_fn = jax.jit(make_round(model, loss_fn, train, val, config, pbt_key),
-                       out_shardings=(members, members), donate_argnums=0)
+                       out_shardings=members, donate_argnums=(0, 1))
 
     # Checkpoints need every process to write its shards; multi-process runs go without.
     checkpointing = write and jax.process_count() == 1
@@ -222,11 +264,11 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         abstract = jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
             jax.eval_shape(init))
-        first_round, (population, fitness), meta = checkpoints.restore_latest(abstract)
+        first_round, (population, standing), meta = checkpoints.restore_latest(abstract)
         lineage, history = Lineage.from_dict(meta["lineage"]), meta["history"]
         folder = RunFolder.reopen(run_dir, history)
     else:
-        population, fitness = init()
+        population, standing = init()
         first_round, lineage, history = 0, Lineage(config.interval), []
         folder = RunFolder(run_dir, config.to_toml()) if write else None
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
@@ -238,10 +280,11 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
                disable=not (progress and is_main_process()))
     with stop_requests() as stops:
         for round_index in range(first_round, config.rounds):
-            population, output = round_fn(population, fitness, round_index)
-            fitness = output.fitness
-            record = round_record(round_index, config, meshes.to_host((output, population.hparams)))
-            lineage.record(record["parents"], record["hparams"])
+            population, standing, output = round_fn(population, standing, round_index)
+            record = round_record(round_index, config, meshes.to_host((output, population.hparams)),
+                                  history[-1]["epochs"] if history else None,
+                                  len(data.x_train))
+            lineage.record(record["parents"], record["hparams"], record["epochs"])
             history.append(record)
             if folder:
                 folder.append_round(record)
@@ -254,7 +297,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             done = round_index + 1
             if checkpoints and (done % config.checkpoint_every == 0 or done == config.rounds
                                 or stops.requested):
-                checkpoints.save(done, (population, fitness),
+                checkpoints.save(done, (population, standing),
                                  {"lineage": lineage.to_dict(), "history": history})
             if stops.requested and done < config.rounds:
                 bar.close()
@@ -270,9 +313,10 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             callback.close()
 
     evaluate = jax.jit(make_evaluate(model, loss_fn), out_shardings=members)
-    test_metrics = meshes.to_host(evaluate(population.params, test))
+    test_metrics = meshes.to_host(evaluate(population.params, test, population.hparams))
     last = history[-1]
-    best = int(np.argmax(np.nan_to_num(np.asarray(meshes.to_host(fitness)), nan=-np.inf)))
+    best = int(np.argmax(np.nan_to_num(np.asarray(meshes.to_host(standing.fitness)),
+                                       nan=-np.inf)))
     test_per_member = {"loss": np.asarray(test_metrics.loss),
                        "accuracy": np.asarray(test_metrics.accuracy)}
     result = SweepResult(
@@ -317,9 +361,19 @@ def check_not_all_diverged(record: dict, config: SweepConfig) -> None:
                       f"narrow the ranges of {ranges}, starting with learning_rate")
 
 
-def round_record(round_index: int, config: SweepConfig, host) -> dict:
-    """One line of metrics.jsonl from the round's host copy: plain lists, one value per member."""
+def round_record(round_index: int, config: SweepConfig, host, last_epochs, num_train: int
+                 ) -> dict:
+    """One line of metrics.jsonl from the round's host copy: plain lists, one value per member.
+
+    ``epochs`` counts the passes over the training split that each member's weights have had,
+    through every copy (a copied member inherits its source's count).
+    """
     output, hparams = host
+    parents = np.asarray(output.source)
+    fraction = np.asarray(hparams.get("batch_fraction", np.ones(len(parents))))
+    used = np.clip(np.round(fraction * config.batch_size), 1, config.batch_size)
+    trained = np.where(np.asarray(output.stopped), 0.0, config.interval * used / num_train)
+    before = np.asarray(last_epochs)[parents] if last_epochs is not None else 0.0
     return {
         "round": round_index,
         "step": (round_index + 1) * config.interval,
@@ -328,5 +382,7 @@ def round_record(round_index: int, config: SweepConfig, host) -> dict:
         "val_loss": [float(x) for x in output.val_loss],
         "val_accuracy": [float(x) for x in output.val_accuracy],
         "diverged": [not bool(np.isfinite(x)) for x in output.fitness],
+        "stopped": [bool(x) for x in output.stopped],
+        "epochs": [round(float(x), 6) for x in before + trained],
         "hparams": {k: [float(x) for x in v] for k, v in hparams.items()},
     }

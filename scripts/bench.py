@@ -87,7 +87,7 @@ from popjax.mesh import member_sharding, population_mesh, replicated  # noqa: E4
 from popjax.nn import CNN1D, MLP  # noqa: E402
 from popjax.pbt import pbt_step  # noqa: E402
 from popjax.population import init_population, select  # noqa: E402
-from popjax.sweep import make_round  # noqa: E402
+from popjax.sweep import Standing, make_round  # noqa: E402
 from popjax.train import cross_entropy, make_evaluate, make_member_step  # noqa: E402
 
 
@@ -197,7 +197,9 @@ def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
     population = jax.device_put(
         init_population(jax.random.PRNGKey(args.seed), model, sample_x, config.space, size),
         members)
-    fitness = jax.device_put(jnp.linspace(0.0, 1.0, size), members)
+    standing = jax.device_put(Standing.initial(size)._replace(
+        fitness=jnp.linspace(0.0, 1.0, size)), members)
+    fitness = standing.fitness
 
     # Estimate first: a population too slow or too large for this device is skipped.
     per_step = jax.jit(jax.vmap(make_member_step(model, cross_entropy, train, args.batch_size)))
@@ -209,10 +211,10 @@ def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
         return {**row, "skipped": f"estimated {estimate:.0f} s > --max-seconds"}
 
     round_fn = jax.jit(make_round(model, cross_entropy, train, val, config, pbt_key),
-                       out_shardings=(members, members), donate_argnums=0)
+                       out_shardings=members, donate_argnums=0)
     start = time.perf_counter()
     try:
-        compiled = round_fn.lower(population, fitness, 1).compile()
+        compiled = round_fn.lower(population, standing, 1).compile()
     except Exception as error:  # out of memory while compiling or allocating
         return {**row, "skipped": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
     row["compile_seconds"] = time.perf_counter() - start
@@ -223,7 +225,7 @@ def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
     state = {"population": population}
 
     def one_round():
-        state["population"], output = compiled(state["population"], fitness, 1)
+        state["population"], _, output = compiled(state["population"], standing, 1)
         jax.block_until_ready(output)
 
     one_round()  # first call allocates
@@ -233,7 +235,7 @@ def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
 
     def pbt_and_validation(population, fitness, key):
         population, _, _ = pbt_step(key, population, fitness, config.space, config.pbt)
-        return population, evaluate(population.params, val)
+        return population, evaluate(population.params, val, population.hparams)
 
     pbt_only = jax.jit(pbt_and_validation, out_shardings=members).lower(
         state["population"], fitness, pbt_key).compile()

@@ -27,6 +27,9 @@ $PY -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | tail -2
 echo "=== tests ==="
 # The notebook test needs a Jupyter kernel, which GPU images rarely carry.
 timeout 150 $PY -m pytest -q -x --ignore=tests/test_notebook.py -p no:cacheprovider
-echo "=== benchmark ==="
-timeout 120 $PY scripts/bench.py --populations 1 32 128 256 --steps 200 --repeats 2 \
-  --max-sequential-members 8 --out gpu_bench.json
+echo "=== benchmark: width 256, float32 (target: 50x the step loop at 256 members) ==="
+timeout 100 $PY scripts/bench.py --models mlp64 mlp256 --populations 1 32 256 --repeats 2 \
+  --out gpu_bench_f32.json
+echo "=== benchmark: width 1024, bfloat16 (target: 40% of the bfloat16 matmul rate) ==="
+timeout 100 $PY scripts/bench.py --models mlp1024 cnn --populations 32 256 1024 --dtype bfloat16 \
+  --repeats 2 --out gpu_bench_bf16.json
