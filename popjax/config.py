@@ -46,8 +46,11 @@ class SweepConfig:
       keep_checkpoints: how many of the newest checkpoints to keep.
       data: ``{"name": "mnist1d" | "digits" | "npz", "path": ..., "val_fraction": 0.1}``.
       model: ``{"name": "mlp" | "cnn", **fields of that flax module}``.
+      loss: "cross_entropy" or "squared_error" (to one-hot targets).
       pbt: exploit and explore settings.
       space: the priors of every hyperparameter.
+      groups: sub-populations that differ in model, loss or optimizer family (see
+        ``popjax.groups``); ``population`` is then their sum.
     """
 
     name: str = ""
@@ -62,8 +65,10 @@ class SweepConfig:
     keep_checkpoints: int = 3
     data: dict = field(default_factory=lambda: {"name": "mnist1d", "val_fraction": 0.1})
     model: dict = field(default_factory=lambda: {"name": "mlp", "hidden": [256, 256]})
+    loss: str = "cross_entropy"
     pbt: PBTConfig = field(default_factory=PBTConfig)
     space: SearchSpace = field(default_factory=SearchSpace)
+    groups: list = field(default_factory=list)
 
     @property
     def rounds(self) -> int:
@@ -103,11 +108,24 @@ class SweepConfig:
         if self.metric not in METRICS:
             raise ConfigError(unknown_name_error("metric", self.metric, METRICS))
         _check_pbt(self.pbt)
-        _check_model(self.model)
         _check_data(self.data)
-        if not self.name:
-            return dataclasses.replace(self, name=f"{self.data['name']}-{self.model['name']}")
-        return self
+        config = self
+        if self.groups:
+            from popjax.groups import resolve_groups
+
+            groups = resolve_groups(self)
+            config = dataclasses.replace(self, population=sum(g.config.population
+                                                              for g in groups))
+            for group in groups:
+                _check_model(group.config.model)
+                _check_loss(group.config.loss)
+        else:
+            _check_model(self.model)
+            _check_loss(self.loss)
+        if not config.name:
+            return dataclasses.replace(config,
+                                       name=f"{self.data['name']}-{self.model['name']}")
+        return config
 
     def with_budget(self, num_train: int) -> "SweepConfig":
         """Turns an ``epochs`` budget into whole rounds of steps for ``num_train`` examples."""
@@ -208,6 +226,13 @@ def _check_model(model: dict) -> None:
             raise ConfigError(unknown_name_error(f"{name} model field", key, module_fields))
     if model.get("dtype", "float32") not in COMPUTE_DTYPES:
         raise ConfigError(unknown_name_error("model dtype", str(model["dtype"]), COMPUTE_DTYPES))
+
+
+def _check_loss(loss: str) -> None:
+    from popjax.train import LOSSES
+
+    if loss not in LOSSES:
+        raise ConfigError(unknown_name_error("loss", str(loss), tuple(LOSSES)))
 
 
 def _check_data(data: dict) -> None:

@@ -30,7 +30,9 @@ class Lineage:
         """Adds one round: ``parents [P]``, a dict of ``[P]`` hyperparameter arrays, and the
         epochs each member's weights have trained at the round's end."""
         self.parents.append([int(p) for p in np.asarray(parents)])
-        self.hparams.append({k: [float(x) for x in np.asarray(v)] for k, v in hparams.items()})
+        # None: a hyperparameter this member's group does not have.
+        self.hparams.append({k: [None if x is None else float(x) for x in v]
+                             for k, v in hparams.items()})
         if epochs is not None:
             self.epochs.append([float(x) for x in epochs])
 
@@ -50,7 +52,8 @@ class Lineage:
                 "end_step": (r + 1) * self.interval,
                 "member": slot,
                 "copied_from": self.parents[r][slot] if self.parents[r][slot] != slot else None,
-                "hparams": {k: v[slot] for k, v in self.hparams[r].items()},
+                "hparams": {k: v[slot] for k, v in self.hparams[r].items()
+                            if v[slot] is not None},
                 **({"epochs": self.epochs[r][slot]} if r < len(self.epochs) else {}),
             }
             for r, slot in enumerate(self.ancestry(member))

@@ -63,6 +63,27 @@ def reinitialize(params, mode, distribution, scale):
     return jax.tree_util.tree_map_with_path(kernel, params)
 
 
+class BatchNorm(nn.Module):
+    """Normalizes each feature over the batch, then scales and shifts it (learned).
+
+    Always with the statistics of the batch at hand, in training and evaluation alike (popjax
+    evaluates a member on the whole split at once), so a member's state is its parameters alone
+    and PBT copies it whole.
+    """
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        axes = tuple(range(x.ndim - 1))
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)
+        x = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return x * scale + bias
+
+
 class Dropout(nn.Module):
     """Dropout whose rate is passed at call time and may be traced."""
 
@@ -79,12 +100,14 @@ class MLP(nn.Module):
     hidden: Sequence[int] = (256, 256)
     num_classes: int = 10
     dtype: Any = "float32"  # compute dtype; weights stay float32 ("bfloat16" for speed)
+    batch_norm: bool = False  # normalize each hidden layer before its activation
 
     @nn.compact
     def __call__(self, x, *, dropout_rate=0.0, train: bool = False, activation=None):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            x = activate(nn.Dense(width, dtype=self.dtype)(x), activation)
+            x = nn.Dense(width, dtype=self.dtype)(x)
+            x = activate(BatchNorm()(x) if self.batch_norm else x, activation)
             x = Dropout()(x, dropout_rate, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -125,6 +148,7 @@ class CNN1D(nn.Module):
     hidden: int = 128
     num_classes: int = 10
     dtype: Any = "float32"  # compute dtype; weights stay float32 ("bfloat16" for speed)
+    batch_norm: bool = False  # normalize each convolution's output before its activation
 
     @nn.compact
     def __call__(self, x, *, dropout_rate=0.0, train: bool = False, activation=None):
@@ -134,8 +158,8 @@ class CNN1D(nn.Module):
         if x.ndim == 2:
             x = x[..., None]  # [batch, length] -> [batch, length, 1 channel]
         for channels in self.channels:
-            x = activate(Conv1D(channels, kernel_size=5, stride=2, dtype=self.dtype)(x),
-                         activation)
+            x = Conv1D(channels, kernel_size=5, stride=2, dtype=self.dtype)(x)
+            x = activate(BatchNorm()(x) if self.batch_norm else x, activation)
         x = x.reshape((x.shape[0], -1))
         x = activate(nn.Dense(self.hidden, dtype=self.dtype)(x), activation)
         x = Dropout()(x, dropout_rate, train)

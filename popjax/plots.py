@@ -71,11 +71,13 @@ def hyperparameters_over_steps(lineage: Lineage, log_scale: set[str], path: Path
         segments, segment_colours = [], []
         for r, values in enumerate(lineage.hparams):
             for m, value in enumerate(values[name]):
+                if value is None:  # not a hyperparameter of this member's group
+                    continue
                 segments.append([(r * interval, value), ((r + 1) * interval, value)])
                 segment_colours.append(colours[family[r, m]])
         ax.add_collection(LineCollection(segments, colors=segment_colours, linewidths=1.5))
-        values = np.array([v[name] for v in lineage.hparams], dtype=float)
-        low, high = values.min(), values.max()
+        values = np.array([v[name] for v in lineage.hparams], dtype=float)  # None -> nan
+        low, high = np.nanmin(values), np.nanmax(values)
         if name in log_scale and low > 0:
             ax.set_yscale("log")
             ax.set_ylim(low / 1.3, high * 1.3)
@@ -133,11 +135,12 @@ def final_hyperparameters(last_round: dict, best_member: int, log_scale: set[str
     rows = -(-len(names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        values = np.array(last_round["hparams"][name], dtype=float)
+        values = np.array([np.nan if v is None else v for v in last_round["hparams"][name]],
+                          dtype=float)
         ax.scatter(values, accuracy, s=18, alpha=0.8)
         ax.scatter(values[best_member], accuracy[best_member], s=60, marker="*", color="C3",
                    label="best")
-        if name in log_scale and values.min() > 0:
+        if name in log_scale and np.nanmin(values) > 0:
             ax.set_xscale("log")
         ax.set(xlabel=name, ylabel="validation accuracy")
     for ax in list(axes.flat)[len(names):]:

@@ -20,8 +20,8 @@ from popjax.config import SweepConfig
 from popjax.errors import PopjaxError
 from popjax.population import init_members, member_keys
 from popjax.runfolder import CONFIG, read_metrics, read_summary
-from popjax.schedules import from_trajectories, member_trajectories
-from popjax.train import cross_entropy, make_evaluate, make_member_step
+from popjax.schedules import from_trajectories, member_group, member_trajectories
+from popjax.train import LOSSES, make_evaluate, make_member_step
 
 
 @dataclass
@@ -72,9 +72,10 @@ def retrain(run, member="best", *, seed: int | None = None, model=None, loss_fn=
     run_dir = Path(run)
     if not (run_dir / CONFIG).is_file():
         raise PopjaxError(f"{run_dir} is not a run folder (no {CONFIG})")
-    config = SweepConfig.from_toml(run_dir / CONFIG).validate()
+    sweep_config = SweepConfig.from_toml(run_dir / CONFIG).validate()
     trajectories = member_trajectories(run_dir, member)
     member = trajectories["member"]
+    config = member_group(sweep_config, member).config  # its group's model, loss, optimizer
     last_round = read_metrics(run_dir)[-1]
     summary = read_summary(run_dir)
     seed = config.seed if seed is None else seed
@@ -84,8 +85,9 @@ def retrain(run, member="best", *, seed: int | None = None, model=None, loss_fn=
     if data is None:
         data = datasets.load(config.data["name"], path=config.data.get("path"),
                              val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
+    config = config.with_budget(len(data.x_train))
     model = model if model is not None else build_model(config, data.num_classes)
-    loss_fn = loss_fn or cross_entropy
+    loss_fn = loss_fn or LOSSES[config.loss]
     train, val, test = (datasets.to_device(x, y) for x, y in (
         (data.x_train, data.y_train), (data.x_val, data.y_val), (data.x_test, data.y_test)))
     schedules = {name: from_trajectories(trajectories, name)

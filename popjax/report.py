@@ -19,7 +19,8 @@ def best_members_table(result, top: int = 5) -> str:
     rows = [
         [str(rank + 1), str(member), f"{val_accuracy[member]:.4f}",
          f"{result.test['accuracy'][member]:.4f}",
-         *(f"{last['hparams'][name][member]:.4g}" for name in names)]
+         *("-" if last["hparams"][name][member] is None else
+           f"{last['hparams'][name][member]:.4g}" for name in names)]
         for rank, member in enumerate(order)
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -45,6 +46,7 @@ def write_report(run_dir) -> Path:
     """
     from popjax import plots
     from popjax.config import SweepConfig
+    from popjax.groups import resolve_groups
     from popjax.lineage import Lineage
     from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, read_metrics, read_summary, \
         write_atomic
@@ -59,7 +61,8 @@ def write_report(run_dir) -> Path:
     summary, history = read_summary(run_dir), read_metrics(run_dir)
     lineage = Lineage.load(run_dir / LINEAGE)
     best = int(summary["best_member"])
-    log_scale = {n for n, p in config.space.priors.items() if isinstance(p, LogUniform)}
+    log_scale = {n for group in resolve_groups(config.validate())
+                 for n, p in group.config.space.priors.items() if isinstance(p, LogUniform)}
 
     plots.accuracy_over_steps(history, run_dir / PLOTS["accuracy"])
     plots.hyperparameters_over_steps(lineage, log_scale, run_dir / PLOTS["hyperparameters"])

@@ -250,6 +250,24 @@ class SearchSpace:
         return cls({name: prior_from_dict(name, spec) for name, spec in table.items()},
                    schedule=schedule, optimizer=optimizer)
 
+    def updated(self, table: Mapping) -> "SearchSpace":
+        """This space with a config table's changes (a group's ``space``). Another optimizer or
+        schedule drops the old one's own hyperparameters and default learning rate."""
+        table = dict(table)
+        schedule = table.pop("schedule", self.schedule)
+        optimizer = table.pop("optimizer", self.optimizer)
+        dropped = set()
+        if optimizer != self.optimizer:
+            dropped |= set(OPTIMIZER_HPARAMS.get(self.optimizer, ()))
+            old_default = (ADAM_DEFAULT_PRIORS if self.optimizer == "adam" else DEFAULT_PRIORS)
+            if self.priors["learning_rate"] == old_default["learning_rate"]:
+                dropped.add("learning_rate")
+        if schedule != self.schedule:
+            dropped |= set(SCHEDULE_HPARAMS.get(self.schedule, ()))
+        priors = {name: prior for name, prior in self.priors.items() if name not in dropped}
+        priors.update({name: prior_from_dict(name, spec) for name, spec in table.items()})
+        return SearchSpace(priors, schedule=schedule, optimizer=optimizer)
+
     def __repr__(self) -> str:
         return (f"SearchSpace({self.priors!r}, schedule={self.schedule!r}, "
                 f"optimizer={self.optimizer!r})")

@@ -31,7 +31,9 @@ from popjax.checkpoint import SweepCheckpoints
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.schedules import learning_rate_at
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
-from popjax.train import PER_EXAMPLE_HPARAMS, cross_entropy, make_evaluate, make_train_segment
+from popjax.groups import Group, resolve_groups
+from popjax.train import (LOSSES, PER_EXAMPLE_HPARAMS, cross_entropy, make_evaluate,
+                          make_train_segment)
 
 
 class RoundOutput(NamedTuple):
@@ -75,6 +77,7 @@ class SweepResult:
     devices: list[str]
     compilations: int
     run_dir: Path | None
+    groups: dict[str, list[int]] | None = None  # name -> [first member, end)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,7 @@ class SweepResult:
             "wall_time_s": round(self.wall_time, 3),
             "devices": self.devices,
             "compilations": self.compilations,
+            "groups": self.groups,
         }
 
 
@@ -214,7 +218,6 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         start_distributed(distributed)
 
     devices = jax.devices()
-    meshes.check_population_size(config.population, len(devices))
     write = write and is_main_process()
     run_dir = Path(out) if out is not None else default_run_dir(config.name)
     if write and resume is None:
@@ -228,15 +231,22 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         data = datasets.load(config.data["name"], path=config.data.get("path"),
                              val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
     config = config.with_budget(len(data.x_train))
-    model = model if model is not None else build_model(config, data.num_classes)
-    loss_fn = loss_fn or cross_entropy
-    if loss_fn is not cross_entropy:
-        needs = [n for n in PER_EXAMPLE_HPARAMS if n in config.space.priors]
-        if needs:
-            raise PopjaxError(f"{', '.join(needs)} work with popjax's own cross-entropy only: "
-                              "drop loss_fn or remove them from the space")
+    groups = resolve_groups(config)
+    if model is not None and len(groups) > 1:
+        raise PopjaxError("a sweep with groups builds each group's model from its config: "
+                          "drop model= or the groups")
     sample_x = jnp.asarray(data.x_train[: config.batch_size])
-    check_model_fits(model, sample_x, data.num_classes)
+    for group in groups:
+        meshes.check_population_size(group.config.population, len(devices))
+        group_loss = loss_fn or LOSSES[group.config.loss]
+        if group_loss is not cross_entropy:
+            needs = [n for n in PER_EXAMPLE_HPARAMS if n in group.config.space.priors]
+            if needs:
+                raise PopjaxError(f"{', '.join(needs)} work with popjax's own cross-entropy "
+                                  "only: use loss = \"cross_entropy\" or remove them")
+        check_model_fits(model if model is not None else build_model(group.config,
+                                                                     data.num_classes),
+                         sample_x, data.num_classes)
 
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
@@ -246,14 +256,9 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
                      (data.x_test, data.y_test)))
 
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
-
-    def init():
-        population = init_population(init_key, model, sample_x, config.space, config.population)
-        return population, Standing.initial(config.population)
-
-    init = jax.jit(init, out_shardings=members)
-    round_fn = jax.jit(make_round(model, loss_fn, train, val, config, pbt_key),
-                       out_shardings=members, donate_argnums=(0, 1))
+    programs = [GroupProgram.build(group, index, model, loss_fn, data.num_classes, sample_x,
+                                   train, val, init_key, pbt_key, members, len(groups))
+                for index, group in enumerate(groups)]
 
     # Checkpoints need every process to write its shards; multi-process runs go without.
     checkpointing = write and jax.process_count() == 1
@@ -261,14 +266,14 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         if not checkpointing:
             raise PopjaxError("resuming needs a single-process run that writes its folder")
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints)
-        abstract = jax.tree_util.tree_map(
+        abstract = [jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(init))
-        first_round, (population, standing), meta = checkpoints.restore_latest(abstract)
+            jax.eval_shape(program.init)) for program in programs]
+        first_round, states, meta = checkpoints.restore_latest(abstract)
         lineage, history = Lineage.from_dict(meta["lineage"]), meta["history"]
         folder = RunFolder.reopen(run_dir, history)
     else:
-        population, standing = init()
+        states = [program.init() for program in programs]
         first_round, lineage, history = 0, Lineage(config.interval), []
         folder = RunFolder(run_dir, config.to_toml()) if write else None
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
@@ -280,10 +285,16 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
                disable=not (progress and is_main_process()))
     with stop_requests() as stops:
         for round_index in range(first_round, config.rounds):
-            population, standing, output = round_fn(population, standing, round_index)
-            record = round_record(round_index, config, meshes.to_host((output, population.hparams)),
-                                  history[-1]["epochs"] if history else None,
-                                  len(data.x_train))
+            group_records = []
+            for index, program in enumerate(programs):
+                population, standing, output = program.round_fn(*states[index], round_index)
+                states[index] = (population, standing)
+                last_epochs = (history[-1]["epochs"][program.group.offset:][
+                    :program.group.config.population] if history else None)
+                group_records.append(round_record(
+                    round_index, config, meshes.to_host((output, population.hparams)),
+                    last_epochs, len(data.x_train)))
+            record = merge_records(group_records, groups)
             lineage.record(record["parents"], record["hparams"], record["epochs"])
             history.append(record)
             if folder:
@@ -297,7 +308,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             done = round_index + 1
             if checkpoints and (done % config.checkpoint_every == 0 or done == config.rounds
                                 or stops.requested):
-                checkpoints.save(done, (population, standing),
+                checkpoints.save(done, states,
                                  {"lineage": lineage.to_dict(), "history": history})
             if stops.requested and done < config.rounds:
                 bar.close()
@@ -312,32 +323,86 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         if hasattr(callback, "close"):
             callback.close()
 
-    evaluate = jax.jit(make_evaluate(model, loss_fn), out_shardings=members)
-    test_metrics = meshes.to_host(evaluate(population.params, test, population.hparams))
+    test_metrics = [meshes.to_host(program.evaluate(population.params, test,
+                                                    population.hparams))
+                    for program, (population, _) in zip(programs, states)]
     last = history[-1]
-    best = int(np.argmax(np.nan_to_num(np.asarray(meshes.to_host(standing.fitness)),
-                                       nan=-np.inf)))
-    test_per_member = {"loss": np.asarray(test_metrics.loss),
-                       "accuracy": np.asarray(test_metrics.accuracy)}
+    fitness = np.concatenate([np.asarray(meshes.to_host(standing.fitness))
+                              for _, standing in states])
+    best = int(np.argmax(np.nan_to_num(fitness, nan=-np.inf)))
+    test_per_member = {name: np.concatenate([np.asarray(getattr(m, name)) for m in test_metrics])
+                       for name in ("loss", "accuracy")}
+    populations = [population for population, _ in states]
     result = SweepResult(
         config=config,
         best_member=best,
-        best_hparams={k: v[best] for k, v in last["hparams"].items()},
+        best_hparams={k: v[best] for k, v in last["hparams"].items() if v[best] is not None},
         best_val={"loss": last["val_loss"][best], "accuracy": last["val_accuracy"][best]},
         best_test={k: float(v[best]) for k, v in test_per_member.items()},
         history=history,
         lineage=lineage,
-        population=population,
+        population=populations[0] if len(populations) == 1 else populations,
         test=test_per_member,
         wall_time=time.perf_counter() - start,
         devices=[str(d) for d in devices],
-        compilations=round_fn._cache_size(),
+        compilations=sum(program.round_fn._cache_size() for program in programs),
         run_dir=run_dir if write else None,
+        groups={group.name: [group.offset, group.offset + group.config.population]
+                for group in groups},
     )
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
     return result
+
+
+@dataclass
+class GroupProgram:
+    """One group's compiled pieces: init, the round, and evaluation."""
+
+    group: Group
+    init: Callable
+    round_fn: Callable
+    evaluate: Callable
+
+    @classmethod
+    def build(cls, group: Group, index: int, model, loss_fn, num_classes, sample_x, train, val,
+              init_key, pbt_key, members, num_groups: int) -> "GroupProgram":
+        config = group.config
+        model = model if model is not None else build_model(config, num_classes)
+        loss_fn = loss_fn or LOSSES[config.loss]
+        if num_groups > 1:  # one group keeps the sweep's own keys
+            init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
+
+        def init():
+            population = init_population(init_key, model, sample_x, config.space,
+                                         config.population)
+            return population, Standing.initial(config.population)
+
+        return cls(
+            group=group,
+            init=jax.jit(init, out_shardings=members),
+            round_fn=jax.jit(make_round(model, loss_fn, train, val, config, pbt_key),
+                             out_shardings=members, donate_argnums=(0, 1)),
+            evaluate=jax.jit(make_evaluate(model, loss_fn), out_shardings=members),
+        )
+
+
+def merge_records(records: list[dict], groups: list[Group]) -> dict:
+    """One round's record of the whole sweep from each group's: members numbered through the
+    groups, parents shifted to sweep indices, a hyperparameter a group lacks given as None."""
+    if len(records) == 1:
+        return records[0]
+    merged = {"round": records[0]["round"], "step": records[0]["step"]}
+    merged["parents"] = [p + g.offset for r, g in zip(records, groups) for p in r["parents"]]
+    merged["group"] = [g.name for g in groups for _ in g.members]
+    for key in ("train_loss", "val_loss", "val_accuracy", "diverged", "stopped", "epochs"):
+        merged[key] = [x for r in records for x in r[key]]
+    names = list(dict.fromkeys(n for r in records for n in r["hparams"]))
+    merged["hparams"] = {n: [x for r, g in zip(records, groups)
+                             for x in r["hparams"].get(n, [None] * g.config.population)]
+                         for n in names}
+    return merged
 
 
 def resume_target(config, resume, overrides):

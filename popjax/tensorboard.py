@@ -43,7 +43,7 @@ class TensorBoardLogger:
             "pbt/copies": sum(p != m for m, p in enumerate(record["parents"])),
             "pbt/diverged": sum(record["diverged"]),
             **{f"best_member_hparams/{name}": values[best]
-               for name, values in record["hparams"].items()},
+               for name, values in record["hparams"].items() if values[best] is not None},
         }
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, float(value), step)

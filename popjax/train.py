@@ -25,6 +25,15 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def squared_error(logits, labels):
+    """Mean squared distance between the outputs and one-hot targets (a regression loss)."""
+    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    return jnp.mean(jnp.sum((logits - targets) ** 2, axis=-1))
+
+
+LOSSES = {"cross_entropy": cross_entropy, "squared_error": squared_error}
+
+
 class Metrics(NamedTuple):
     """Per-member figures, each ``[P]``."""
 

@@ -1,0 +1,82 @@
+"""Groups: sub-populations with their own model, loss and optimizer family in one sweep."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import popjax
+from popjax import report, schedules
+from popjax.nn import BatchNorm
+from popjax.train import cross_entropy, squared_error
+
+GROUPS = [
+    {"name": "narrow", "population": 4, "model": {"hidden": [8]}},
+    {"name": "adam-bn", "population": 4, "loss": "squared_error",
+     "model": {"hidden": [16, 16], "batch_norm": True},
+     "space": {"optimizer": "adam", "b1": {"prior": "uniform", "low": 0.8, "high": 0.9}}},
+]
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory, small_data):
+    out = tmp_path_factory.mktemp("groups") / "run"
+    config = popjax.SweepConfig(groups=GROUPS, model={"name": "mlp", "hidden": [16]})
+    result = popjax.run(config, data=small_data, steps=60, interval=10, batch_size=16,
+                        out=out, progress=False, seed=1)
+    return result, out
+
+
+def test_each_group_compiles_once_and_pbt_copies_within_it(grouped):
+    result, _ = grouped
+    assert result.config.population == 8
+    assert result.groups == {"narrow": [0, 4], "adam-bn": [4, 8]}
+    assert result.compilations == 2  # one round program per group
+    copies = 0
+    for parents in result.lineage.parents:
+        for member, parent in enumerate(parents):
+            assert (member < 4) == (parent < 4)
+            copies += parent != member
+    assert copies > 0
+    narrow, adam = result.population
+    assert narrow.params["Dense_0"]["kernel"].shape[-1] == 8
+    assert adam.params["Dense_1"]["kernel"].shape[-2:] == (16, 16)
+    assert "BatchNorm_0" in adam.params
+
+
+def test_records_say_which_group_and_which_hyperparameters(grouped):
+    result, out = grouped
+    last = result.history[-1]
+    assert last["group"] == ["narrow"] * 4 + ["adam-bn"] * 4
+    assert all(v is None for v in last["hparams"]["momentum"][4:])
+    assert all(v is None for v in last["hparams"]["b1"][:4])
+    assert all(0.8 <= v <= 0.9 for v in last["hparams"]["b1"][4:])
+    # A member's replayed schedules are its own group's hyperparameters.
+    adam_member = schedules.member_trajectories(out, member=5)["schedules"]
+    assert "b1" in adam_member and "momentum" not in adam_member
+    assert report.write_report(out).is_file()
+
+
+def test_group_errors_are_one_line():
+    for groups, message in [
+        ([{"population": 4, "width": 3}], "unknown group key 'width'"),
+        ([{"name": "a", "population": 4}, {"name": "a", "population": 4}], "two groups"),
+        ([{"name": "a"}], "needs population"),
+        ([{"population": 4, "loss": "hinge"}], "unknown loss 'hinge'"),
+        ([{"population": 4, "space": {"b1": 0.9}}], "parameter of the adam optimizer"),
+    ]:
+        with pytest.raises(popjax.PopjaxError, match=message):
+            popjax.SweepConfig(groups=groups).validate()
+
+
+def test_squared_error_and_batch_norm():
+    logits = jnp.array([[2.0, 0.0], [0.0, 0.5]])
+    labels = jnp.array([0, 1])
+    assert float(squared_error(logits, labels)) == pytest.approx((1 + 0 + 0 + 0.25) / 2)
+    assert float(squared_error(logits, labels)) != pytest.approx(
+        float(cross_entropy(logits, labels)))
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 5)) * 3 + 7
+    variables = BatchNorm().init(jax.random.PRNGKey(1), x)
+    y = BatchNorm().apply(variables, x)
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std(0), 1, atol=1e-3)
