@@ -21,6 +21,7 @@ class Lineage:
     parents: list[list[int]] = field(default_factory=list)
     hparams: list[dict[str, list[float]]] = field(default_factory=list)
     epochs: list[list[float]] = field(default_factory=list)  # passes over the data, per member
+    groups: dict[str, list[int]] = field(default_factory=dict)  # name -> [first member, end)
 
     @property
     def rounds(self) -> int:
@@ -61,12 +62,12 @@ class Lineage:
 
     def to_dict(self) -> dict:
         return {"interval": self.interval, "parents": self.parents, "hparams": self.hparams,
-                "epochs": self.epochs}
+                "epochs": self.epochs, "groups": self.groups}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Lineage":
         return cls(int(data["interval"]), data["parents"], data["hparams"],
-                   data.get("epochs", []))
+                   data.get("epochs", []), data.get("groups", {}))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))

@@ -274,7 +274,10 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         folder = RunFolder.reopen(run_dir, history)
     else:
         states = [program.init() for program in programs]
-        first_round, lineage, history = 0, Lineage(config.interval), []
+        first_round, history = 0, []
+        lineage = Lineage(config.interval, groups={
+            g.name: [g.offset, g.offset + g.config.population] for g in groups} if len(
+                groups) > 1 else {})
         folder = RunFolder(run_dir, config.to_toml()) if write else None
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     round_callbacks = [on_round] if on_round and is_main_process() else []

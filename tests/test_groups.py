@@ -31,6 +31,7 @@ def test_each_group_compiles_once_and_pbt_copies_within_it(grouped):
     result, _ = grouped
     assert result.config.population == 8
     assert result.groups == {"narrow": [0, 4], "adam-bn": [4, 8]}
+    assert result.lineage.groups == result.groups
     assert result.compilations == 2  # one round program per group
     copies = 0
     for parents in result.lineage.parents:
@@ -48,6 +49,8 @@ def test_records_say_which_group_and_which_hyperparameters(grouped):
     result, out = grouped
     last = result.history[-1]
     assert last["group"] == ["narrow"] * 4 + ["adam-bn"] * 4
+    assert popjax.Lineage.load(out / "lineage.json").groups == {"narrow": [0, 4],
+                                                                "adam-bn": [4, 8]}
     assert all(v is None for v in last["hparams"]["momentum"][4:])
     assert all(v is None for v in last["hparams"]["b1"][:4])
     assert all(0.8 <= v <= 0.9 for v in last["hparams"]["b1"][4:])
