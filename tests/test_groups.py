@@ -83,3 +83,19 @@ def test_squared_error_and_batch_norm():
     y = BatchNorm().apply(variables, x)
     np.testing.assert_allclose(y.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(y.std(0), 1, atol=1e-3)
+
+
+def test_a_grouped_sweep_resumes_to_the_same_result(tmp_path, small_data):
+    import shutil
+
+    config = popjax.SweepConfig(groups=GROUPS, model={"name": "mlp", "hidden": [16]},
+                                steps=40, interval=10, batch_size=16, checkpoint_every=1,
+                                keep_checkpoints=10)
+    whole = popjax.run(config, data=small_data, out=tmp_path / "run", progress=False)
+    for late in ("3", "4"):  # as if the run had died after its second round
+        shutil.rmtree(tmp_path / "run" / "checkpoints" / late)
+    (tmp_path / "run" / "summary.json").unlink()
+    resumed = popjax.run(resume=tmp_path / "run", data=small_data, progress=False)
+    assert resumed.best_test == whole.best_test
+    assert resumed.lineage.parents == whole.lineage.parents
+    assert resumed.history[-1]["hparams"] == whole.history[-1]["hparams"]
