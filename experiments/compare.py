@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import time
 from pathlib import Path
 
 from popjax.mesh import use_cpu_cores

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from popjax.errors import PopjaxError, unknown_name_error
+
+if TYPE_CHECKING:
+    from popjax.config import SweepConfig
 
 GROUP_KEYS = ("name", "population", "model", "loss", "space")
 
@@ -31,7 +35,7 @@ GROUP_KEYS = ("name", "population", "model", "loss", "space")
 @dataclass(frozen=True)
 class Group:
     name: str
-    config: "SweepConfig"  # noqa: F821  the group's own: its population, model, loss, space
+    config: SweepConfig  # the group's own: its population, model, loss, space
     offset: int  # the sweep index of its first member
 
     @property

@@ -1,8 +1,8 @@
 """The loop that ties a sweep together: rounds on the device, records on the host.
 
-A round is one jitted call: PBT (exploit + explore, from the last round's validation fitness),
-``interval`` training steps for every member, then validation. The host only reads back
-per-member figures (a few numbers per member) to log, record the lineage and draw progress.
+A round (``popjax.round``) is one jitted call per group: PBT, ``interval`` training steps for
+every member, then validation. The host only reads back per-member figures (a few numbers per
+member) to log, record the lineage (``popjax.records``), checkpoint and draw progress.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,45 +19,20 @@ from tqdm.auto import tqdm
 
 from popjax import data as datasets
 from popjax import mesh as meshes
+from popjax.checkpoint import SweepCheckpoints
 from popjax.config import SweepConfig
 from popjax.distributed import Distributed, is_main_process
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
+from popjax.groups import Group, resolve_groups
+from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
 from popjax.nn import MODELS
-from popjax.pbt import pbt_step
 from popjax.population import Population, init_population
-from popjax.checkpoint import SweepCheckpoints
-from popjax.interrupt import SweepInterrupted, stop_requests
-from popjax.schedules import learning_rate_at
+from popjax.records import check_not_all_diverged, merge_records, round_record
+from popjax.round import Standing, make_round
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
-from popjax.groups import Group, resolve_groups
-from popjax.train import (LOSSES, PER_EXAMPLE_HPARAMS, cross_entropy, make_evaluate,
-                          make_train_segment)
-
-
-class RoundOutput(NamedTuple):
-    """What a round reports for each member, all ``[P]``."""
-
-    source: jax.Array  # the member it copied at the round's start (itself if kept)
-    train_loss: jax.Array
-    val_loss: jax.Array
-    val_accuracy: jax.Array
-    fitness: jax.Array
-    stopped: jax.Array  # early-stopped: frozen this round, replaced first at the next
-
-
-class Standing(NamedTuple):
-    """Each member's record across rounds, all ``[P]``: what PBT and early stopping read."""
-
-    fitness: jax.Array  # the last validation figure; -inf if diverged
-    best: jax.Array  # the best so far of the weights it carries
-    stale: jax.Array  # rounds since ``best`` last improved
-
-    @classmethod
-    def initial(cls, size: int) -> "Standing":
-        return cls(jnp.zeros(size, jnp.float32), jnp.full(size, -jnp.inf, jnp.float32),
-                   jnp.zeros(size, jnp.int32))
+from popjax.train import LOSSES, PER_EXAMPLE_HPARAMS, cross_entropy, make_evaluate
 
 
 @dataclass
@@ -117,62 +92,6 @@ def check_model_fits(model, sample_x, num_classes: int) -> None:
             f"the model outputs {logits.shape[-1]} logits but the labels have {num_classes} "
             "classes: give the model at least as many outputs"
         )
-
-
-def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
-    """``round(population, standing, round_index) -> (population, standing, RoundOutput)``.
-
-    The round index is traced, so every round runs the same compiled program.
-    """
-    schedule, total_steps = config.space.schedule, config.steps
-
-    def learning_rate(hparams, step):
-        return learning_rate_at(schedule, hparams, step, total_steps)
-
-    segment = make_train_segment(model, loss_fn, train, config.batch_size, config.interval,
-                                 learning_rate, config.space.optimizer)
-    evaluate = make_evaluate(model, loss_fn)
-
-    def round_fn(population: Population, standing: Standing, round_index):
-        members = jnp.arange(population.size, dtype=jnp.int32)
-        stopped = early_stopped(population.hparams, standing)
-        if config.pbt.enabled:
-            # Stopped members rank as diverged: replaced first, never copied. The first round
-            # has no fitness yet to select on.
-            fitness = jnp.where(stopped, -jnp.inf, standing.fitness)
-            population, source, replaced = pbt_step(
-                jax.random.fold_in(pbt_key, round_index), population, fitness, config.space,
-                config.pbt, active=round_index > 0)
-            standing = Standing(standing.fitness, jnp.where(replaced, standing.best[source],
-                                                            standing.best),
-                                jnp.where(replaced, 0, standing.stale))
-            stopped = stopped & ~replaced
-        else:
-            source = members
-        trained, train_loss = segment(population)
-        # A stopped member stays frozen as it was.
-        population = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(stopped.reshape((-1,) + (1,) * (new.ndim - 1)), old, new),
-            trained, population)
-        metrics = evaluate(population.params, val, population.hparams)
-        fitness = metrics.accuracy if config.metric == "accuracy" else -metrics.loss
-        # NaN weights still give an accuracy (argmax of NaN logits); the loss tells.
-        diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(metrics.loss))
-        fitness = jnp.where(diverged, -jnp.inf, fitness)
-        improved = fitness > standing.best
-        standing = Standing(fitness, jnp.maximum(fitness, standing.best),
-                            jnp.where(improved, 0, standing.stale + 1))
-        return population, standing, RoundOutput(source, train_loss, metrics.loss,
-                                                 metrics.accuracy, fitness, stopped)
-
-    return round_fn
-
-
-def early_stopped(hparams, standing: Standing):
-    """Members whose validation figure has not improved for ``patience`` rounds."""
-    if "patience" not in hparams:
-        return jnp.zeros(standing.stale.shape, bool)
-    return standing.stale >= hparams["patience"]
 
 
 def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
@@ -391,23 +310,6 @@ class GroupProgram:
         )
 
 
-def merge_records(records: list[dict], groups: list[Group]) -> dict:
-    """One round's record of the whole sweep from each group's: members numbered through the
-    groups, parents shifted to sweep indices, a hyperparameter a group lacks given as None."""
-    if len(records) == 1:
-        return records[0]
-    merged = {"round": records[0]["round"], "step": records[0]["step"]}
-    merged["parents"] = [p + g.offset for r, g in zip(records, groups) for p in r["parents"]]
-    merged["group"] = [g.name for g in groups for _ in g.members]
-    for key in ("train_loss", "val_loss", "val_accuracy", "diverged", "stopped", "epochs"):
-        merged[key] = [x for r in records for x in r[key]]
-    names = list(dict.fromkeys(n for r in records for n in r["hparams"]))
-    merged["hparams"] = {n: [x for r, g in zip(records, groups)
-                             for x in r["hparams"].get(n, [None] * g.config.population)]
-                         for n in names}
-    return merged
-
-
 def resume_target(config, resume, overrides):
     """The config and folder of a run to resume; its settings cannot change midway."""
     run_dir = Path(resume)
@@ -417,40 +319,3 @@ def resume_target(config, resume, overrides):
         raise PopjaxError(f"{run_dir} is not a run folder (no {CONFIG}): give a folder that "
                           "popjax run wrote")
     return run_dir / CONFIG, run_dir
-
-
-def check_not_all_diverged(record: dict, config: SweepConfig) -> None:
-    """Some members may diverge (PBT replaces them); all of them is a space to narrow."""
-    if any(d is False for d in record["diverged"]):
-        return
-    ranges = ", ".join(f"{name} ({prior.low:g}..{prior.high:g})"
-                       for name, prior in config.space.priors.items() if hasattr(prior, "low"))
-    raise PopjaxError(f"every member diverged (non-finite loss) by step {record['step']}: "
-                      f"narrow the ranges of {ranges}, starting with learning_rate")
-
-
-def round_record(round_index: int, config: SweepConfig, host, last_epochs, num_train: int
-                 ) -> dict:
-    """One line of metrics.jsonl from the round's host copy: plain lists, one value per member.
-
-    ``epochs`` counts the passes over the training split that each member's weights have had,
-    through every copy (a copied member inherits its source's count).
-    """
-    output, hparams = host
-    parents = np.asarray(output.source)
-    fraction = np.asarray(hparams.get("batch_fraction", np.ones(len(parents))))
-    used = np.clip(np.round(fraction * config.batch_size), 1, config.batch_size)
-    trained = np.where(np.asarray(output.stopped), 0.0, config.interval * used / num_train)
-    before = np.asarray(last_epochs)[parents] if last_epochs is not None else 0.0
-    return {
-        "round": round_index,
-        "step": (round_index + 1) * config.interval,
-        "parents": [int(p) for p in output.source],
-        "train_loss": [float(x) for x in output.train_loss],
-        "val_loss": [float(x) for x in output.val_loss],
-        "val_accuracy": [float(x) for x in output.val_accuracy],
-        "diverged": [not bool(np.isfinite(x)) for x in output.fitness],
-        "stopped": [bool(x) for x in output.stopped],
-        "epochs": [round(float(x), 6) for x in before + trained],
-        "hparams": {k: [float(x) for x in v] for k, v in hparams.items()},
-    }

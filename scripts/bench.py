@@ -87,7 +87,7 @@ from popjax.mesh import member_sharding, population_mesh, replicated  # noqa: E4
 from popjax.nn import CNN1D, MLP  # noqa: E402
 from popjax.pbt import pbt_step  # noqa: E402
 from popjax.population import init_population, select  # noqa: E402
-from popjax.sweep import Standing, make_round  # noqa: E402
+from popjax.round import Standing, make_round  # noqa: E402
 from popjax.train import cross_entropy, make_evaluate, make_member_step  # noqa: E402
 
 

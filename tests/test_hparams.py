@@ -16,7 +16,7 @@ from popjax.augment import augment
 from popjax.nn import MLP
 from popjax.population import init_members, member_keys
 from popjax.space import NEUTRAL_VALUES, SearchSpace, Uniform
-from popjax.sweep import Standing, make_round
+from popjax.round import Standing, make_round
 from popjax.train import cross_entropy, make_member_step, make_train_segment
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import hparams_for, tree_equal
+from conftest import tree_equal
 from popjax.lineage import Lineage
 from popjax.nn import MLP
 from popjax.pbt import PBTConfig, copy_members, explore, pbt_step, tournament_sources, \
