@@ -57,7 +57,6 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
     evaluate = make_evaluate(model, loss_fn)
 
     def round_fn(population: Population, standing: Standing, round_index):
-        members = jnp.arange(population.size, dtype=jnp.int32)
         stopped = early_stopped(population.hparams, standing)
         if config.pbt.enabled:
             # Stopped members rank as diverged: replaced first, never copied. The first round
@@ -71,12 +70,13 @@ def make_round(model, loss_fn, train, val, config: SweepConfig, pbt_key):
                                 jnp.where(replaced, 0, standing.stale))
             stopped = stopped & ~replaced
         else:
-            source = members
+            source = jnp.arange(population.size, dtype=jnp.int32)
         trained, train_loss = segment(population)
-        # A stopped member stays frozen as it was.
-        population = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(stopped.reshape((-1,) + (1,) * (new.ndim - 1)), old, new),
-            trained, population)
+        if "patience" in population.hparams:  # a stopped member stays frozen as it was
+            trained = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(stopped.reshape((-1,) + (1,) * (new.ndim - 1)),
+                                           old, new), trained, population)
+        population = trained
         metrics = evaluate(population.params, val, population.hparams)
         fitness = metrics.accuracy if config.metric == "accuracy" else -metrics.loss
         # NaN weights still give an accuracy (argmax of NaN logits); the loss tells.
