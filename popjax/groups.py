@@ -43,6 +43,11 @@ class Group:
         return range(self.offset, self.offset + self.config.population)
 
 
+def member_ranges(groups: list[Group]) -> dict[str, list[int]]:
+    """``{name: [first member, end)}``, as results and the lineage report the groups."""
+    return {g.name: [g.members.start, g.members.stop] for g in groups}
+
+
 def resolve_groups(config) -> list[Group]:
     """The sweep's groups; a sweep without ``groups`` is one group of everyone.
 

@@ -61,9 +61,7 @@ def member_optimizer(hparams: Mapping[str, jax.Array], learning_rate=None,
 
 def init_state(params, hparams: Mapping[str, jax.Array] | None = None, family: str = "sgd"):
     """Optimizer state for ``params``: its shape depends on the family and on which
-    hyperparameters there are, never on their values."""
-    names = hparams if hparams is not None else ("learning_rate", "momentum", "weight_decay")
-    zeros = {name: 0.0 for name in names}
-    zeros.update({name: 0.0 for name in ("learning_rate", "momentum", "b1", "b2", "eps",
-                                         "weight_decay")})
+    hyperparameters there are (``grad_clip`` adds a stage), never on their values."""
+    coefficients = ("learning_rate", "momentum", "b1", "b2", "eps", "weight_decay")
+    zeros = {name: 0.0 for name in (*coefficients, *(hparams or ()))}
     return member_optimizer(zeros, family=family).init(params)

@@ -80,11 +80,10 @@ def retrain(run, member="best", *, seed: int | None = None, model=None, loss_fn=
     summary = read_summary(run_dir)
     seed = config.seed if seed is None else seed
 
-    from popjax.sweep import build_model  # the sweep module builds models from configs
+    from popjax.sweep import build_model, load_data  # the sweep builds these from configs
 
     if data is None:
-        data = datasets.load(config.data["name"], path=config.data.get("path"),
-                             val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
+        data = load_data(config)
     config = config.with_budget(len(data.x_train))
     model = model if model is not None else build_model(config, data.num_classes)
     loss_fn = loss_fn or LOSSES[config.loss]

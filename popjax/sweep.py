@@ -24,7 +24,7 @@ from popjax.config import SweepConfig
 from popjax.distributed import Distributed, is_main_process
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
-from popjax.groups import Group, resolve_groups
+from popjax.groups import Group, member_ranges, resolve_groups
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
 from popjax.nn import MODELS
@@ -74,6 +74,12 @@ def build_model(config: SweepConfig, num_classes: int):
     fields = {k: v for k, v in config.model.items() if k != "name"}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     return MODELS[config.model["name"]](num_classes=num_classes, **fields)
+
+
+def load_data(config: SweepConfig) -> datasets.Dataset:
+    """The dataset a config names, split as the config says."""
+    return datasets.load(config.data["name"], path=config.data.get("path"),
+                         val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
 
 
 def check_model_fits(model, sample_x, num_classes: int) -> None:
@@ -147,14 +153,14 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         summary_writer_class()  # a missing package is an error before anything is written
 
     if data is None:
-        data = datasets.load(config.data["name"], path=config.data.get("path"),
-                             val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
+        data = load_data(config)
     config = config.with_budget(len(data.x_train))
     groups = resolve_groups(config)
     if model is not None and len(groups) > 1:
         raise PopjaxError("a sweep with groups builds each group's model from its config: "
                           "drop model= or the groups")
     sample_x = jnp.asarray(data.x_train[: config.batch_size])
+    group_models, group_losses = [], []
     for group in groups:
         meshes.check_population_size(group.config.population, len(devices))
         group_loss = loss_fn or LOSSES[group.config.loss]
@@ -163,9 +169,11 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             if needs:
                 raise PopjaxError(f"{', '.join(needs)} work with popjax's own cross-entropy "
                                   "only: use loss = \"cross_entropy\" or remove them")
-        check_model_fits(model if model is not None else build_model(group.config,
-                                                                     data.num_classes),
-                         sample_x, data.num_classes)
+        group_model = model if model is not None else build_model(group.config,
+                                                                  data.num_classes)
+        check_model_fits(group_model, sample_x, data.num_classes)
+        group_models.append(group_model)
+        group_losses.append(group_loss)
 
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
@@ -175,9 +183,10 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
                      (data.x_test, data.y_test)))
 
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    programs = [GroupProgram.build(group, index, model, loss_fn, data.num_classes, sample_x,
-                                   train, val, init_key, pbt_key, members, len(groups))
-                for index, group in enumerate(groups)]
+    programs = [GroupProgram.build(group, index, group_model, group_loss, sample_x, train, val,
+                                   init_key, pbt_key, members, len(groups))
+                for index, (group, group_model, group_loss) in enumerate(
+                    zip(groups, group_models, group_losses))]
 
     # Checkpoints need every process to write its shards; multi-process runs go without.
     checkpointing = write and jax.process_count() == 1
@@ -194,9 +203,8 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     else:
         states = [program.init() for program in programs]
         first_round, history = 0, []
-        lineage = Lineage(config.interval, groups={
-            g.name: [g.offset, g.offset + g.config.population] for g in groups} if len(
-                groups) > 1 else {})
+        lineage = Lineage(config.interval,
+                          groups=member_ranges(groups) if len(groups) > 1 else {})
         folder = RunFolder(run_dir, config.to_toml()) if write else None
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     round_callbacks = [on_round] if on_round and is_main_process() else []
@@ -211,8 +219,8 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             for index, program in enumerate(programs):
                 population, standing, output = program.round_fn(*states[index], round_index)
                 states[index] = (population, standing)
-                last_epochs = (history[-1]["epochs"][program.group.offset:][
-                    :program.group.config.population] if history else None)
+                last_epochs = ([history[-1]["epochs"][m] for m in program.group.members]
+                               if history else None)
                 group_records.append(round_record(
                     round_index, config, meshes.to_host((output, population.hparams)),
                     last_epochs, len(data.x_train)))
@@ -269,8 +277,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         devices=[str(d) for d in devices],
         compilations=sum(program.round_fn._cache_size() for program in programs),
         run_dir=run_dir if write else None,
-        groups={group.name: [group.offset, group.offset + group.config.population]
-                for group in groups},
+        groups=member_ranges(groups),
     )
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
@@ -288,11 +295,9 @@ class GroupProgram:
     evaluate: Callable
 
     @classmethod
-    def build(cls, group: Group, index: int, model, loss_fn, num_classes, sample_x, train, val,
-              init_key, pbt_key, members, num_groups: int) -> "GroupProgram":
+    def build(cls, group: Group, index: int, model, loss_fn, sample_x, train, val, init_key,
+              pbt_key, members, num_groups: int) -> "GroupProgram":
         config = group.config
-        model = model if model is not None else build_model(config, num_classes)
-        loss_fn = loss_fn or LOSSES[config.loss]
         if num_groups > 1:  # one group keeps the sweep's own keys
             init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
 
