@@ -118,8 +118,8 @@ def replay_command(args) -> int:
 
     from popjax.replay import retrain
 
-    if args.out and Path(args.out).exists():
-        raise PopjaxError(f"{args.out} already exists: choose another --out")
+    if args.out:
+        refuse_existing(args.out)
     result = retrain(args.run_dir, args.member, seed=args.seed, progress=not args.quiet)
     test = (f", test {result.member_test_accuracy:.4f}"
             if result.member_test_accuracy is not None else "")
@@ -137,28 +137,36 @@ def replay_command(args) -> int:
 
 
 def planned_population(args) -> int | None:
-    """The population the run will have, read before JAX starts; None if the config is bad
-    (``run`` then reports it)."""
+    """What the device count must divide, read before JAX starts: the population, or with
+    groups the greatest common divisor of theirs. None if the config is bad (``run`` then
+    reports it)."""
+    import math
     from pathlib import Path
 
     from popjax.config import SweepConfig
+    from popjax.groups import resolve_groups
 
-    if args.population is not None:
-        return args.population
     source = Path(args.resume) / "config.toml" if args.resume else args.config
     try:
-        return (SweepConfig.from_toml(source) if source else SweepConfig()).population
+        config = SweepConfig.from_toml(source) if source else SweepConfig()
+        config = config.replace(population=args.population).validate()
+        return math.gcd(*(g.config.population for g in resolve_groups(config)))
     except (PopjaxError, OSError):
         return None
 
 
-def export_command(args) -> int:
+def refuse_existing(path) -> None:
+    """A command never overwrites a file it would write."""
     from pathlib import Path
 
+    if Path(path).exists():
+        raise PopjaxError(f"{path} already exists: choose another --out")
+
+
+def export_command(args) -> int:
     from popjax.schedules import export
 
-    if Path(args.out).exists():
-        raise PopjaxError(f"{args.out} already exists: choose another --out")
+    refuse_existing(args.out)
     written = export(args.run_dir, args.out, member=args.member)
     print(f"member {written['member']}: {', '.join(written['schedules'])} over "
           f"{written['steps']} steps written to {args.out}")
