@@ -116,3 +116,18 @@ def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path):
     done = popjax("run", "--resume", "empty", cwd=tmp_path)
     assert done.returncode == 2 and "is not a run folder" in done.stderr
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_groups_of_odd_sizes_run_from_the_command(tmp_path):
+    # One device per core would not divide a group of 3: the command sizes devices by the groups.
+    (tmp_path / "odd.toml").write_text(TINY_TOML + """
+[[groups]]
+population = 3
+
+[[groups]]
+population = 2
+""")
+    done = popjax("run", "odd.toml", "--out", "run", "--quiet", "--no-report", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["groups"] == {"group0": [0, 3], "group1": [3, 5]}
