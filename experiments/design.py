@@ -1,0 +1,120 @@
+"""Chooses a task's PBT setup without looking at its test split.
+
+Each method may pick between a few setups, but only on a development split: for every
+development seed, the task's training data (train + validation, never test) is split again into
+training data and a development test set of the same fraction as the real test split, saved as
+an ``.npz`` and run through the same loading path as a user's data. Each setup runs there; the
+table gives the accuracy on that development test set, mean and spread over seeds. The setup
+with the higher mean for each method is the one `compare.py` uses.
+
+The candidates are fixed here, before any run:
+
+* ``metric``: what PBT ranks members by and every method picks its best member by, validation
+  ``accuracy`` or validation ``loss``. With a few hundred validation examples near 98%, accuracy
+  moves in steps of a whole example and many members tie; the loss does not.
+* ``interval``: steps between PBT rounds (random search does not depend on it).
+* ``space``: the task's own search space, or that space with per-member data augmentation
+  (``shift``, ``noise``, ``scale``), where PBT learns an augmentation schedule as in Population
+  Based Augmentation (Ho et al., 2019) and random search keeps its first draw.
+
+    python experiments/design.py                      # digits_mlp, development seeds 100-109
+
+It writes ``design.json`` and ``design.md`` beside ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from compare import AUGMENTATION, HERE, TASKS, method_config  # also spreads members over the CPU cores
+from popjax.sweep import load_data, run
+
+METRICS = ("accuracy", "loss")
+INTERVALS = (100, 250)
+DEV_TEST_FRACTION = 0.2  # as large a share as digits' real test split
+# Changes to the task's search space, as a config's [space] table writes them.
+SPACES = {
+    "own space": {},
+    "with augmentation": AUGMENTATION,
+}
+
+
+def development_data(config, seed: int, folder: Path) -> Path:
+    """The task's training data split into train and a development test set, as an .npz."""
+    data = load_data(config.replace(seed=seed))
+    x = np.concatenate([data.x_train, data.x_val])
+    y = np.concatenate([data.y_train, data.y_val])
+    order = np.random.default_rng(seed + 7).permutation(len(x))
+    held = int(round(len(x) * DEV_TEST_FRACTION))
+    test, train = order[:held], order[held:]
+    path = folder / f"dev_{seed}.npz"
+    np.savez(path, x=x[train], y=y[train], x_test=x[test], y_test=y[test])
+    return path
+
+
+def setups(method: str):
+    """The candidate setups of a method: (label, config changes)."""
+    for space, metric in itertools.product(SPACES, METRICS):
+        if method == "pbt":
+            for interval in INTERVALS:
+                yield (f"{space}, {metric}, interval {interval}",
+                       {"space": SPACES[space], "metric": metric, "interval": interval})
+        else:
+            yield f"{space}, {metric}", {"space": SPACES[space], "metric": metric}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="digits_mlp", choices=TASKS)
+    parser.add_argument("--methods", nargs="+", default=["pbt", "random"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(100, 110)))
+    args = parser.parse_args(argv)
+
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in args.seeds:
+            base = method_config(args.task, "pbt", seed, {})
+            path = development_data(base, seed, Path(folder))
+            data = {**base.data, "name": "npz", "path": str(path)}
+            for method in args.methods:
+                for label, changes in setups(method):
+                    config = method_config(args.task, method, seed, changes).replace(data=data)
+                    result = run(config, write=False, progress=False)
+                    runs.append({"method": method, "setup": label, "changes": changes,
+                                 "seed": seed, "dev_test_accuracy": result.best_test["accuracy"]})
+                    print(f"seed {seed} {method:7s} {label:40s} dev test "
+                          f"{result.best_test['accuracy']:.4f}", flush=True)
+    table = design_table(runs)
+    out = HERE / "design.json"
+    out.write_text(json.dumps({"task": args.task, "runs": runs}, indent=1))
+    out.with_suffix(".md").write_text(f"Task {args.task}, development seeds {args.seeds}.\n\n"
+                                      f"{table}\n")
+    print()
+    print(table)
+
+
+def design_table(runs) -> str:
+    """Markdown: development test accuracy per method and setup, mean ± std over seeds, with
+    each method's best mean marked as its choice."""
+    accuracy = {}
+    for r in runs:
+        accuracy.setdefault((r["method"], r["setup"]), []).append(100 * r["dev_test_accuracy"])
+    best = {}
+    for (method, setup), values in accuracy.items():
+        if np.mean(values) > np.mean(accuracy.get((method, best.get(method)), [-1.0])):
+            best[method] = setup
+    lines = ["| method | setup | dev test accuracy (%) | chosen |", "|---|---|---|---|"]
+    for (method, setup), values in accuracy.items():
+        lines.append(f"| {method} | {setup} | {np.mean(values):.2f} ± {np.std(values):.2f} "
+                     f"(n={len(values)}) | {'yes' if best[method] == setup else ''} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

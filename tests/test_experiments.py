@@ -1,0 +1,50 @@
+"""The experiments' own claims: setups are chosen without the test split, tables pair seeds.
+
+The scripts set JAX's CPU device count when imported, so each check runs in a subprocess.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
+
+
+def run_in_experiments(code: str, tmp_path) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=EXPERIMENTS, capture_output=True,
+                          text=True, timeout=300, env={"PYTHONPATH": str(EXPERIMENTS),
+                                                       "PATH": "", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_development_data_holds_no_test_example(tmp_path):
+    out = run_in_experiments(f"""
+import numpy as np
+from pathlib import Path
+from design import development_data
+from compare import method_config
+from popjax.sweep import load_data
+config = method_config("digits_mlp", "pbt", 101)
+real = load_data(config)
+dev = np.load(development_data(config, 101, Path({str(tmp_path)!r})))
+rows = lambda x: {{r.tobytes() for r in x.reshape(len(x), -1)}}
+test = rows(real.x_test)
+training = rows(np.concatenate([real.x_train, real.x_val]))
+print(len(rows(dev["x"]) & test), len(rows(dev["x_test"]) & test),
+      rows(dev["x"]) | rows(dev["x_test"]) <= training,
+      len(dev["x"]) + len(dev["x_test"]) == len(training), len(dev["x_test"]) > 0)
+""", tmp_path)
+    assert out.split() == ["0", "0", "True", "True", "True"]
+
+
+def test_paired_lead_compares_the_same_seeds(tmp_path):
+    out = run_in_experiments("""
+from compare import paired_lead
+runs = [{"task": "t", "method": m, "seed": s, "test_accuracy": a} for m, s, a in [
+    ("pbt", 0, 0.90), ("pbt", 1, 0.80), ("pbt", 2, 0.70),
+    ("random", 0, 0.85), ("random", 1, 0.75), ("random", 3, 0.10)]]
+print(paired_lead(runs, "t"))
+""", tmp_path)
+    # seeds 0 and 1 pair up, each a lead of 5 points; seeds 2 and 3 have no partner
+    assert out.strip() == "+5.00 ± 0.00 (n=2)"
