@@ -148,7 +148,8 @@ def plot(runs, path) -> None:
 
 
 def results_table(runs) -> str:
-    """Markdown: test accuracy of the member chosen on validation, mean ± std over seeds."""
+    """Markdown: test accuracy of the member chosen on validation, mean ± std over seeds, and
+    PBT's paired lead over random search."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = list(dict.fromkeys(r["method"] for r in runs))
     lines = ["| task | " + " | ".join(methods) + " | pbt − random, paired |",
@@ -171,7 +172,8 @@ def paired_lead(runs, task) -> str:
             if m == "pbt" and ("random", s) in by_seed]
     if len(lead) < 2:
         return "n/a"
-    return f"{np.mean(lead):+.2f} ± {np.std(lead, ddof=1) / np.sqrt(len(lead)):.2f} (n={len(lead)})"
+    error = np.std(lead, ddof=1) / np.sqrt(len(lead))
+    return f"{np.mean(lead):+.2f} ± {error:.2f} (n={len(lead)})"
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 Each method may pick between a few setups, but only on a development split: for every
 development seed, the task's training data (train + validation, never test) is split again into
-training data and a development test set of the same fraction as the real test split, saved as
-an ``.npz`` and run through the same loading path as a user's data. Each setup runs there; the
+training data and a development test set (20%, digits' share for its real test split), saved
+as an ``.npz`` and run through the same loading path as a user's data. Each setup runs there; the
 table gives the accuracy on that development test set, mean and spread over seeds. The setup
 with the higher mean for each method is the one `compare.py` uses.
 
-The candidates are fixed here, before any run:
+The candidates (experiments/README.md tells how they came to be these):
 
 * ``metric``: what PBT ranks members by and every method picks its best member by, validation
   ``accuracy`` or validation ``loss``. With a few hundred validation examples near 98%, accuracy
@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compare import AUGMENTATION, HERE, TASKS, method_config  # also spreads members over the CPU cores
+# compare also spreads the members over the CPU cores
+from compare import AUGMENTATION, HERE, TASKS, method_config
 from popjax.sweep import load_data, run
 
 METRICS = ("accuracy", "loss")
