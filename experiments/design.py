@@ -106,10 +106,9 @@ def design_table(runs) -> str:
     accuracy = {}
     for r in runs:
         accuracy.setdefault((r["method"], r["setup"]), []).append(100 * r["dev_test_accuracy"])
-    best = {}
-    for (method, setup), values in accuracy.items():
-        if np.mean(values) > np.mean(accuracy.get((method, best.get(method)), [-1.0])):
-            best[method] = setup
+    mean = {key: np.mean(values) for key, values in accuracy.items()}
+    best = {method: max((s for m, s in mean if m == method), key=lambda s: mean[method, s])
+            for method, _ in mean}
     lines = ["| method | setup | dev test accuracy (%) | chosen |", "|---|---|---|---|"]
     for (method, setup), values in accuracy.items():
         lines.append(f"| {method} | {setup} | {np.mean(values):.2f} ± {np.std(values):.2f} "

@@ -48,3 +48,18 @@ print(paired_lead(runs, "t"))
 """, tmp_path)
     # seeds 0 and 1 pair up, each a lead of 5 points; seeds 2 and 3 have no partner
     assert out.strip() == "+5.00 ± 0.00 (n=2)"
+
+
+def test_design_table_chooses_each_methods_best_mean(tmp_path):
+    out = run_in_experiments("""
+from design import design_table
+runs = [{"method": m, "setup": s, "seed": i, "dev_test_accuracy": a}
+        for m, s, accuracies in [("pbt", "a", (0.9, 0.7)), ("pbt", "b", (0.85, 0.85)),
+                                 ("random", "a", (0.6, 0.6)), ("random", "b", (0.5, 0.5))]
+        for i, a in enumerate(accuracies)]
+for line in design_table(runs).splitlines()[2:]:
+    print(line.split("|")[1].strip(), line.split("|")[2].strip(), line.split("|")[4].strip())
+""", tmp_path)
+    # pbt: "b" (85%) beats "a" (80%); random: "a" (60%) beats "b" (50%)
+    chosen = [line.strip() for line in out.splitlines()]
+    assert chosen == ["pbt a", "pbt b yes", "random a yes", "random b"]
