@@ -215,15 +215,19 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
                disable=not (progress and is_main_process()))
     with stop_requests() as stops:
         for round_index in range(first_round, config.rounds):
-            group_records = []
+            # Every group's round is dispatched before any is read back, so they run back to
+            # back on the device while the host waits once.
+            outputs = []
             for index, program in enumerate(programs):
                 population, standing, output = program.round_fn(*states[index], round_index)
                 states[index] = (population, standing)
+                outputs.append((output, population.hparams))
+            group_records = []
+            for program, host in zip(programs, meshes.to_host(outputs)):
                 last_epochs = ([history[-1]["epochs"][m] for m in program.group.members]
                                if history else None)
-                group_records.append(round_record(
-                    round_index, config, meshes.to_host((output, population.hparams)),
-                    last_epochs, len(data.x_train)))
+                group_records.append(round_record(round_index, config, host, last_epochs,
+                                                  len(data.x_train)))
             record = merge_records(group_records, groups)
             lineage.record(record["parents"], record["hparams"], record["epochs"])
             history.append(record)

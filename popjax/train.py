@@ -49,9 +49,13 @@ def constant_learning_rate(hparams, step):
 PER_EXAMPLE_HPARAMS = ("label_smoothing", "batch_fraction")
 
 
+# Hyperparameters that change the model's function, passed to ``model.apply`` by name.
+MODEL_HPARAMS = ("activation",)
+
+
 def model_kwargs(hparams) -> dict:
     """What a member's hyperparameters pass to ``model.apply`` besides the dropout rate."""
-    return {"activation": hparams["activation"]} if "activation" in hparams else {}
+    return {name: hparams[name] for name in MODEL_HPARAMS if name in hparams}
 
 
 def make_member_step(model, loss_fn: LossFn, train: DeviceSplit, batch_size: int,
@@ -147,7 +151,7 @@ def make_evaluate(model, loss_fn: LossFn):
         return loss_fn(logits, split.y), accuracy
 
     def evaluate(params, split: DeviceSplit, hparams=None) -> Metrics:
-        hparams = {k: v for k, v in (hparams or {}).items() if k == "activation"}
+        hparams = model_kwargs(hparams or {})
         loss, accuracy = jax.vmap(member_metrics, in_axes=(0, 0, None))(params, hparams, split)
         return Metrics(loss=loss, accuracy=accuracy)
 
