@@ -34,7 +34,8 @@ import numpy as np
 
 # compare also spreads the members over the CPU cores
 from compare import AUGMENTATION, HERE, TASKS, method_config
-from popjax.sweep import load_data, run
+from popjax.plan import Plan
+from popjax.sweep import run
 
 METRICS = ("accuracy", "loss")
 INTERVALS = (100, 250)
@@ -48,7 +49,7 @@ SPACES = {
 
 def development_data(config, seed: int, folder: Path) -> Path:
     """The task's training data split into train and a development test set, as an .npz."""
-    data = load_data(config.replace(seed=seed))
+    data = Plan.from_config(config, seed=seed).load_data()
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
     order = np.random.default_rng(seed + 7).permutation(len(x))

@@ -3,23 +3,55 @@
     >>> import popjax
     >>> result = popjax.run(population=8, steps=400, interval=100, write=False)
     >>> result.best_hparams
+
+The names below load on first use, so that ``import popjax.schedules`` (jax and optax alone)
+does not pull in the sweep, orbax, flax or the plots.
 """
 
-from popjax import data, distributed, nn, replay, schedules
-from popjax.config import SweepConfig
-from popjax.data import Dataset
-from popjax.errors import PopjaxError
-from popjax.lineage import Lineage
-from popjax.mesh import use_cpu_cores
-from popjax.pbt import PBTConfig
-from popjax.population import Population
-from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
-from popjax.sweep import SweepResult, run
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Choice", "Dataset", "Fixed", "Lineage", "LogUniform", "PBTConfig", "Population",
-    "PopjaxError", "SearchSpace", "SweepConfig", "SweepResult", "Uniform", "data", "distributed",
-    "nn", "replay", "run", "schedules", "use_cpu_cores",
-]
+# name -> (module, attribute or None for the module itself)
+_EXPORTS = {
+    "Choice": ("popjax.space", "Choice"),
+    "Dataset": ("popjax.data", "Dataset"),
+    "Fixed": ("popjax.space", "Fixed"),
+    "Lineage": ("popjax.lineage", "Lineage"),
+    "LogUniform": ("popjax.space", "LogUniform"),
+    "PBTConfig": ("popjax.config", "PBTConfig"),
+    "Plan": ("popjax.plan", "Plan"),
+    "Population": ("popjax.population", "Population"),
+    "PopjaxError": ("popjax.errors", "PopjaxError"),
+    "SearchSpace": ("popjax.space", "SearchSpace"),
+    "SweepConfig": ("popjax.config", "SweepConfig"),
+    "SweepResult": ("popjax.sweep", "SweepResult"),
+    "Task": ("popjax.task", "Task"),
+    "TaskData": ("popjax.task", "TaskData"),
+    "Uniform": ("popjax.space", "Uniform"),
+    "run": ("popjax.sweep", "run"),
+    "use_cpu_cores": ("popjax.mesh", "use_cpu_cores"),
+    "data": ("popjax.data", None),
+    "distributed": ("popjax.distributed", None),
+    "nn": ("popjax.nn", None),
+    "optim": ("popjax.optim", None),
+    "replay": ("popjax.replay", None),
+    "schedules": ("popjax.schedules", None),
+    "tasks": ("popjax.tasks", None),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'popjax' has no attribute '{name}'")
+    module_name, attribute = _EXPORTS[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

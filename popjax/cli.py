@@ -93,9 +93,11 @@ def run_command(args) -> int:
     if result.run_dir is None:  # another process than 0 of a multi-process run
         return 0
     print(best_members_table(result))
-    test = result.best_test["accuracy"]
-    print(f"best member {result.best_member}: validation accuracy "
-          f"{result.best_val['accuracy']:.4f}, test accuracy {test:.4f} "
+    metric = result.selects_on
+    test = (f", test {metric} {result.best_test[metric]:.4f}" if metric in result.best_test
+            else "")
+    print(f"best member {result.best_member}: validation {metric} "
+          f"{result.best_val[metric]:.4f}{test} "
           f"({result.wall_time:.1f} s on {len(result.devices)} device(s))")
     if not args.no_report:
         from popjax.report import write_report
@@ -121,16 +123,17 @@ def replay_command(args) -> int:
     if args.out:
         refuse_existing(args.out)
     result = retrain(args.run_dir, args.member, seed=args.seed, progress=not args.quiet)
-    test = (f", test {result.member_test_accuracy:.4f}"
-            if result.member_test_accuracy is not None else "")
-    print(f"member {result.member} in the sweep: validation accuracy "
-          f"{result.member_val_accuracy:.4f}{test}")
-    print(f"replay from scratch (seed {result.seed}, {result.steps} steps): validation accuracy "
-          f"{result.val['accuracy']:.4f}, test {result.test['accuracy']:.4f} "
-          f"({result.wall_time:.1f} s)")
+    metric = result.metric
+    test = f", test {result.member_test:.4f}" if result.member_test is not None else ""
+    print(f"member {result.member} in the sweep: validation {metric} "
+          f"{result.member_val:.4f}{test}")
+    replay_test = f", test {result.test[metric]:.4f}" if metric in result.test else ""
+    print(f"replay from scratch (seed {result.seed}, {result.steps} steps): validation {metric} "
+          f"{result.val[metric]:.4f}{replay_test} ({result.wall_time:.1f} s)")
     test_gap = f", test {result.test_gap:+.4f}" if result.test_gap is not None else ""
     print(f"gap (replay - member): validation {result.val_gap:+.4f}{test_gap}; the member's "
-          "validation figure is the best of its population, so it is biased upward")
+          "validation figure is the best of its population, so it is biased "
+          + ("downward" if result.minimize else "upward"))
     if args.out:
         Path(args.out).write_text(json.dumps(result.summary(), indent=1))
     return 0
@@ -143,14 +146,12 @@ def planned_population(args) -> int | None:
     import math
     from pathlib import Path
 
-    from popjax.config import SweepConfig
-    from popjax.groups import resolve_groups
+    from popjax.plan import Plan
 
     source = Path(args.resume) / "config.toml" if args.resume else args.config
     try:
-        config = SweepConfig.from_toml(source) if source else SweepConfig()
-        config = config.replace(population=args.population).validate()
-        return math.gcd(*(g.config.population for g in resolve_groups(config)))
+        plan = Plan.from_config(source, population=args.population)
+        return math.gcd(*(g.config.population for g in plan.groups))
     except (PopjaxError, OSError):
         return None
 

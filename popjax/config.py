@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from popjax.errors import PopjaxError, unknown_name_error
-from popjax.nn import MODELS
-from popjax.pbt import EXPLOIT_METHODS, PBTConfig
 from popjax.space import SearchSpace
 
 if sys.version_info >= (3, 11):
@@ -21,12 +19,38 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-METRICS = ("accuracy", "loss")
 DATA_KEYS = ("name", "path", "val_fraction")
+# The built-in tasks: what each selects on, and the dataset it trains on unless told otherwise.
+TASK_METRICS = {"classification": ("accuracy", "loss"), "regression": ("loss",)}
+TASK_DATA = {"classification": "mnist1d", "regression": "diabetes"}
+# The task of a run given a ``popjax.Task`` from Python: resuming it needs the same object.
+PYTHON_TASK = "custom"
+EXPLOIT_METHODS = ("truncation", "tournament")
 
 
 class ConfigError(PopjaxError):
     """A config that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class PBTConfig:
+    """How PBT exploits and explores.
+
+    Attributes:
+      exploit: "truncation" (the bottom ``fraction`` copy a random member of the top
+        ``fraction``) or "tournament" (each member meets a random other and copies it if it is
+        better).
+      fraction: the ``q`` of truncation selection.
+      perturb_factors: explore multiplies each copied hyperparameter by one of these.
+      resample_probability: the chance that a copied hyperparameter is drawn anew from its prior.
+      enabled: False runs the same population as a random search (no exploit, no explore).
+    """
+
+    exploit: str = "truncation"
+    fraction: float = 0.25
+    perturb_factors: tuple[float, ...] = (0.8, 1.2)
+    resample_probability: float = 0.25
+    enabled: bool = True
 
 
 @dataclass
@@ -41,10 +65,16 @@ class SweepConfig:
         rounded to whole rounds once the data is known.
       interval: steps between PBT rounds; ``steps`` must be a multiple of it.
       batch_size: examples per member per step.
-      metric: what PBT selects on, on the validation split: "accuracy" or "loss".
+      metric: what PBT selects on, on the validation split: "accuracy" or "loss" for a
+        classification ("accuracy" by default), "loss" for a regression; a task of one's own
+        names its fitness itself.
       checkpoint_every: rounds between checkpoints (one is always taken at the end).
       keep_checkpoints: how many of the newest checkpoints to keep.
-      data: ``{"name": "mnist1d" | "digits" | "npz", "path": ..., "val_fraction": 0.1}``.
+      task: ``{"name": "classification" | "regression" | "package.module:factory", **fields}``;
+        a task of one's own is built as ``factory(**fields)`` (see ``popjax.Task``).
+      data: ``{"name": "mnist1d" | "digits" | "diabetes" | "npz", "path": ...,
+        "val_fraction": 0.1}``; MNIST-1D for a classification and diabetes for a regression by
+        default.
       model: ``{"name": "mlp" | "cnn", **fields of that flax module}``.
       loss: "cross_entropy" or "squared_error" (to one-hot targets).
       pbt: exploit and explore settings.
@@ -60,10 +90,11 @@ class SweepConfig:
     epochs: float = 0.0
     interval: int = 250
     batch_size: int = 128
-    metric: str = "accuracy"
+    metric: str = ""
     checkpoint_every: int = 4
     keep_checkpoints: int = 3
-    data: dict = field(default_factory=lambda: {"name": "mnist1d", "val_fraction": 0.1})
+    task: dict = field(default_factory=lambda: {"name": "classification"})
+    data: dict = field(default_factory=dict)
     model: dict = field(default_factory=lambda: {"name": "mlp", "hidden": [256, 256]})
     loss: str = "cross_entropy"
     pbt: PBTConfig = field(default_factory=PBTConfig)
@@ -74,9 +105,16 @@ class SweepConfig:
     def rounds(self) -> int:
         return self.steps // self.interval
 
+    @property
+    def builtin_task(self) -> bool:
+        """Classification or regression, with popjax's own models and hyperparameters."""
+        return self.task.get("name") in TASK_METRICS
+
     def replace(self, **changes) -> "SweepConfig":
         """A copy with some fields changed; ``None`` values are ignored (unset CLI flags)."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        if isinstance(changes.get("task"), str):
+            changes["task"] = {"name": changes["task"]}
         for key in changes:
             if key not in _FIELDS:
                 raise ConfigError(unknown_name_error("config key", key, _FIELDS))
@@ -105,27 +143,45 @@ class SweepConfig:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) \
                 or self.epochs < 0:
             raise ConfigError(f"epochs must be a number >= 0 (got {self.epochs!r}); 0 uses steps")
-        if self.metric not in METRICS:
-            raise ConfigError(unknown_name_error("metric", self.metric, METRICS))
+        config = self._with_task_defaults()
         _check_pbt(self.pbt)
-        _check_data(self.data)
-        config = self
+        _check_data(config.data)
         if self.groups:
             from popjax.groups import resolve_groups
 
-            groups = resolve_groups(self)
-            config = dataclasses.replace(self, population=sum(g.config.population
-                                                              for g in groups))
-            for group in groups:
-                _check_model(group.config.model)
-                _check_loss(group.config.loss)
-        else:
-            _check_model(self.model)
-            _check_loss(self.loss)
+            groups = resolve_groups(config)
+            config = dataclasses.replace(config, population=sum(g.config.population
+                                                                for g in groups))
         if not config.name:
-            return dataclasses.replace(config,
-                                       name=f"{self.data['name']}-{self.model['name']}")
+            name = (f"{config.data['name']}-{self.model['name']}" if self.builtin_task
+                    else str(self.task["name"]).rpartition(":")[2])
+            return dataclasses.replace(config, name=name)
         return config
+
+    def _with_task_defaults(self) -> "SweepConfig":
+        """The task checked, and its metric and dataset filled in where the config is silent."""
+        task = self.task
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+            raise ConfigError("task must be a name (\"classification\", \"regression\" or "
+                              "\"package.module:factory\") or a table with one")
+        name = task["name"]
+        if name not in TASK_METRICS:
+            if ":" not in name and name != PYTHON_TASK:
+                raise ConfigError(unknown_name_error("task", name, tuple(TASK_METRICS))
+                                  + ", or \"package.module:factory\" for your own")
+            if self.metric:
+                raise ConfigError(f"task {name} names its own fitness: remove metric")
+            return self
+        if len(task) > 1:
+            raise ConfigError(f"the {name} task takes no fields ({', '.join(sorted(task)[:3])}"
+                              "): set model, data and loss at the top level")
+        metric = self.metric or TASK_METRICS[name][0]
+        if metric not in TASK_METRICS[name]:
+            raise ConfigError(unknown_name_error(f"metric of a {name}", metric,
+                                                 TASK_METRICS[name]))
+        data = {"val_fraction": 0.1, **self.data}
+        data.setdefault("name", TASK_DATA[name])
+        return dataclasses.replace(self, metric=metric, data=data)
 
     def with_budget(self, num_train: int) -> "SweepConfig":
         """Turns an ``epochs`` budget into whole rounds of steps for ``num_train`` examples."""
@@ -148,8 +204,13 @@ class SweepConfig:
                 raise ConfigError(unknown_name_error("config key", key, _FIELDS))
         if "pbt" in table:
             table["pbt"] = _pbt_from_dict(table["pbt"])
-        if "space" in table:
-            table["space"] = SearchSpace.from_dict(table["space"])
+        if isinstance(table.get("task"), str):
+            table["task"] = {"name": table["task"]}
+        if "task" in table and not isinstance(table["task"], dict):
+            raise ConfigError("task must be a name or a table like {name = \"regression\"}")
+        builtin = table.get("task", {}).get("name", "classification") in TASK_METRICS
+        if "space" in table or not builtin:
+            table["space"] = SearchSpace.from_dict(table.get("space", {}), builtin=builtin)
         defaults = cls()
         for key in ("data", "model"):
             if key in table:
@@ -157,7 +218,7 @@ class SweepConfig:
                     raise ConfigError(f"[{key}] must be a table")
                 base = getattr(defaults, key)
                 # A different model or dataset starts from its own defaults, not the MLP's.
-                if table[key].get("name", base["name"]) != base["name"]:
+                if table[key].get("name", base.get("name")) != base.get("name"):
                     base = {}
                 table[key] = {**base, **table[key]}
         return dataclasses.replace(defaults, **table)
@@ -199,6 +260,8 @@ def _pbt_from_dict(table) -> PBTConfig:
 
 
 def _check_pbt(pbt: PBTConfig) -> None:
+    if not isinstance(pbt, PBTConfig):
+        raise ConfigError(f"pbt must be a PBTConfig or a [pbt] table (got {type(pbt).__name__})")
     if pbt.exploit not in EXPLOIT_METHODS:
         raise ConfigError(unknown_name_error("exploit method", pbt.exploit, EXPLOIT_METHODS))
     if not 0.0 < pbt.fraction <= 0.5:
@@ -209,30 +272,6 @@ def _check_pbt(pbt: PBTConfig) -> None:
         )
     if not pbt.perturb_factors or min(pbt.perturb_factors) <= 0:
         raise ConfigError(f"pbt.perturb_factors must be positive (got {pbt.perturb_factors})")
-
-
-# Weights stay float32 whatever the compute dtype: the optimizer updates float32 masters.
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _check_model(model: dict) -> None:
-    name = model.get("name")
-    if name not in MODELS:
-        raise ConfigError(unknown_name_error("model", str(name), tuple(MODELS)))
-    module_fields = [f.name for f in dataclasses.fields(MODELS[name])
-                     if f.name not in ("parent", "name", "num_classes")]
-    for key in model:
-        if key != "name" and key not in module_fields:
-            raise ConfigError(unknown_name_error(f"{name} model field", key, module_fields))
-    if model.get("dtype", "float32") not in COMPUTE_DTYPES:
-        raise ConfigError(unknown_name_error("model dtype", str(model["dtype"]), COMPUTE_DTYPES))
-
-
-def _check_loss(loss: str) -> None:
-    from popjax.train import LOSSES
-
-    if loss not in LOSSES:
-        raise ConfigError(unknown_name_error("loss", str(loss), tuple(LOSSES)))
 
 
 def _check_data(data: dict) -> None:

@@ -1,9 +1,10 @@
-"""Datasets: MNIST-1D generated locally, sklearn's digits, and a user's own arrays.
+"""Datasets: MNIST-1D generated locally, sklearn's digits and diabetes, a user's own arrays.
 
-Every source ends as a ``Dataset`` of float32 inputs and int32 labels with train, validation
-and test splits. The validation split is carved from the training data: PBT selects on it and
-never sees the test split. Arrays are placed on the device once; each member samples its own
-batches there (``sample_batch``), so no batch crosses from the host during training.
+Every source ends as a ``Dataset`` of float32 inputs and int32 labels (float32 targets for a
+regression) with train, validation and test splits. The validation split is carved from the
+training data: PBT selects on it and never sees the test split. Arrays reach the device once;
+each member samples its own batches there (``sample_uniform``), so no batch crosses from the
+host during training.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ class Dataset:
     name: str = "arrays"
 
     @property
+    def is_regression(self) -> bool:
+        return bool(np.issubdtype(self.y_train.dtype, np.floating))
+
+    @property
     def num_classes(self) -> int:
+        """Classes of a classification; values per target of a regression."""
+        if self.is_regression:
+            return int(np.prod(self.y_train.shape[1:], dtype=int))
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
 
     @property
@@ -51,10 +59,16 @@ class Dataset:
         }
 
 
-def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays") -> Dataset:
-    """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation."""
+def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays",
+                regression: bool = False) -> Dataset:
+    """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation.
+
+    Labels are integer classes, or with ``regression=True`` real-valued targets.
+    """
     x, y = np.asarray(x, np.float32), np.asarray(y)
     x_test, y_test = np.asarray(x_test, np.float32), np.asarray(y_test)
+    if regression:
+        y, y_test = y.astype(np.float32), y_test.astype(np.float32)
     if len(x) != len(y) or len(x_test) != len(y_test):
         raise DataError(
             f"inputs and labels differ in length (train {len(x)} vs {len(y)}, "
@@ -65,9 +79,12 @@ def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays"
             f"train inputs have shape {x.shape[1:]} but test inputs {x_test.shape[1:]}: "
             "give both the same per-example shape"
         )
-    if not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer)):
+    if regression:
+        if not (np.isfinite(y).all() and np.isfinite(y_test).all()):
+            raise DataError("regression targets must be finite numbers (found NaN or inf)")
+    elif not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer)):
         raise DataError("labels must be integer class indices 0..C-1")
-    if min(y.min(), y_test.min()) < 0:
+    elif min(y.min(), y_test.min()) < 0:
         raise DataError("labels must be integer class indices 0..C-1 (found a negative label)")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
@@ -77,9 +94,10 @@ def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays"
     # A fixed shuffle, so the validation split is the same for every run of the same seed.
     order = np.random.default_rng(seed).permutation(len(x))
     val, train = order[:num_val], order[num_val:]
+    label_type = np.float32 if regression else np.int32
     return Dataset(
-        x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
-        x_test, y_test.astype(np.int32), name=name,
+        x[train], y[train].astype(label_type), x[val], y[val].astype(label_type),
+        x_test, y_test.astype(label_type), name=name,
     )
 
 
@@ -105,7 +123,26 @@ def digits(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
                        val_fraction=val_fraction, seed=seed, name="digits")
 
 
-def from_npz(path, *, val_fraction=0.1, seed=0) -> Dataset:
+def diabetes(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
+    """sklearn's diabetes regression (442 patients, 10 features, shipped with sklearn).
+
+    The target (disease progression a year on) is standardized with the mean and standard
+    deviation of the examples outside the test split, so a loss of 1.0 is predicting the mean.
+    """
+    from sklearn.datasets import load_diabetes
+
+    raw = load_diabetes()
+    x, y = raw.data.astype(np.float32), raw.target.astype(np.float32)
+    order = np.random.default_rng(seed + 1).permutation(len(x))
+    num_test = int(round(len(x) * test_fraction))
+    test, rest = order[:num_test], order[num_test:]
+    mean, std = y[rest].mean(), y[rest].std()
+    x = (x - x[rest].mean(axis=0)) / x[rest].std(axis=0)
+    return from_arrays(x[rest], (y[rest] - mean) / std, x[test], (y[test] - mean) / std,
+                       val_fraction=val_fraction, seed=seed, name="diabetes", regression=True)
+
+
+def from_npz(path, *, val_fraction=0.1, seed=0, regression: bool = False) -> Dataset:
     """Loads a user's ``.npz`` holding ``x``, ``y``, ``x_test`` and ``y_test``."""
     path = Path(path)
     if not path.is_file():
@@ -118,65 +155,60 @@ def from_npz(path, *, val_fraction=0.1, seed=0) -> Dataset:
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)}: save x, y, x_test and y_test")
     return from_arrays(arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"],
-                       val_fraction=val_fraction, seed=seed, name=path.stem)
+                       val_fraction=val_fraction, seed=seed, name=path.stem,
+                       regression=regression)
 
 
-BUILTIN = {"mnist1d": mnist1d, "digits": digits}
+BUILTIN = {"mnist1d": mnist1d, "digits": digits, "diabetes": diabetes}
 
 
-def load(name: str = "mnist1d", *, path=None, val_fraction=0.1, seed=0) -> Dataset:
-    """A dataset by config name: ``mnist1d``, ``digits`` or ``npz`` (with ``path``)."""
+def load(name: str = "mnist1d", *, path=None, val_fraction=0.1, seed=0,
+         regression: bool = False) -> Dataset:
+    """A dataset by config name: ``mnist1d``, ``digits``, ``diabetes`` or ``npz`` (with
+    ``path``; its ``y`` read as real-valued targets when ``regression``)."""
     if name == "npz":
         if path is None:
             raise DataError("data name 'npz' needs a path: set data.path to your .npz file")
-        return from_npz(path, val_fraction=val_fraction, seed=seed)
+        return from_npz(path, val_fraction=val_fraction, seed=seed, regression=regression)
     if name not in BUILTIN:
         raise DataError(unknown_name_error("dataset", name, (*BUILTIN, "npz")))
-    return BUILTIN[name](val_fraction=val_fraction, seed=seed)
+    dataset = BUILTIN[name](val_fraction=val_fraction, seed=seed)
+    if dataset.is_regression != regression:
+        kind = "regression" if dataset.is_regression else "classification"
+        raise DataError(f"dataset '{name}' is a {kind} dataset: use task = \"{kind}\"")
+    return dataset
 
 
-@dataclass(frozen=True)
-class DeviceSplit:
-    """One split on the device."""
-
-    x: jax.Array
-    y: jax.Array
-
-
-def to_device(x, y, sharding=None) -> DeviceSplit:
-    return DeviceSplit(jax.device_put(jnp.asarray(x), sharding),
-                       jax.device_put(jnp.asarray(y), sharding))
+def class_index(labels) -> dict[str, np.ndarray]:
+    """Tables for class-balanced sampling: the examples sorted by class, where each class
+    starts, how many it has, and which classes are present."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=int(labels.max()) + 1)
+    return {"by_class": np.argsort(labels, kind="stable").astype(np.int32),
+            "class_starts": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32),
+            "class_counts": counts.astype(np.int32),
+            "classes_present": np.flatnonzero(counts).astype(np.int32)}
 
 
-def sample_batch(key, split: DeviceSplit, batch_size: int):
-    """A batch drawn uniformly with replacement: each member's key gives its own batch order."""
-    index = jax.random.randint(key, (batch_size,), 0, split.x.shape[0])
-    return split.x[index], split.y[index]
+def sample_uniform(key, split, batch_size: int):
+    """A batch drawn uniformly with replacement from ``split["x"], split["y"]``: each member's
+    key gives its own batch order."""
+    index = jax.random.randint(key, (batch_size,), 0, split["x"].shape[0])
+    return jnp.asarray(split["x"])[index], jnp.asarray(split["y"])[index]
 
 
-def make_batch_sampler(split: DeviceSplit, batch_size: int):
-    """``sample(key, balanced) -> (x, y)``: uniform, or class-balanced where ``balanced`` > 0.5.
+def sample_balanced(key, split, batch_size: int, balanced):
+    """Uniform, or class-balanced where ``balanced`` > 0.5 (``split`` holds ``class_index``).
 
     Class-balanced draws a class uniformly, then an example of it, so rare classes are seen
-    as often as common ones. The uniform draw is exactly ``sample_batch``'s.
+    as often as common ones. The uniform draw is exactly ``sample_uniform``'s.
     """
-    labels = np.asarray(jax.device_get(split.y))
-    num_classes = int(labels.max()) + 1
-    counts = np.bincount(labels, minlength=num_classes)
-    present = np.flatnonzero(counts)
-    by_class = jnp.asarray(np.argsort(labels, kind="stable"), jnp.int32)
-    starts = jnp.asarray(np.concatenate([[0], np.cumsum(counts)[:-1]]), jnp.int32)
-    counts, present = jnp.asarray(counts, jnp.int32), jnp.asarray(present, jnp.int32)
-
-    def sample(key, balanced):
-        uniform = jax.random.randint(key, (batch_size,), 0, split.x.shape[0])
-        class_key, member_key = jax.random.split(jax.random.fold_in(key, 1))
-        classes = present[jax.random.randint(class_key, (batch_size,), 0, present.shape[0])]
-        within = jax.random.randint(member_key, (batch_size,), 0, counts[classes])
-        index = jnp.where(balanced > 0.5, by_class[starts[classes] + within], uniform)
-        return split.x[index], split.y[index]
-
-    return sample
-
-
-jax.tree_util.register_dataclass(DeviceSplit, data_fields=["x", "y"], meta_fields=[])
+    uniform = jax.random.randint(key, (batch_size,), 0, split["x"].shape[0])
+    class_key, member_key = jax.random.split(jax.random.fold_in(key, 1))
+    split = {name: jnp.asarray(array) for name, array in split.items()}
+    present = split["classes_present"]
+    classes = present[jax.random.randint(class_key, (batch_size,), 0, present.shape[0])]
+    within = jax.random.randint(member_key, (batch_size,), 0, split["class_counts"][classes])
+    index = jnp.where(balanced > 0.5,
+                      split["by_class"][split["class_starts"][classes] + within], uniform)
+    return split["x"][index], split["y"][index]

@@ -2,8 +2,9 @@
 
 flax's own ``Dropout`` branches on ``rate == 0.0`` in Python, which fails on a traced rate, so
 popjax has its own. A model used by popjax is a linen module called as
-``model.apply({"params": p}, x, dropout_rate=rate, train=train, rngs={"dropout": key})``, and,
-when the search space tunes the activation, with ``activation=index`` too.
+``model.apply(variables, x, dropout_rate=rate, train=train, rngs={"dropout": key})``, and,
+when the search space tunes the activation, with ``activation=index`` too. A model with batch
+normalization keeps running statistics in its ``batch_stats`` collection.
 """
 
 from __future__ import annotations
@@ -63,25 +64,12 @@ def reinitialize(params, mode, distribution, scale):
     return jax.tree_util.tree_map_with_path(kernel, params)
 
 
-class BatchNorm(nn.Module):
-    """Normalizes each feature over the batch, then scales and shifts it (learned).
-
-    Always with the statistics of the batch at hand, in training and evaluation alike (popjax
-    evaluates a member on the whole split at once), so a member's state is its parameters alone
-    and PBT copies it whole.
-    """
-
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x):
-        axes = tuple(range(x.ndim - 1))
-        mean = x.mean(axis=axes)
-        var = x.var(axis=axes)
-        x = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-        return x * scale + bias
+def batch_norm(x, train: bool):
+    """Batch normalization that keeps running statistics (``batch_stats``) in the member's
+    state: training normalizes with the batch's statistics and updates the running ones;
+    evaluation uses the running ones, so an example's output does not depend on the others
+    evaluated with it."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
 
 
 class Dropout(nn.Module):
@@ -107,7 +95,7 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.Dense(width, dtype=self.dtype)(x)
-            x = activate(BatchNorm()(x) if self.batch_norm else x, activation)
+            x = activate(batch_norm(x, train) if self.batch_norm else x, activation)
             x = Dropout()(x, dropout_rate, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -159,7 +147,7 @@ class CNN1D(nn.Module):
             x = x[..., None]  # [batch, length] -> [batch, length, 1 channel]
         for channels in self.channels:
             x = Conv1D(channels, kernel_size=5, stride=2, dtype=self.dtype)(x)
-            x = activate(BatchNorm()(x) if self.batch_norm else x, activation)
+            x = activate(batch_norm(x, train) if self.batch_norm else x, activation)
         x = x.reshape((x.shape[0], -1))
         x = activate(nn.Dense(self.hidden, dtype=self.dtype)(x), activation)
         x = Dropout()(x, dropout_rate, train)

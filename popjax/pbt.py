@@ -6,8 +6,7 @@ when it is kept). The copy is a gather on the member axis, so weights never leav
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -15,29 +14,8 @@ import jax.numpy as jnp
 from popjax.population import Population
 from popjax.space import Choice, Fixed, SearchSpace
 
-EXPLOIT_METHODS = ("truncation", "tournament")
-
-
-@dataclass(frozen=True)
-class PBTConfig:
-    """How PBT exploits and explores.
-
-    Attributes:
-      exploit: "truncation" (the bottom ``fraction`` copy a random member of the top
-        ``fraction``) or "tournament" (each member meets a random other and copies it if it is
-        better).
-      fraction: the ``q`` of truncation selection.
-      perturb_factors: explore multiplies each copied hyperparameter by one of these.
-      resample_probability: the chance that a copied hyperparameter is drawn anew from its prior.
-      enabled: False runs the same population as a random search (no exploit, no explore).
-    """
-
-    exploit: str = "truncation"
-    fraction: float = 0.25
-    perturb_factors: tuple[float, ...] = (0.8, 1.2)
-    resample_probability: float = 0.25
-    enabled: bool = True
-
+if TYPE_CHECKING:  # the settings are plain data read by the config; only their fields are used
+    from popjax.config import PBTConfig
 
 def safe_fitness(fitness):
     """NaN or infinite fitness (a diverged member) ranks below every finite one."""
@@ -87,15 +65,14 @@ def exploit_sources(key, fitness, config: PBTConfig):
 
 
 def copy_members(population: Population, source) -> Population:
-    """Members take params, optimizer state and hyperparameters from ``source``.
+    """Members take their whole task state (every leaf) and hyperparameters from ``source``.
 
     Each keeps its own key stream, id and step count, so a copy does not replay its source's
     batches and dropout masks.
     """
     take = lambda leaf: leaf[source]  # noqa: E731
     return population._replace(
-        params=jax.tree_util.tree_map(take, population.params),
-        opt_state=jax.tree_util.tree_map(take, population.opt_state),
+        state=jax.tree_util.tree_map(take, population.state),
         hparams={name: value[source] for name, value in population.hparams.items()},
     )
 

@@ -39,17 +39,26 @@ def _colours(plt, size: int):
     return [cmap(i / max(size - 1, 1)) if size > 20 else cmap(i) for i in range(size)]
 
 
-def accuracy_over_steps(history: list[dict], path: Path) -> None:
+def selected_metric(record: dict) -> tuple[str, np.ndarray]:
+    """What PBT selected on, as a label ("validation accuracy") and each member's values."""
+    key = record.get("selects_on", "val_accuracy")
+    values = np.array([np.nan if v is None else v for v in record[key]], dtype=float)
+    return "validation " + key.removeprefix("val_"), values
+
+
+def fitness_over_steps(history: list[dict], path: Path) -> None:
+    """The best, median and range of the selected metric over the run."""
     plt = _pyplot()
     steps = [r["step"] for r in history]
-    accuracy = np.array([r["val_accuracy"] for r in history], dtype=float)
+    label = selected_metric(history[0])[0]
+    values = np.array([selected_metric(r)[1] for r in history], dtype=float)
+    best = np.nanmin if history[0].get("minimize") else np.nanmax
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(steps, np.nanmax(accuracy, axis=1), label="best member")
-    ax.plot(steps, np.nanmedian(accuracy, axis=1), label="median member")
-    ax.fill_between(steps, np.nanmin(accuracy, axis=1), np.nanmax(accuracy, axis=1), alpha=0.15,
+    ax.plot(steps, best(values, axis=1), label="best member")
+    ax.plot(steps, np.nanmedian(values, axis=1), label="median member")
+    ax.fill_between(steps, np.nanmin(values, axis=1), np.nanmax(values, axis=1), alpha=0.15,
                     label="all members")
-    ax.set(xlabel="training step", ylabel="validation accuracy",
-           title="Validation accuracy of the population")
+    ax.set(xlabel="training step", ylabel=label, title=f"{label.capitalize()} of the population")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -127,10 +136,10 @@ def family_tree(lineage: Lineage, best_member: int, path: Path) -> None:
 
 def final_hyperparameters(last_round: dict, best_member: int, log_scale: set[str],
                           path: Path) -> None:
-    """Each final hyperparameter against the member's final validation accuracy."""
+    """Each final hyperparameter against the member's final selected metric."""
     plt = _pyplot()
     names = list(last_round["hparams"])
-    accuracy = np.array(last_round["val_accuracy"], dtype=float)
+    label, accuracy = selected_metric(last_round)
     columns = min(len(names), 3)
     rows = -(-len(names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
@@ -142,7 +151,7 @@ def final_hyperparameters(last_round: dict, best_member: int, log_scale: set[str
                    label="best")
         if name in log_scale and np.nanmin(values) > 0:
             ax.set_xscale("log")
-        ax.set(xlabel=name, ylabel="validation accuracy")
+        ax.set(xlabel=name, ylabel=label)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)

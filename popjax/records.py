@@ -5,60 +5,75 @@ from __future__ import annotations
 
 import numpy as np
 
-from popjax.config import SweepConfig
 from popjax.errors import PopjaxError
-from popjax.groups import Group
+
+# Keys of a record that hold one value for the whole round, not one per member.
+ROUND_KEYS = ("round", "step", "selects_on", "minimize", "hparams")
 
 
-def check_not_all_diverged(record: dict, config: SweepConfig) -> None:
+def check_not_all_diverged(record: dict, space, group: str | None = None) -> None:
     """Some members may diverge (PBT replaces them); all of them is a space to narrow."""
     if any(d is False for d in record["diverged"]):
         return
     ranges = ", ".join(f"{name} ({prior.low:g}..{prior.high:g})"
-                       for name, prior in config.space.priors.items() if hasattr(prior, "low"))
-    raise PopjaxError(f"every member diverged (non-finite loss) by step {record['step']}: "
-                      f"narrow the ranges of {ranges}, starting with learning_rate")
+                       for name, prior in space.priors.items() if hasattr(prior, "low"))
+    who = f"every member of group '{group}'" if group else "every member"
+    hint = (f": narrow the ranges of {ranges}, starting with the learning rate" if ranges
+            else ": check the task's training for a source of NaN or inf")
+    raise PopjaxError(f"{who} diverged (non-finite metrics) by step {record['step']}{hint}")
 
 
-def round_record(round_index: int, config: SweepConfig, host, last_epochs, num_train: int
-                 ) -> dict:
+def round_record(round_index: int, interval: int, host, last_epochs, epochs_per_step,
+                 selects_on: str, minimize: bool) -> dict:
     """One line of metrics.jsonl from the round's host copy: plain lists, one value per member.
 
+    Each metric appears as ``train_<name>`` (averaged over the round) and ``val_<name>``.
     ``epochs`` counts the passes over the training split that each member's weights have had,
-    through every copy (a copied member inherits its source's count).
+    through every copy (a copied member inherits its source's count); it needs the task's
+    ``epochs_per_step``.
     """
     output, hparams = host
     parents = np.asarray(output.source)
-    fraction = np.asarray(hparams.get("batch_fraction", np.ones(len(parents))))
-    used = np.clip(np.round(fraction * config.batch_size), 1, config.batch_size)
-    trained = np.where(np.asarray(output.stopped), 0.0, config.interval * used / num_train)
-    before = np.asarray(last_epochs)[parents] if last_epochs is not None else 0.0
-    return {
-        "round": round_index,
-        "step": (round_index + 1) * config.interval,
-        "parents": [int(p) for p in output.source],
-        "train_loss": [float(x) for x in output.train_loss],
-        "val_loss": [float(x) for x in output.val_loss],
-        "val_accuracy": [float(x) for x in output.val_accuracy],
-        "diverged": [not bool(np.isfinite(x)) for x in output.fitness],
-        "stopped": [bool(x) for x in output.stopped],
-        "epochs": [round(float(x), 6) for x in before + trained],
-        "hparams": {k: [float(x) for x in v] for k, v in hparams.items()},
-    }
+    record = {"round": round_index, "step": (round_index + 1) * interval,
+              "parents": [int(p) for p in parents],
+              "selects_on": f"val_{selects_on}", "minimize": bool(minimize)}
+    for prefix, metrics in (("train", output.train), ("val", output.val)):
+        for name, values in metrics.items():
+            record[f"{prefix}_{name}"] = [float(x) for x in values]
+    record["diverged"] = [not bool(np.isfinite(x)) for x in output.fitness]
+    record["stopped"] = [bool(x) for x in output.stopped]
+    if epochs_per_step is not None:
+        per_step = epochs_per_step({k: np.asarray(v) for k, v in hparams.items()})
+        trained = np.where(np.asarray(output.stopped), 0.0,
+                           interval * np.broadcast_to(per_step, parents.shape))
+        before = np.asarray(last_epochs)[parents] if last_epochs is not None else 0.0
+        record["epochs"] = [round(float(x), 6) for x in before + trained]
+    record["hparams"] = {k: [float(x) for x in v] for k, v in hparams.items()}
+    return record
 
 
-def merge_records(records: list[dict], groups: list[Group]) -> dict:
+def merge_records(records: list[dict], groups) -> dict:
     """One round's record of the whole sweep from each group's: members numbered through the
-    groups, parents shifted to sweep indices, a hyperparameter a group lacks given as None."""
+    groups, parents shifted to sweep indices, a value a group lacks given as None."""
     if len(records) == 1:
         return records[0]
-    merged = {"round": records[0]["round"], "step": records[0]["step"]}
+    merged = {key: records[0][key] for key in ROUND_KEYS if key in records[0]}
     merged["parents"] = [p + g.offset for r, g in zip(records, groups) for p in r["parents"]]
     merged["group"] = [g.name for g in groups for _ in g.members]
-    for key in ("train_loss", "val_loss", "val_accuracy", "diverged", "stopped", "epochs"):
-        merged[key] = [x for r in records for x in r[key]]
+    keys = dict.fromkeys(k for r in records for k in r if k not in (*ROUND_KEYS, "parents"))
+    for key in keys:
+        merged[key] = [x for r, g in zip(records, groups)
+                       for x in r.get(key, [None] * len(g.members))]
     names = list(dict.fromkeys(n for r in records for n in r["hparams"]))
     merged["hparams"] = {n: [x for r, g in zip(records, groups)
-                             for x in r["hparams"].get(n, [None] * g.config.population)]
+                             for x in r["hparams"].get(n, [None] * len(g.members))]
                          for n in names}
     return merged
+
+
+def fitness_values(record: dict) -> np.ndarray:
+    """Each member's selected metric, oriented so that higher is better; diverged: -inf."""
+    values = np.array([np.nan if v is None else v for v in record[record["selects_on"]]],
+                      dtype=float)
+    values = -values if record.get("minimize") else values
+    return np.where(np.asarray(record["diverged"]) | np.isnan(values), -np.inf, values)

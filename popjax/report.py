@@ -11,14 +11,20 @@ from popjax.errors import PopjaxError
 
 def best_members_table(result, top: int = 5) -> str:
     """The ``top`` members by final validation fitness, with their hyperparameters and test."""
+    from popjax.records import fitness_values
+
     last = result.history[-1]
-    val_accuracy = np.asarray(last["val_accuracy"])
-    order = np.argsort(-np.nan_to_num(val_accuracy, nan=-np.inf))[:top]
+    metric = result.selects_on
+    val = np.asarray(last[f"val_{metric}"], dtype=float)
+    order = np.argsort(-fitness_values(last), kind="stable")[:top]
     names = list(last["hparams"])
-    header = ["rank", "member", "val acc", "test acc", *names]
+    test = result.test.get(metric)
+    short = {"accuracy": "acc"}.get(metric, metric)
+    header = ["rank", "member", f"val {short}", *([f"test {short}"] if test is not None else []),
+              *names]
     rows = [
-        [str(rank + 1), str(member), f"{val_accuracy[member]:.4f}",
-         f"{result.test['accuracy'][member]:.4f}",
+        [str(rank + 1), str(member), f"{val[member]:.4f}",
+         *([f"{test[member]:.4f}"] if test is not None else []),
          *("-" if last["hparams"][name][member] is None else
            f"{last['hparams'][name][member]:.4g}" for name in names)]
         for rank, member in enumerate(order)
@@ -31,7 +37,7 @@ def best_members_table(result, top: int = 5) -> str:
 
 REPORT = "report.md"
 PLOTS = {
-    "accuracy": "accuracy.png",
+    "fitness": "fitness.png",
     "hyperparameters": "hyperparameters.png",
     "family_tree": "family_tree.png",
     "final_hyperparameters": "final_hyperparameters.png",
@@ -45,9 +51,8 @@ def write_report(run_dir) -> Path:
       PopjaxError: the folder is not a finished run.
     """
     from popjax import plots
-    from popjax.config import SweepConfig
-    from popjax.groups import resolve_groups
     from popjax.lineage import Lineage
+    from popjax.plan import Plan
     from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, read_metrics, read_summary, \
         write_atomic
     from popjax.space import LogUniform
@@ -57,14 +62,15 @@ def write_report(run_dir) -> Path:
     if missing:
         raise PopjaxError(f"{run_dir} is not a finished run folder (no {', '.join(missing)}): "
                           "give a folder that popjax run completed")
-    config = SweepConfig.from_toml(run_dir / CONFIG)
+    plan = Plan.from_run(run_dir)
+    config = plan.config
     summary, history = read_summary(run_dir), read_metrics(run_dir)
     lineage = Lineage.load(run_dir / LINEAGE)
     best = int(summary["best_member"])
-    log_scale = {n for group in resolve_groups(config.validate())
+    log_scale = {n for group in plan.groups
                  for n, p in group.config.space.priors.items() if isinstance(p, LogUniform)}
 
-    plots.accuracy_over_steps(history, run_dir / PLOTS["accuracy"])
+    plots.fitness_over_steps(history, run_dir / PLOTS["fitness"])
     plots.hyperparameters_over_steps(lineage, log_scale, run_dir / PLOTS["hyperparameters"])
     plots.family_tree(lineage, best, run_dir / PLOTS["family_tree"])
     plots.final_hyperparameters(history[-1], best, log_scale,
@@ -78,7 +84,15 @@ def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
     copies = sum(p != m for parents in lineage.parents for m, p in enumerate(parents))
     ancestry = lineage.ancestry(best)
     switches = sum(a != b for a, b in zip(ancestry, ancestry[1:]))
-    accuracy = np.array([r["val_accuracy"] for r in history], dtype=float)
+    from popjax.plots import selected_metric
+
+    label = selected_metric(history[0])[0]
+    values = np.array([selected_metric(r)[1] for r in history], dtype=float)
+    best_of = np.nanmin if history[0].get("minimize") else np.nanmax
+    metrics = "\n".join(
+        f"| {name} | {value:.4f} | "
+        + (f"{summary['test'][name]:.4f}" if name in summary.get("test", {}) else "-") + " |"
+        for name, value in summary["val"].items() if value is not None)
     hparams = "\n".join(f"| `{name}` | {value:.4g} |"
                         for name, value in summary["best_hparams"].items())
     pbt = ("off (random search: hyperparameters drawn once)" if not config.pbt.enabled else
@@ -93,8 +107,7 @@ compilation(s) of the training round.
 
 | | validation | test |
 | --- | --- | --- |
-| accuracy | {summary['val']['accuracy']:.4f} | {summary['test']['accuracy']:.4f} |
-| loss | {summary['val']['loss']:.4f} | {summary['test']['loss']:.4f} |
+{metrics}
 
 Its final hyperparameters:
 
@@ -103,13 +116,13 @@ Its final hyperparameters:
 {hparams}
 
 Its weights passed through {switches} other member(s) by exploit; the population made
-{copies} copies in all over {lineage.rounds} rounds. Median validation accuracy went from
-{np.nanmedian(accuracy[0]):.4f} after the first round to {np.nanmedian(accuracy[-1]):.4f} at the end
-(best: {np.nanmax(accuracy[0]):.4f} to {np.nanmax(accuracy[-1]):.4f}).
+{copies} copies in all over {lineage.rounds} rounds. The median {label} went from
+{np.nanmedian(values[0]):.4f} after the first round to {np.nanmedian(values[-1]):.4f} at the end
+(best: {best_of(values[0]):.4f} to {best_of(values[-1]):.4f}).
 
-## Validation accuracy
+## {label.capitalize()}
 
-![best and median validation accuracy](accuracy.png)
+![best and median {label}](fitness.png)
 
 ## Hyperparameters over the run, coloured by lineage
 

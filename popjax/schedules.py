@@ -129,14 +129,14 @@ def member_trajectories(run, member="best") -> dict:
       ``[boundaries[i-1], boundaries[i])``. ``learning_rate_schedule`` names the run's schedule
       kind; under one other than "constant", ``learning_rate`` values are the schedule's peaks.
     """
-    lineage, best, config = _run_record(run)
+    lineage, best, plan = _run_record(run)
     member = best if member == "best" else int(member)
     population = len(lineage.parents[0]) if lineage.parents else 0
     if not 0 <= member < population:
         raise PopjaxError(f"member {member} is not in the run: give 'best' or 0..{population - 1}")
     kind, total_steps = "constant", None
-    if config is not None:  # the schedule of the member's own group
-        group = member_group(config, member)
+    if plan is not None:  # the schedule of the member's own group
+        group = plan.group_of(member)
         kind, total_steps = group.config.space.schedule, group.config.steps
     history = lineage.history(member)
     boundaries = [entry["end_step"] for entry in history[:-1]]
@@ -207,25 +207,21 @@ def load(path) -> dict:
     return {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
 
 
-def member_group(config, member: int):
-    """The group (see ``popjax.groups``) that ``member`` of a sweep belongs to."""
-    from popjax.groups import resolve_groups
-
-    return next(g for g in resolve_groups(config) if member in g.members)
-
-
 def _run_record(run):
-    """``(lineage, best member, config or None)`` of a result or a run folder."""
-    from popjax.config import SweepConfig
+    """``(lineage, best member, plan or None)`` of a result or a run folder.
+
+    Imported here, not at the top: ``import popjax.schedules`` needs jax and optax alone.
+    """
     from popjax.lineage import Lineage
-    from popjax.runfolder import CONFIG, LINEAGE, read_summary
+    from popjax.plan import Plan
+    from popjax.runfolder import LINEAGE, read_summary
 
     if hasattr(run, "lineage") and hasattr(run, "best_member"):
         # A bare lineage has no config: hyperparameters as they were, no schedule.
-        return run.lineage, run.best_member, getattr(run, "config", None)
+        config = getattr(run, "config", None)
+        return run.lineage, run.best_member, Plan.from_config(config) if config else None
     run_dir = Path(run)
     if not (run_dir / LINEAGE).is_file():
         raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
-    config = SweepConfig.from_toml(run_dir / CONFIG).validate()
     return (Lineage.load(run_dir / LINEAGE), int(read_summary(run_dir)["best_member"]),
-            config)
+            Plan.from_run(run_dir))

@@ -192,7 +192,19 @@ class SearchSpace:
     """
 
     def __init__(self, priors: Mapping[str, Prior] | None = None, schedule: str = "constant",
-                 optimizer: str = "sgd"):
+                 optimizer: str = "sgd", *, builtin: bool = True):
+        self.builtin = builtin
+        self.given: dict[str, Prior] = dict(priors or {})  # as the user named them
+        if not builtin:  # a task of one's own: exactly the priors given, any names
+            self.schedule, self.optimizer = schedule, optimizer
+            for name, prior in self.given.items():
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise SpaceError(f"hyperparameter names must be identifiers (got {name!r})")
+                if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
+                    raise SpaceError(f"{name}: expected a prior, got {prior!r}")
+                prior.validate(name)
+            self.priors = dict(self.given)
+            return
         if schedule not in SCHEDULE_HPARAMS:
             raise SpaceError(unknown_name_error("schedule", str(schedule),
                                                tuple(SCHEDULE_HPARAMS)))
@@ -236,6 +248,8 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         """The space as plain data, the shape a TOML config writes it."""
+        if not self.builtin:
+            return {name: prior_to_dict(prior, name, named_choices=False) for name, prior in self.priors.items()}
         statics = {key: value for key, value in (("schedule", self.schedule),
                                                   ("optimizer", self.optimizer))
                    if value != {"schedule": "constant", "optimizer": "sgd"}[key]}
@@ -243,8 +257,13 @@ class SearchSpace:
                 **{name: prior_to_dict(prior, name) for name, prior in self.priors.items()}}
 
     @classmethod
-    def from_dict(cls, table: Mapping) -> "SearchSpace":
+    def from_dict(cls, table: Mapping, builtin: bool = True) -> "SearchSpace":
+        if not isinstance(table, Mapping):
+            raise SpaceError("[space] must be a table of priors")
         table = dict(table)
+        if not builtin:
+            return cls({name: prior_from_dict(name, spec, named_choices=False)
+                        for name, spec in table.items()}, builtin=False)
         schedule = table.pop("schedule", "constant")
         optimizer = table.pop("optimizer", "sgd")
         return cls({name: prior_from_dict(name, spec) for name, spec in table.items()},
@@ -254,6 +273,10 @@ class SearchSpace:
         """This space with a config table's changes (a group's ``space``). Another optimizer or
         schedule drops the old one's own hyperparameters and default learning rate."""
         table = dict(table)
+        if not self.builtin:
+            return SearchSpace({**self.priors, **{name: prior_from_dict(name, spec, False)
+                                                  for name, spec in table.items()}},
+                               builtin=False)
         schedule = table.pop("schedule", self.schedule)
         optimizer = table.pop("optimizer", self.optimizer)
         dropped = set()
@@ -269,6 +292,8 @@ class SearchSpace:
         return SearchSpace(priors, schedule=schedule, optimizer=optimizer)
 
     def __repr__(self) -> str:
+        if not self.builtin:
+            return f"SearchSpace({self.priors!r}, builtin=False)"
         return (f"SearchSpace({self.priors!r}, schedule={self.schedule!r}, "
                 f"optimizer={self.optimizer!r})")
 
@@ -294,9 +319,9 @@ def _check_choice_indices(name: str, prior) -> None:
 _PRIOR_KINDS = {"log_uniform": LogUniform, "uniform": Uniform, "choice": Choice, "fixed": Fixed}
 
 
-def prior_to_dict(prior: Prior, name: str = "") -> dict:
+def prior_to_dict(prior: Prior, name: str = "", named_choices: bool = True) -> dict:
     kind = {v: k for k, v in _PRIOR_KINDS.items()}[type(prior)]
-    names = NAMED_CHOICES.get(name)
+    names = NAMED_CHOICES.get(name) if named_choices else None
     if isinstance(prior, Choice):
         return {"prior": kind, "values": [names[int(v)] for v in prior.values] if names
                 else list(prior.values)}
@@ -325,12 +350,12 @@ def _choice_names_to_indices(name: str, spec):
     return index(spec)
 
 
-def prior_from_dict(name: str, spec) -> Prior:
+def prior_from_dict(name: str, spec, named_choices: bool = True) -> Prior:
     """Reads ``{prior = "log_uniform", low = 1e-3, high = 0.1}`` or a bare number (fixed).
 
     Named choices (``activation``, ``init_mode``, ...) take their option names.
     """
-    if name in NAMED_CHOICES:
+    if named_choices and name in NAMED_CHOICES:
         spec = _choice_names_to_indices(name, spec)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return Fixed(float(spec))

@@ -13,26 +13,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from popjax import data as datasets
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
-from popjax.config import SweepConfig
+from popjax.config import PYTHON_TASK, SweepConfig
 from popjax.distributed import Distributed, is_main_process
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
-from popjax.groups import Group, member_ranges, resolve_groups
+from popjax.groups import Group
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
-from popjax.nn import MODELS
+from popjax.plan import GroupTask, Plan
 from popjax.population import Population, init_population
-from popjax.records import check_not_all_diverged, merge_records, round_record
+from popjax.records import check_not_all_diverged, fitness_values, merge_records, round_record
 from popjax.round import Standing, make_round
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
-from popjax.train import LOSSES, PER_EXAMPLE_HPARAMS, cross_entropy, make_evaluate
+from popjax.task import Task
+from popjax.train import make_evaluate
 
 
 @dataclass
@@ -53,10 +53,15 @@ class SweepResult:
     compilations: int
     run_dir: Path | None
     groups: dict[str, list[int]] | None = None  # name -> [first member, end)
+    selects_on: str = "accuracy"  # the metric PBT selected on, on the validation data
+    minimize: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.config.name,
+            "task": self.config.task["name"],
+            "selects_on": self.selects_on,
+            "minimize": self.minimize,
             "best_member": self.best_member,
             "best_hparams": self.best_hparams,
             "val": self.best_val,
@@ -70,45 +75,17 @@ class SweepResult:
         }
 
 
-def build_model(config: SweepConfig, num_classes: int):
-    fields = {k: v for k, v in config.model.items() if k != "name"}
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return MODELS[config.model["name"]](num_classes=num_classes, **fields)
-
-
-def load_data(config: SweepConfig) -> datasets.Dataset:
-    """The dataset a config names, split as the config says."""
-    return datasets.load(config.data["name"], path=config.data.get("path"),
-                         val_fraction=config.data.get("val_fraction", 0.1), seed=config.seed)
-
-
-def check_model_fits(model, sample_x, num_classes: int) -> None:
-    """Runs the model once on one batch: a shape mismatch becomes a one-line error."""
-    try:
-        variables = jax.eval_shape(lambda k: model.init(k, sample_x, train=False),
-                                   jax.random.PRNGKey(0))
-        logits = jax.eval_shape(lambda v: model.apply(v, sample_x, train=False), variables)
-    except Exception as error:  # flax raises many kinds on a shape mismatch
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise PopjaxError(
-            f"the model cannot take inputs of shape {tuple(sample_x.shape[1:])}: {first_line}"
-        ) from None
-    if logits.shape[-1] < num_classes:
-        raise PopjaxError(
-            f"the model outputs {logits.shape[-1]} logits but the labels have {num_classes} "
-            "classes: give the model at least as many outputs"
-        )
-
-
-def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=None,
-        data: datasets.Dataset | None = None, out: str | Path | None = None, write: bool = True,
-        progress: bool = True, distributed: Distributed | None = None,
-        resume: str | Path | None = None, tensorboard: bool = False,
-        on_round: Callable[[dict], None] | None = None, **overrides) -> SweepResult:
+def run(config: SweepConfig | str | Path | None = None, *, task: Task | None = None,
+        model=None, loss_fn=None, data: datasets.Dataset | None = None,
+        out: str | Path | None = None, write: bool = True, progress: bool = True,
+        distributed: Distributed | None = None, resume: str | Path | None = None,
+        tensorboard: bool = False, on_round: Callable[[dict], None] | None = None,
+        **overrides) -> SweepResult:
     """Runs a whole sweep and returns its result.
 
     Args:
       config: a ``SweepConfig``, the path of a TOML config, or None for the built-in default.
+      task: a ``popjax.Task`` to run instead of the config's (see ``popjax.task``).
       model: a flax linen module to train instead of the config's (see ``popjax.nn``).
       loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
       data: a ``Dataset`` to train on instead of the config's.
@@ -117,7 +94,7 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
       progress: show a progress bar.
       distributed: join a multi-process run first (see ``popjax.distributed``).
       resume: a run folder to continue from its newest readable checkpoint, with its config
-        (pass the same ``model``, ``loss_fn`` and ``data`` if the run was given its own).
+        (pass the same ``task``, ``model``, ``loss_fn`` and ``data`` if the run was given them).
       tensorboard: also stream each round's figures to TensorBoard event files in
         ``<run folder>/tensorboard`` (needs tensorboardX).
       on_round: called on the main process with each round's record (a metrics.jsonl line).
@@ -134,17 +111,15 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
     start = time.perf_counter()
     if resume is not None:
         config, out = resume_target(config, resume, overrides)
-    if config is None:
-        config = SweepConfig()
-    elif not isinstance(config, SweepConfig):
-        config = SweepConfig.from_toml(config)
-    config = config.replace(**overrides).validate()
+    elif task is not None:
+        overrides["task"] = {"name": PYTHON_TASK}
+    plan = Plan.from_config(config, **overrides)
     if distributed is not None:
         start_distributed(distributed)
 
     devices = jax.devices()
     write = write and is_main_process()
-    run_dir = Path(out) if out is not None else default_run_dir(config.name)
+    run_dir = Path(out) if out is not None else default_run_dir(plan.config.name)
     if write and resume is None:
         check_new(run_dir)
     if tensorboard and write:
@@ -152,41 +127,17 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
 
         summary_writer_class()  # a missing package is an error before anything is written
 
-    if data is None:
-        data = load_data(config)
-    config = config.with_budget(len(data.x_train))
-    groups = resolve_groups(config)
-    if model is not None and len(groups) > 1:
-        raise PopjaxError("a sweep with groups builds each group's model from its config: "
-                          "drop model= or the groups")
-    sample_x = jnp.asarray(data.x_train[: config.batch_size])
-    group_models, group_losses = [], []
-    for group in groups:
-        meshes.check_population_size(group.config.population, len(devices))
-        group_loss = loss_fn or LOSSES[group.config.loss]
-        if group_loss is not cross_entropy:
-            needs = [n for n in PER_EXAMPLE_HPARAMS if n in group.config.space.priors]
-            if needs:
-                raise PopjaxError(f"{', '.join(needs)} work with popjax's own cross-entropy "
-                                  "only: use loss = \"cross_entropy\" or remove them")
-        group_model = model if model is not None else build_model(group.config,
-                                                                  data.num_classes)
-        check_model_fits(group_model, sample_x, data.num_classes)
-        group_models.append(group_model)
-        group_losses.append(group_loss)
+    plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
+    config = plan.config
+    for group_task in group_tasks:
+        meshes.check_population_size(group_task.group.config.population, len(devices))
 
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
-    train, val, test = (
-        datasets.DeviceSplit(meshes.put_replicated(x, mesh), meshes.put_replicated(y, mesh))
-        for x, y in ((data.x_train, data.y_train), (data.x_val, data.y_val),
-                     (data.x_test, data.y_test)))
-
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    programs = [GroupProgram.build(group, index, group_model, group_loss, sample_x, train, val,
-                                   init_key, pbt_key, members, len(groups))
-                for index, (group, group_model, group_loss) in enumerate(
-                    zip(groups, group_models, group_losses))]
+    programs = [GroupProgram.build(group_task, index, init_key, pbt_key, members, mesh,
+                                   len(group_tasks))
+                for index, group_task in enumerate(group_tasks)]
 
     # Checkpoints need every process to write its shards; multi-process runs go without.
     checkpointing = write and jax.process_count() == 1
@@ -196,15 +147,15 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints)
         abstract = [jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(program.init)) for program in programs]
+            jax.eval_shape(program.init, program.train_data)) for program in programs]
         first_round, states, meta = checkpoints.restore_latest(abstract)
         lineage, history = Lineage.from_dict(meta["lineage"]), meta["history"]
         folder = RunFolder.reopen(run_dir, history)
     else:
-        states = [program.init() for program in programs]
+        states = [program.init(program.train_data) for program in programs]
         first_round, history = 0, []
         lineage = Lineage(config.interval,
-                          groups=member_ranges(groups) if len(groups) > 1 else {})
+                          groups=plan.member_ranges() if len(plan.groups) > 1 else {})
         folder = RunFolder(run_dir, config.to_toml()) if write else None
         checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     round_callbacks = [on_round] if on_round and is_main_process() else []
@@ -219,25 +170,26 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
             # back on the device while the host waits once.
             outputs = []
             for index, program in enumerate(programs):
-                population, standing, output = program.round_fn(*states[index], round_index)
+                population, standing, output = program.round_fn(*states[index], round_index,
+                                                                program.data)
                 states[index] = (population, standing)
                 outputs.append((output, population.hparams))
             group_records = []
             for program, host in zip(programs, meshes.to_host(outputs)):
                 last_epochs = ([history[-1]["epochs"][m] for m in program.group.members]
-                               if history else None)
-                group_records.append(round_record(round_index, config, host, last_epochs,
-                                                  len(data.x_train)))
-            record = merge_records(group_records, groups)
-            lineage.record(record["parents"], record["hparams"], record["epochs"])
+                               if history and "epochs" in history[-1] else None)
+                group_records.append(round_record(
+                    round_index, config.interval, host, last_epochs,
+                    program.task.epochs_per_step, program.task.fitness, program.task.minimize))
+            record = merge_records(group_records, plan.groups)
+            lineage.record(record["parents"], record["hparams"], record.get("epochs"))
             history.append(record)
             if folder:
                 folder.append_round(record)
             for callback in round_callbacks:
                 callback(record)
-            check_not_all_diverged(record, config)
-            bar.set_postfix(best=f"{np.nanmax(record['val_accuracy']):.3f}",
-                            median=f"{np.nanmedian(record['val_accuracy']):.3f}")
+            check_not_all_diverged(record, programs[0].space)
+            bar.set_postfix(**progress_figures(record))
             bar.update()
             done = round_index + 1
             if checkpoints and (done % config.checkpoint_every == 0 or done == config.rounds
@@ -257,21 +209,40 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         if hasattr(callback, "close"):
             callback.close()
 
-    test_metrics = [meshes.to_host(program.evaluate(population.params, test,
-                                                    population.hparams))
-                    for program, (population, _) in zip(programs, states)]
+    result = finish(plan, programs, states, history, lineage, devices, start,
+                    run_dir if write else None)
+    if folder:
+        folder.write_json(LINEAGE, lineage.to_dict())
+        folder.write_json(SUMMARY, result.summary())
+    return result
+
+
+def progress_figures(record: dict) -> dict[str, str]:
+    """The best and median member's selected metric, for the progress bar."""
+    values = np.array(record[record["selects_on"]], dtype=float)
+    best = np.nanmin(values) if record["minimize"] else np.nanmax(values)
+    return {"best": f"{best:.4g}", "median": f"{np.nanmedian(values):.4g}"}
+
+
+def finish(plan: Plan, programs, states, history, lineage, devices, start, run_dir
+           ) -> SweepResult:
+    """The result: the best member on the last validation, and every member's test figures."""
+    test_metrics = [meshes.to_host(program.test(population, program.data.test))
+                    for program, (population, _) in zip(programs, states)
+                    if program.data is not None and program.data.test is not None]
     last = history[-1]
-    fitness = np.concatenate([np.asarray(meshes.to_host(standing.fitness))
-                              for _, standing in states])
-    best = int(np.argmax(np.nan_to_num(fitness, nan=-np.inf)))
-    test_per_member = {name: np.concatenate([np.asarray(getattr(m, name)) for m in test_metrics])
-                       for name in ("loss", "accuracy")}
+    fitness = fitness_values(last)
+    best = int(np.argmax(fitness))
+    names = list(dict.fromkeys(k for metrics in test_metrics for k in metrics))
+    test_per_member = ({name: np.concatenate([np.asarray(m[name]) for m in test_metrics])
+                        for name in names} if len(test_metrics) == len(programs) else {})
+    task = programs[0].task
     populations = [population for population, _ in states]
-    result = SweepResult(
-        config=config,
+    return SweepResult(
+        config=plan.config,
         best_member=best,
         best_hparams={k: v[best] for k, v in last["hparams"].items() if v[best] is not None},
-        best_val={"loss": last["val_loss"][best], "accuracy": last["val_accuracy"][best]},
+        best_val={k[len("val_"):]: v[best] for k, v in last.items() if k.startswith("val_")},
         best_test={k: float(v[best]) for k, v in test_per_member.items()},
         history=history,
         lineage=lineage,
@@ -280,42 +251,51 @@ def run(config: SweepConfig | str | Path | None = None, *, model=None, loss_fn=N
         wall_time=time.perf_counter() - start,
         devices=[str(d) for d in devices],
         compilations=sum(program.round_fn._cache_size() for program in programs),
-        run_dir=run_dir if write else None,
-        groups=member_ranges(groups),
+        run_dir=run_dir,
+        groups=plan.member_ranges(),
+        selects_on=task.fitness,
+        minimize=task.minimize,
     )
-    if folder:
-        folder.write_json(LINEAGE, lineage.to_dict())
-        folder.write_json(SUMMARY, result.summary())
-    return result
 
 
 @dataclass
 class GroupProgram:
-    """One group's compiled pieces: init, the round, and evaluation."""
+    """One group's compiled pieces: init, the round, the test; and its data on the devices."""
 
     group: Group
+    task: Task
+    space: Any
+    data: Any  # the task's TaskData, replicated over the mesh (None without data)
     init: Callable
     round_fn: Callable
-    evaluate: Callable
+    test: Callable
+
+    @property
+    def train_data(self):
+        return self.data.train if self.data is not None else None
 
     @classmethod
-    def build(cls, group: Group, index: int, model, loss_fn, sample_x, train, val, init_key,
-              pbt_key, members, num_groups: int) -> "GroupProgram":
+    def build(cls, group_task: GroupTask, index: int, init_key, pbt_key, members, mesh,
+              num_groups: int) -> "GroupProgram":
+        group, task, space = group_task.group, group_task.task, group_task.space
         config = group.config
         if num_groups > 1:  # one group keeps the sweep's own keys
             init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
+        data = (jax.tree_util.tree_map(lambda a: meshes.put_replicated(a, mesh), task.data)
+                if task.data is not None else None)
 
-        def init():
-            population = init_population(init_key, model, sample_x, config.space,
-                                         config.population)
+        def init(train_data):
+            population = init_population(init_key, task, space, config.population, train_data)
             return population, Standing.initial(config.population)
 
+        evaluate = make_evaluate(task)
         return cls(
-            group=group,
+            group=group, task=task, space=space, data=data,
             init=jax.jit(init, out_shardings=members),
-            round_fn=jax.jit(make_round(model, loss_fn, train, val, config, pbt_key),
+            round_fn=jax.jit(make_round(task, config.interval, space, config.pbt, pbt_key),
                              out_shardings=members, donate_argnums=(0, 1)),
-            evaluate=jax.jit(make_evaluate(model, loss_fn), out_shardings=members),
+            test=jax.jit(lambda population, split: evaluate(population, split, False)[1],
+                         out_shardings=members),
         )
 
 

@@ -32,14 +32,18 @@ class TensorBoardLogger:
         self.writer = summary_writer_class()(str(self.log_dir))
 
     def __call__(self, record: dict) -> None:
+        from popjax.records import fitness_values
+
         step = record["step"]
-        accuracy = np.asarray(record["val_accuracy"], dtype=float)
-        best = int(np.nanargmax(np.where(record["diverged"], -np.inf, accuracy)))
+        key = record["selects_on"]
+        values = np.asarray(record[key], dtype=float)
+        best = int(np.argmax(fitness_values(record)))
+        medians = {f"{name}/median": np.nanmedian(np.asarray(v, dtype=float))
+                   for name, v in record.items()
+                   if name.startswith(("train_", "val_")) and isinstance(v, list)}
         scalars = {
-            "val_accuracy/best": np.nanmax(accuracy),
-            "val_accuracy/median": np.nanmedian(accuracy),
-            "val_loss/median": np.nanmedian(record["val_loss"]),
-            "train_loss/median": np.nanmedian(record["train_loss"]),
+            f"{key}/best": values[best],
+            **medians,
             "pbt/copies": sum(p != m for m, p in enumerate(record["parents"])),
             "pbt/diverged": sum(record["diverged"]),
             **{f"best_member_hparams/{name}": values[best]
@@ -47,7 +51,7 @@ class TensorBoardLogger:
         }
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, float(value), step)
-        self.writer.add_histogram("val_accuracy/members", accuracy[np.isfinite(accuracy)], step)
+        self.writer.add_histogram(f"{key}/members", values[np.isfinite(values)], step)
 
     def close(self) -> None:
         self.writer.close()

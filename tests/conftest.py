@@ -45,3 +45,26 @@ def tree_equal(a, b):
     leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
         lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
     return all(leaves)
+
+
+def classifier(data, model, **options):
+    """popjax's classification task on ``data``; batches of 16 unless told otherwise."""
+    from popjax.tasks import supervised
+
+    return supervised.classification(model, data, **{"batch_size": 16, **options})
+
+
+def members(task, hparams, seed=42):
+    """A population of the task, one member per entry of the ``[P]`` hyperparameter arrays."""
+    from popjax.population import init_members, member_keys
+
+    size = next(iter(hparams.values())).shape[0]
+    return init_members(task, member_keys(jax.random.PRNGKey(seed), size), hparams)
+
+
+def segment_of(task, steps):
+    """The jitted training segment of ``steps`` steps, taking the population alone."""
+    from popjax.train import make_segment
+
+    segment = make_segment(task, steps)
+    return jax.jit(lambda population: segment(population, task.data.train))

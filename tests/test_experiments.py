@@ -24,9 +24,9 @@ import numpy as np
 from pathlib import Path
 from design import development_data
 from compare import method_config
-from popjax.sweep import load_data
+from popjax.plan import Plan
 config = method_config("digits_mlp", "pbt", 101)
-real = load_data(config)
+real = Plan.from_config(config).load_data()
 dev = np.load(development_data(config, 101, Path({str(tmp_path)!r})))
 rows = lambda x: {{r.tobytes() for r in x.reshape(len(x), -1)}}
 test = rows(real.x_test)

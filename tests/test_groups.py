@@ -7,8 +7,8 @@ import pytest
 
 import popjax
 from popjax import report, schedules
-from popjax.nn import BatchNorm
-from popjax.train import cross_entropy, squared_error
+from popjax.nn import MLP
+from popjax.tasks.supervised import cross_entropy, squared_error
 
 GROUPS = [
     {"name": "narrow", "population": 4, "model": {"hidden": [8]}},
@@ -69,7 +69,7 @@ def test_group_errors_are_one_line():
         ([{"population": 4, "space": {"b1": 0.9}}], "parameter of the adam optimizer"),
     ]:
         with pytest.raises(popjax.PopjaxError, match=message):
-            popjax.SweepConfig(groups=groups).validate()
+            popjax.Plan.from_config(popjax.SweepConfig(groups=groups))
 
 
 def test_squared_error_and_batch_norm():
@@ -78,11 +78,31 @@ def test_squared_error_and_batch_norm():
     assert float(squared_error(logits, labels)) == pytest.approx((1 + 0 + 0 + 0.25) / 2)
     assert float(squared_error(logits, labels)) != pytest.approx(
         float(cross_entropy(logits, labels)))
-    x = jax.random.normal(jax.random.PRNGKey(0), (64, 5)) * 3 + 7
-    variables = BatchNorm().init(jax.random.PRNGKey(1), x)
-    y = BatchNorm().apply(variables, x)
-    np.testing.assert_allclose(y.mean(0), 0, atol=1e-5)
-    np.testing.assert_allclose(y.std(0), 1, atol=1e-3)
+    # In training, batch normalization normalizes each feature over the batch (a linear
+    # read-out of zeros then sees exactly standardized features) and updates running statistics.
+    model = MLP(hidden=(5,), num_classes=5, batch_norm=True)
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 3)) * 3 + 7
+    variables = model.init(jax.random.PRNGKey(1), x)
+    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.PRNGKey(2)})
+    hidden = x @ variables["params"]["Dense_0"]["kernel"] + variables["params"]["Dense_0"]["bias"]
+    stats = updated["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_allclose(stats["mean"], 0.1 * np.asarray(hidden).mean(0), rtol=1e-4)
+
+
+def test_batch_norm_evaluates_an_example_the_same_alone_or_with_the_split(small_data):
+    task = popjax.tasks.classification(MLP(hidden=(16,), num_classes=3, batch_norm=True),
+                                       small_data, batch_size=16)
+    from conftest import hparams_for, members, segment_of
+
+    trained, _ = segment_of(task, 30)(members(task, hparams_for(2)))
+    state = jax.tree_util.tree_map(lambda leaf: leaf[0], trained.state)
+    assert float(np.abs(state["batch_stats"]["BatchNorm_0"]["mean"]).sum()) > 0  # it trained
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    x = jnp.asarray(small_data.x_val)
+    together = MLP(hidden=(16,), num_classes=3, batch_norm=True).apply(variables, x)
+    alone = MLP(hidden=(16,), num_classes=3, batch_norm=True).apply(variables, x[:1])
+    np.testing.assert_allclose(alone[0], together[0], rtol=1e-5, atol=1e-6)
 
 
 def test_a_grouped_sweep_resumes_to_the_same_result(tmp_path, small_data):

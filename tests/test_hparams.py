@@ -10,24 +10,18 @@ import optax
 import pytest
 
 import popjax
-from conftest import hparams_for, tree_allclose, tree_equal
+from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
 from popjax import data as datasets
 from popjax.augment import augment
 from popjax.nn import MLP
-from popjax.population import init_members, member_keys
-from popjax.space import NEUTRAL_VALUES, SearchSpace, Uniform
 from popjax.round import Standing, make_round
-from popjax.train import cross_entropy, make_member_step, make_train_segment
+from popjax.space import NEUTRAL_VALUES, SearchSpace, Uniform
 
 
-def train(small_data, model, hparams, steps=4, optimizer="sgd", size=2):
-    split = datasets.to_device(small_data.x_train, small_data.y_train)
-    population = init_members(model, jnp.asarray(small_data.x_train[:8]),
-                              member_keys(jax.random.PRNGKey(7), size), hparams,
-                              optimizer=optimizer)
-    segment = jax.jit(make_train_segment(model, cross_entropy, split, 16, steps,
-                                         optimizer=optimizer))
-    return population, segment(population)[0]
+def train(small_data, model, hparams, steps=4, optimizer="sgd"):
+    task = classifier(small_data, model, optimizer=optimizer)
+    population = members(task, hparams, seed=7)
+    return population, segment_of(task, steps)(population)[0]
 
 
 def with_extra(size, **extra):
@@ -114,12 +108,12 @@ def test_activation_choice_is_per_member():
 
 def test_initialization_mode_distribution_and_scale():
     model = MLP(hidden=(512,), num_classes=256)
-    x = jnp.ones((2, 256))
-    keys = member_keys(jax.random.PRNGKey(0), 4)
+    x, y = np.ones((2, 256), np.float32), np.zeros(2, np.int32)
+    task = classifier(datasets.Dataset(x, y, x, y, x, y), model)
     hparams = {"init_mode": jnp.array([0.0, 1.0, 2.0, 0.0]),
                "init_distribution": jnp.array([0.0, 0.0, 0.0, 1.0]),
                "init_scale": jnp.array([1.0, 1.0, 1.0, 3.0]), **hparams_for(4)}
-    population = init_members(model, x, keys, hparams)
+    population = members(task, hparams, seed=0)
     w = np.asarray(population.params["Dense_0"]["kernel"])  # fan_in 256, fan_out 512
     lecun = np.sqrt(1 / 256)
     assert w[0].std() == pytest.approx(lecun, rel=0.02)
@@ -151,8 +145,8 @@ def test_augmentation_shifts_flips_scales_and_adds_noise():
 
 def test_balanced_sampling_evens_out_classes():
     y = np.array([0] * 90 + [1] * 10, np.int32)
-    split = datasets.to_device(np.zeros((100, 3), np.float32), y)
-    sample = jax.jit(datasets.make_batch_sampler(split, 2000))
+    split = {"x": np.zeros((100, 3), np.float32), "y": y, **datasets.class_index(y)}
+    sample = jax.jit(lambda key, balanced: datasets.sample_balanced(key, split, 2000, balanced))
     _, uniform = sample(jax.random.PRNGKey(0), 0.0)
     _, balanced = sample(jax.random.PRNGKey(0), 1.0)
     assert np.mean(np.asarray(uniform) == 1) == pytest.approx(0.1, abs=0.03)
@@ -160,45 +154,40 @@ def test_balanced_sampling_evens_out_classes():
 
 
 def test_batch_fraction_counts_only_the_first_examples(small_data, small_model):
-    split = datasets.to_device(small_data.x_train, small_data.y_train)
-    step = jax.jit(make_member_step(small_model, cross_entropy, split, 16))
-    population = init_members(small_model, jnp.asarray(small_data.x_train[:8]),
-                              member_keys(jax.random.PRNGKey(1), 1), with_extra(1))
-    one = jax.tree.map(lambda leaf: leaf[0], population)
+    task = classifier(small_data, small_model)
+    one = jax.tree.map(lambda leaf: leaf[0], members(task, with_extra(1), seed=1))
+    step = jax.jit(task.train)
+    key = jax.random.PRNGKey(5)
     losses = {}
     for fraction in (1.0, 0.25):
         hparams = {**one.hparams, "batch_fraction": jnp.float32(fraction)}
-        losses[fraction] = float(step(one.params, one.opt_state, hparams, one.rng, 0)[3])
+        losses[fraction] = float(step(one.state, hparams, key, 0, task.data.train)[1]["loss"])
     # The batch the step drew, rebuilt from the same key split.
-    _, batch_key, _ = jax.random.split(one.rng, 3)
-    x, y = datasets.sample_batch(batch_key, split, 16)
+    batch_key, dropout_key = jax.random.split(key)
+    x, y = datasets.sample_uniform(batch_key, task.data.train, 16)
     logits = small_model.apply({"params": one.params}, x, dropout_rate=0.1, train=True,
-                               rngs={"dropout": jax.random.split(one.rng, 3)[2]})
+                               rngs={"dropout": dropout_key})
     per_example = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, y))
     assert losses[1.0] == pytest.approx(per_example.mean(), rel=1e-5)
     assert losses[0.25] == pytest.approx(per_example[:4].mean(), rel=1e-5)
 
 
 def test_early_stopped_member_freezes_and_is_replaced_first(small_data, small_model):
-    config = popjax.SweepConfig(population=4, interval=5, batch_size=16, steps=10,
-                                space=SearchSpace({"patience": popjax.Fixed(2.0)}))
-    train_split = datasets.to_device(small_data.x_train, small_data.y_train)
-    val = datasets.to_device(small_data.x_val, small_data.y_val)
-    round_fn = jax.jit(make_round(small_model, cross_entropy, train_split, val, config,
-                                  jax.random.PRNGKey(0)))
-    population = popjax.population.init_population(
-        jax.random.PRNGKey(0), small_model, jnp.asarray(small_data.x_train[:8]), config.space, 4)
+    space = SearchSpace({"patience": popjax.Fixed(2.0)})
+    task = classifier(small_data, small_model)
+    round_fn = jax.jit(make_round(task, 5, space, popjax.PBTConfig(), jax.random.PRNGKey(0)))
+    population = popjax.population.init_population(jax.random.PRNGKey(0), task, space, 4)
     standing = Standing(jnp.array([0.9, 0.5, 0.6, 0.7]), jnp.array([0.9, 0.5, 0.6, 0.7]),
                         jnp.array([0, 5, 0, 0]))  # member 1: 5 rounds without improving
     # Round 0 runs no PBT: member 1 is stopped, so its weights do not move.
-    after, _, output = round_fn(population, standing, 0)
+    after, _, output = round_fn(population, standing, 0, task.data)
     assert output.stopped.tolist() == [False, True, False, False]
     w, w0 = after.params["Dense_0"]["kernel"], population.params["Dense_0"]["kernel"]
     assert np.array_equal(w[1], w0[1]) and not np.array_equal(w[0], w0[0])
     # At a PBT round it is replaced even though its last fitness is not the worst.
     standing = Standing(jnp.array([0.9, 0.8, 0.6, 0.7]), jnp.array([0.9, 0.8, 0.6, 0.7]),
                         jnp.array([0, 5, 0, 0]))
-    _, _, output = round_fn(population, standing, 1)
+    _, _, output = round_fn(population, standing, 1, task.data)
     assert int(output.source[1]) != 1 and not bool(output.stopped[1])
 
 

@@ -6,12 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tree_equal
+from conftest import classifier, members, tree_equal
+from popjax.config import PBTConfig
+from popjax.data import Dataset
 from popjax.lineage import Lineage
 from popjax.nn import MLP
-from popjax.pbt import PBTConfig, copy_members, explore, pbt_step, tournament_sources, \
-    truncation_sources
-from popjax.population import init_members, member_keys, select
+from popjax.pbt import copy_members, explore, pbt_step, tournament_sources, truncation_sources
+from popjax.population import select
 from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
 
 SPACE = SearchSpace({"learning_rate": LogUniform(1e-3, 1.0), "momentum": Uniform(0.0, 0.9),
@@ -19,15 +20,16 @@ SPACE = SearchSpace({"learning_rate": LogUniform(1e-3, 1.0), "momentum": Uniform
 
 
 def population_of(size):
-    model = MLP(hidden=(8,), num_classes=3)
-    hparams = SPACE.sample(jax.random.PRNGKey(1), size)
-    population = init_members(model, jnp.ones((2, 5)), member_keys(jax.random.PRNGKey(0), size),
-                              hparams)
-    # Give every member a distinct optimizer state, so that copying it is visible.
-    noise = jax.tree_util.tree_map(lambda x: x + jnp.arange(size).reshape((-1,) + (1,) *
-                                                                          (x.ndim - 1)),
-                                   population.opt_state)
-    return population._replace(opt_state=noise)
+    model = MLP(hidden=(8,), num_classes=3, batch_norm=True)
+    x, y = np.ones((2, 5), np.float32), np.arange(2, dtype=np.int32)
+    task = classifier(Dataset(x, y, x, y, x, y), model, batch_size=2)
+    population = members(task, SPACE.sample(jax.random.PRNGKey(1), size), seed=0)
+    # Give every member a distinct optimizer state and running statistics, so that copying
+    # them is visible.
+    distinct = jax.tree_util.tree_map(
+        lambda x: x + jnp.arange(size).reshape((-1,) + (1,) * (x.ndim - 1)),
+        {k: v for k, v in population.state.items() if k != "params"})
+    return population._replace(state={**population.state, **distinct})
 
 
 def test_truncation_replaces_the_bottom_with_the_top():
@@ -57,14 +59,14 @@ def test_tournament_copies_only_better_members():
     assert not replaced[15]  # the best has nobody better to copy
 
 
-def test_copy_takes_params_optimizer_state_and_hparams_exactly():
+def test_copy_takes_every_leaf_of_the_state_and_hparams_exactly():
     population = population_of(8)
+    assert set(population.state) == {"params", "opt_state", "batch_stats"}
     source = jnp.array([0, 6, 2, 3, 4, 7, 6, 7])
     copied = jax.jit(copy_members)(population, source)
     for member, src in enumerate(np.asarray(source)):
         want, got = select(population, int(src)), select(copied, member)
-        assert tree_equal(got.params, want.params)
-        assert tree_equal(got.opt_state, want.opt_state)
+        assert tree_equal(got.state, want.state)
         assert tree_equal(got.hparams, want.hparams)
         # A member keeps its own key stream and id.
         assert np.array_equal(got.rng, population.rng[member])

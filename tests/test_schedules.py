@@ -147,10 +147,7 @@ def test_bad_member_and_name_are_clear_errors():
 
 
 def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model):
-    from conftest import hparams_for
-    from popjax import data as datasets
-    from popjax.population import init_members, member_keys
-    from popjax.train import cross_entropy, make_train_segment
+    from conftest import classifier, hparams_for, members, segment_of
 
     hparams = hparams_for(2, learning_rate=0.5)
     hparams["warmup_steps"] = jnp.array([0.0, 1000.0])  # member 1 starts at rate 0
@@ -158,12 +155,9 @@ def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model
     def learning_rate(hp, step):
         return schedules.learning_rate_at("warmup_cosine", hp, step, 2000)
 
-    train = datasets.to_device(small_data.x_train, small_data.y_train)
-    population = init_members(small_model, jnp.asarray(small_data.x_train[:8]),
-                              member_keys(jax.random.PRNGKey(0), 2), hparams)
-    segment = jax.jit(make_train_segment(small_model, cross_entropy, train, 16, 1,
-                                         learning_rate))
-    after, _ = segment(population)
+    task = classifier(small_data, small_model, learning_rate=learning_rate)
+    population = members(task, hparams, seed=0)
+    after, _ = segment_of(task, 1)(population)
     moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(axis=tuple(
         range(1, a.ndim))), after.params, population.params)
     assert all(m[0] > 0 and m[1] == 0 for m in jax.tree.leaves(moved))
@@ -220,7 +214,8 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
     assert "gap" in done.stdout
     report = json.loads((tmp_path / "replay.json").read_text())
     assert report["member"] == run.best_member
-    assert report["member_val_accuracy"] == pytest.approx(run.best_val["accuracy"])
+    assert report["metric"] == "accuracy"
+    assert report["member_val"] == pytest.approx(run.best_val["accuracy"])
     # A fresh model differs from the member by its initial weights and batch order only. On
     # this 400-example validation split one standard error is about 2.4 points at 60%, and the
     # member is the best of 8 there, which alone lifts it by about 1.4 standard errors (3.4

@@ -5,23 +5,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from conftest import hparams_for, tree_allclose, tree_equal
-from popjax import data as datasets
+from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
 from popjax import optim
 from popjax.nn import MLP, dropout
-from popjax.population import init_members, member_keys, select
-from popjax.train import cross_entropy, make_evaluate, make_train_segment
+from popjax.population import select
+from popjax.tasks.supervised import cross_entropy
+from popjax.train import make_evaluate
 
 
-def make(small_data, model, hparams, steps=5, loss_fn=cross_entropy, size=None):
-    train = datasets.to_device(small_data.x_train, small_data.y_train)
-    sample_x = jnp.asarray(small_data.x_train[:8])
-    size = size or hparams["learning_rate"].shape[0]
-    keys = member_keys(jax.random.PRNGKey(42), size)
-    population = init_members(model, sample_x, keys, hparams)
-    segment = jax.jit(make_train_segment(model, loss_fn, train, 16, steps))
-    return population, segment
+def make(small_data, model, hparams, steps=5, loss_fn=cross_entropy):
+    task = classifier(small_data, model, loss=loss_fn)
+    return members(task, hparams), segment_of(task, steps)
 
 
 def test_members_together_match_members_alone(small_data, small_model):
@@ -105,7 +101,7 @@ def test_momentum_changes_the_trajectory_from_the_second_step(small_data, small_
     population, one_step = make(small_data, small_model, hparams, steps=1)
     # Same weights and key stream for both members: only momentum differs.
     population = population._replace(
-        params=jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), population.params),
+        state=jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), population.state),
         rng=jnp.stack([population.rng[0], population.rng[0]]))
     after_one, _ = one_step(population)
     assert tree_allclose(select(after_one, 0).params, select(after_one, 1).params, rtol=1e-6)
@@ -114,10 +110,24 @@ def test_momentum_changes_the_trajectory_from_the_second_step(small_data, small_
 
 
 def test_evaluate_reports_per_member_accuracy(small_data, small_model):
-    population, segment = make(small_data, small_model, hparams_for(3, learning_rate=[0, .3, .3]),
-                               steps=200)
-    trained, _ = segment(population)
-    val = datasets.to_device(small_data.x_val, small_data.y_val)
-    metrics = jax.jit(make_evaluate(small_model, cross_entropy))(trained.params, val)
-    assert metrics.accuracy.shape == (3,)
-    assert float(metrics.accuracy[1]) > float(metrics.accuracy[0]) + 0.2
+    task = classifier(small_data, small_model)
+    trained, _ = segment_of(task, 200)(members(task, hparams_for(3, learning_rate=[0, .3, .3])))
+    _, metrics = jax.jit(make_evaluate(task))(trained, task.data.val)
+    accuracy = np.asarray(metrics["accuracy"])
+    assert accuracy.shape == (3,)
+    assert accuracy[1] > accuracy[0] + 0.2
+    # Against numpy: member 1's accuracy is the share of argmax logits equal to the labels.
+    params = jax.tree_util.tree_map(lambda leaf: leaf[1], trained.params)
+    logits = np.asarray(small_model.apply({"params": params}, small_data.x_val))
+    assert accuracy[1] == pytest.approx(np.mean(logits.argmax(-1) == small_data.y_val), abs=1e-6)
+
+
+def test_evaluation_in_chunks_equals_evaluation_at_once(small_data, small_model):
+    hparams = hparams_for(2, learning_rate=[0.1, 0.3])
+    whole = classifier(small_data, small_model)
+    chunked = classifier(small_data, small_model, eval_chunk=7)  # 60 examples: 9 chunks, padded
+    trained, _ = segment_of(whole, 20)(members(whole, hparams))
+    _, at_once = jax.jit(make_evaluate(whole))(trained, whole.data.val)
+    _, in_chunks = jax.jit(make_evaluate(chunked))(trained, chunked.data.val)
+    for name in ("loss", "accuracy"):
+        np.testing.assert_allclose(in_chunks[name], at_once[name], rtol=1e-5)
