@@ -41,7 +41,7 @@ import popjax  # noqa: E402
 from popjax.space import Fixed, SearchSpace  # noqa: E402
 
 HERE = Path(__file__).parent
-TASKS = ("mnist1d_mlp", "mnist1d_cnn", "digits_mlp")
+TASKS = ("mnist1d_mlp", "mnist1d_cnn", "digits_mlp", "diabetes_regression")
 TEXTBOOK = SearchSpace({"learning_rate": Fixed(0.05), "momentum": Fixed(0.9),
                         "dropout": Fixed(0.0), "weight_decay": Fixed(5e-4)})
 # Per-member data augmentation, as a config's [space] table writes it.
@@ -92,14 +92,15 @@ def main(argv=None) -> None:
             for seed in args.seeds or SEEDS.get(task, DEFAULT_SEEDS):
                 config = method_config(task, method, seed, {} if args.as_configured else None)
                 result = popjax.run(config, write=False, progress=False)
-                runs.append({"task": task, "method": method, "seed": seed,
-                             "val_accuracy": result.best_val["accuracy"],
-                             "test_accuracy": result.best_test["accuracy"],
+                metric = result.selects_on
+                runs.append({"task": task, "method": method, "seed": seed, "metric": metric,
+                             f"val_{metric}": result.best_val[metric],
+                             f"test_{metric}": result.best_test[metric],
                              "best_hparams": result.best_hparams,
                              "wall_time_s": result.wall_time})
-                print(f"{task:12s} {method:7s} seed {seed}: val {runs[-1]['val_accuracy']:.4f} "
-                      f"test {runs[-1]['test_accuracy']:.4f} ({result.wall_time:.0f} s)",
-                      flush=True)
+                print(f"{task:12s} {method:7s} seed {seed}: val {metric} "
+                      f"{result.best_val[metric]:.4f} test {result.best_test[metric]:.4f} "
+                      f"({result.wall_time:.0f} s)", flush=True)
     machine = {"platform": platform.platform(), "processor": platform.processor(),
                "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
     out = Path(args.out)
@@ -130,8 +131,7 @@ def plot(runs, path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for i, method in enumerate(methods):
-            accuracy = [100 * r["test_accuracy"] for r in runs
-                        if r["task"] == task and r["method"] == method]
+            accuracy = [score(r) for r in runs if r["task"] == task and r["method"] == method]
             ax.bar(i, np.mean(accuracy), color=f"C{i}", alpha=0.6)
             ax.errorbar(i, np.mean(accuracy), yerr=np.std(accuracy), color="black", capsize=4)
             ax.scatter([i] * len(accuracy), accuracy, color="black", s=10, zorder=3)
@@ -139,35 +139,47 @@ def plot(runs, path) -> None:
             label, value = PAPER_LINES[task]
             ax.axhline(value, color="gray", ls="--", label=f"{label} ({value}%)")
             ax.legend(fontsize=7, loc="lower right")
-        everything = [100 * r["test_accuracy"] for r in runs if r["task"] == task]
-        ax.set_ylim(min(everything + [PAPER_LINES.get(task, ("", 100))[1]]) - 5, 100)
         ax.set_xticks(range(len(methods)), methods)
-        ax.set(title=task, ylabel="test accuracy (%)")
+        ax.set(title=task, ylabel=score_name(task, runs))
+        if score_name(task, runs) == "test accuracy (%)":
+            everything = [score(r) for r in runs if r["task"] == task]
+            ax.set_ylim(min(everything + [PAPER_LINES.get(task, ("", 100))[1]]) - 5, 100)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
+def score(run: dict) -> float:
+    """A run's test figure: accuracy in %, or the loss a regression selected on."""
+    metric = run.get("metric", "accuracy")
+    return 100 * run["test_accuracy"] if metric == "accuracy" else run[f"test_{metric}"]
+
+
+def score_name(task: str, runs) -> str:
+    metric = next(r.get("metric", "accuracy") for r in runs if r["task"] == task)
+    return "test accuracy (%)" if metric == "accuracy" else f"test {metric} (lower is better)"
+
+
 def results_table(runs) -> str:
-    """Markdown: test accuracy of the member chosen on validation, mean ± std over seeds, and
-    PBT's paired lead over random search."""
+    """Markdown: the test figure of the member chosen on validation (accuracy in %, or a
+    regression's loss), mean ± std over seeds, and PBT's paired lead over random search."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = list(dict.fromkeys(r["method"] for r in runs))
     lines = ["| task | " + " | ".join(methods) + " | pbt − random, paired |",
              "|---" * (len(methods) + 2) + "|"]
     for task in tasks:
         cells = []
+        digits = 1 if score_name(task, runs) == "test accuracy (%)" else 3
         for method in methods:
-            accuracy = [100 * r["test_accuracy"] for r in runs
-                        if r["task"] == task and r["method"] == method]
-            cells.append(f"{np.mean(accuracy):.1f} ± {np.std(accuracy):.1f} (n={len(accuracy)})")
+            values = [score(r) for r in runs if r["task"] == task and r["method"] == method]
+            cells.append(f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} "
+                         f"(n={len(values)})")
         lines.append(f"| {task} | " + " | ".join(cells) + f" | {paired_lead(runs, task)} |")
     return "\n".join(lines)
 
 
 def paired_lead(runs, task) -> str:
-    """PBT's test accuracy minus random search's on the same seed: mean ± standard error."""
-    by_seed = {(r["method"], r["seed"]): 100 * r["test_accuracy"] for r in runs
-               if r["task"] == task}
+    """PBT's test figure minus random search's on the same seed: mean ± standard error."""
+    by_seed = {(r["method"], r["seed"]): score(r) for r in runs if r["task"] == task}
     lead = [by_seed["pbt", s] - by_seed["random", s] for m, s in by_seed
             if m == "pbt" and ("random", s) in by_seed]
     if len(lead) < 2:

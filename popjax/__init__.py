@@ -36,6 +36,7 @@ _EXPORTS = {
     "nn": ("popjax.nn", None),
     "optim": ("popjax.optim", None),
     "replay": ("popjax.replay", None),
+    "report": ("popjax.report", None),
     "schedules": ("popjax.schedules", None),
     "tasks": ("popjax.tasks", None),
 }

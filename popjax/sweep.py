@@ -75,7 +75,7 @@ class SweepResult:
         }
 
 
-def run(config: SweepConfig | str | Path | None = None, *, task: Task | None = None,
+def run(config: SweepConfig | str | Path | None = None, *, task: Task | str | None = None,
         model=None, loss_fn=None, data: datasets.Dataset | None = None,
         out: str | Path | None = None, write: bool = True, progress: bool = True,
         distributed: Distributed | None = None, resume: str | Path | None = None,
@@ -85,7 +85,8 @@ def run(config: SweepConfig | str | Path | None = None, *, task: Task | None = N
 
     Args:
       config: a ``SweepConfig``, the path of a TOML config, or None for the built-in default.
-      task: a ``popjax.Task`` to run instead of the config's (see ``popjax.task``).
+      task: a ``popjax.Task`` to run instead of the config's (see ``popjax.task``), or a
+        config's task by name ("regression", "package.module:factory").
       model: a flax linen module to train instead of the config's (see ``popjax.nn``).
       loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
       data: a ``Dataset`` to train on instead of the config's.
@@ -109,6 +110,8 @@ def run(config: SweepConfig | str | Path | None = None, *, task: Task | None = N
       >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
     """
     start = time.perf_counter()
+    if isinstance(task, (str, dict)):  # a config's task: "regression", "package.module:factory"
+        overrides["task"], task = task, None
     if resume is not None:
         config, out = resume_target(config, resume, overrides)
     elif task is not None:

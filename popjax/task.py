@@ -148,8 +148,9 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
         if not callable(getattr(task, name)):
             raise PopjaxError(f"task {name} is a {type(getattr(task, name)).__name__}: give a "
                               "function")
-    data = task.data
-    extra = (lambda split: (split,)) if data is not None else (lambda split: ())
+    # The data goes in as arguments, traced as in the compiled round.
+    data = task.data if task.data is not None else TaskData(None)
+    extra = (lambda split: (split,)) if task.data is not None else (lambda split: ())
     key = jax.random.PRNGKey(0)
 
     def trace(name, fn, *args):
@@ -161,13 +162,17 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
             raise PopjaxError(f"task {name} failed on one member ({type(error).__name__}: "
                               f"{_first_line(error)})") from None
 
-    state = trace("init", lambda k, h: task.init(k, h, *extra(data.train if data else None)),
-                  key, hparams)
-    if not all(hasattr(leaf, "shape") for leaf in jax.tree_util.tree_leaves(state)):
-        raise PopjaxError(f"task init returned {_describe(state)}: expected a pytree of arrays")
-    out = trace("train", lambda s, h, k: task.train(s, h, k, jnp.int32(0),
-                                                    *extra(data.train if data else None)),
-                state, hparams, key)
+    def init(k, h, d):
+        state = task.init(k, h, *extra(d))
+        if not all(isinstance(leaf, (jax.Array, np.ndarray, float, int))
+                   for leaf in jax.tree_util.tree_leaves(state)):
+            raise PopjaxError(f"task init returned {_describe(state)}: expected a pytree of "
+                              "arrays")
+        return state
+
+    state = trace("init", init, key, hparams, data.train)
+    out = trace("train", lambda s, h, k, d: task.train(s, h, k, jnp.int32(0), *extra(d)),
+                state, hparams, key, data.train)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PopjaxError(f"task train returned {_describe(out)}: expected (state, metrics)")
     new_state, metrics = out
@@ -177,9 +182,8 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
         raise PopjaxError(f"task train returned the state {_describe(new_state)}: expected the "
                           f"structure, shapes and dtypes that init returned, {_describe(state)}")
     _check_metrics("train", metrics)
-    scores = trace("evaluate", lambda s, h, k: task.evaluate(s, h, k,
-                                                              *extra(data.val if data else None)),
-                   state, hparams, key)
+    scores = trace("evaluate", lambda s, h, k, d: task.evaluate(s, h, k, *extra(d)),
+                   state, hparams, key, data.val)
     _check_metrics("evaluate", scores)
     if task.fitness not in scores:
         raise PopjaxError(f"task evaluate returned the metrics {sorted(scores)}, without the "

@@ -81,14 +81,18 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import popjax  # noqa: E402
-from popjax.config import SweepConfig  # noqa: E402
-from popjax.data import mnist1d, to_device  # noqa: E402
+from popjax.config import PBTConfig  # noqa: E402
+from popjax.data import mnist1d  # noqa: E402
 from popjax.mesh import member_sharding, population_mesh, replicated  # noqa: E402
 from popjax.nn import CNN1D, MLP  # noqa: E402
 from popjax.pbt import pbt_step  # noqa: E402
 from popjax.population import init_population, select  # noqa: E402
 from popjax.round import Standing, make_round  # noqa: E402
-from popjax.train import cross_entropy, make_evaluate, make_member_step  # noqa: E402
+from popjax.space import SearchSpace  # noqa: E402
+from popjax.tasks import classification  # noqa: E402
+from popjax.train import make_evaluate  # noqa: E402
+
+SPACE = SearchSpace()  # popjax's default priors
 
 
 def build(name: str, dtype: str, num_classes: int):
@@ -148,36 +152,45 @@ def device_memory_limit() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def sequential_rates(model, train, population, args) -> dict:
+def member_step(task):
+    """One member's step as a user's own loop runs it: the key split inside the jitted step."""
+
+    def step(state, hparams, rng, t, train):
+        rng, key = jax.random.split(rng)
+        state, metrics = task.train(state, hparams, key, t, train)
+        return state, rng, metrics["loss"]
+
+    return step
+
+
+def sequential_rates(task, train, population, args) -> dict:
     """Member-steps per second of members trained one after another, two usual ways."""
-    step = make_member_step(model, cross_entropy, train, args.batch_size)
+    step = member_step(task)
     members = [select(population, i) for i in range(min(population.size,
                                                         args.max_sequential_members))]
     jit_step = jax.jit(step)
 
     def loop():
         for m in members:
-            params, opt_state, rng = m.params, m.opt_state, m.rng
+            state, rng = m.state, m.rng
             for _ in range(args.steps):
-                params, opt_state, rng, loss = jit_step(params, opt_state, m.hparams, rng,
-                                                        m.step)
-            jax.block_until_ready((params, loss))  # as a user reading the final loss would
+                state, rng, loss = jit_step(state, m.hparams, rng, m.step, train)
+            jax.block_until_ready((state, loss))  # as a user reading the final loss would
 
     @jax.jit
-    def scanned(params, opt_state, hparams, rng):
+    def scanned(state, hparams, rng, train):
         def body(carry, t):
-            *carry, loss = step(*carry[:2], hparams, carry[2], t)
-            return tuple(carry), loss
-        return jax.lax.scan(body, (params, opt_state, rng), jnp.arange(args.steps))
+            state, rng, loss = step(*carry[:1], hparams, carry[1], t, train)
+            return (state, rng), loss
+        return jax.lax.scan(body, (state, rng), jnp.arange(args.steps))
 
     def scan():
         for m in members:
-            jax.block_until_ready(scanned(m.params, m.opt_state, m.hparams, m.rng))
+            jax.block_until_ready(scanned(m.state, m.hparams, m.rng, train))
 
     first = members[0]
-    jax.block_until_ready(jit_step(first.params, first.opt_state, first.hparams, first.rng,
-                                   first.step))
-    jax.block_until_ready(scanned(first.params, first.opt_state, first.hparams, first.rng))
+    jax.block_until_ready(jit_step(first.state, first.hparams, first.rng, first.step, train))
+    jax.block_until_ready(scanned(first.state, first.hparams, first.rng, train))
     work = len(members) * args.steps
     repeats = max(args.repeats, 3)  # cheap next to popjax's side; more tries damp the noise
     return {"members_timed": len(members),
@@ -185,36 +198,34 @@ def sequential_rates(model, train, population, args) -> dict:
             "scan_member_steps_per_s": work / fastest(scan, repeats)}
 
 
-def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
+def measure_population(task, size, args, budget) -> dict:
     """popjax's round at population ``size``: rate, PBT share, compile time, memory."""
     row = {"population": size}
     mesh = population_mesh(jax.devices()[: math.gcd(size, jax.device_count())])
     members = member_sharding(mesh)
-    train, val = jax.device_put((train, val), replicated(mesh))
-    config = SweepConfig(population=size, interval=args.steps, batch_size=args.batch_size,
-                         steps=args.steps * 2)
+    data = jax.device_put(task.data, replicated(mesh))
+    pbt = PBTConfig()
     pbt_key = jax.random.PRNGKey(args.seed + 1)
     population = jax.device_put(
-        init_population(jax.random.PRNGKey(args.seed), model, sample_x, config.space, size),
-        members)
+        init_population(jax.random.PRNGKey(args.seed), task, SPACE, size, data.train), members)
     standing = jax.device_put(Standing.initial(size)._replace(
         fitness=jnp.linspace(0.0, 1.0, size)), members)
     fitness = standing.fitness
 
     # Estimate first: a population too slow or too large for this device is skipped.
-    per_step = jax.jit(jax.vmap(make_member_step(model, cross_entropy, train, args.batch_size)))
-    lowered_step = per_step.lower(population.params, population.opt_state, population.hparams,
-                                  population.rng, population.step)
+    per_step = jax.jit(jax.vmap(member_step(task), in_axes=(0, 0, 0, 0, None)))
+    lowered_step = per_step.lower(population.state, population.hparams, population.rng,
+                                  population.step, data.train)
     flops = flops_of(lowered_step.compile())
     estimate = (flops or 0) * args.steps * (args.repeats + 1) / budget["flops_per_s"]
     if estimate > args.max_seconds:
         return {**row, "skipped": f"estimated {estimate:.0f} s > --max-seconds"}
 
-    round_fn = jax.jit(make_round(model, cross_entropy, train, val, config, pbt_key),
+    round_fn = jax.jit(make_round(task, args.steps, SPACE, pbt, pbt_key),
                        out_shardings=members, donate_argnums=0)
     start = time.perf_counter()
     try:
-        compiled = round_fn.lower(population, standing, 1).compile()
+        compiled = round_fn.lower(population, standing, 1, data).compile()
     except Exception as error:  # out of memory while compiling or allocating
         return {**row, "skipped": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
     row["compile_seconds"] = time.perf_counter() - start
@@ -225,17 +236,17 @@ def measure_population(model, size, train, val, sample_x, args, budget) -> dict:
     state = {"population": population}
 
     def one_round():
-        state["population"], _, output = compiled(state["population"], standing, 1)
+        state["population"], _, output = compiled(state["population"], standing, 1, data)
         jax.block_until_ready(output)
 
     one_round()  # first call allocates
     round_seconds = fastest(one_round, args.repeats)
 
-    evaluate = make_evaluate(model, cross_entropy)
+    evaluate = make_evaluate(task)
 
     def pbt_and_validation(population, fitness, key):
-        population, _, _ = pbt_step(key, population, fitness, config.space, config.pbt)
-        return population, evaluate(population.params, val, population.hparams)
+        population, _, _ = pbt_step(key, population, fitness, SPACE, pbt)
+        return evaluate(population, data.val)
 
     pbt_only = jax.jit(pbt_and_validation, out_shardings=members).lower(
         state["population"], fitness, pbt_key).compile()
@@ -325,17 +336,19 @@ def print_table(report) -> None:
           f"compilations in all ({c['all_compile_seconds']:.1f} s)")
 
 
-def baselines(args, dataset, train, sample_x) -> dict:
+def baselines(args, dataset) -> dict:
     """The one-by-one rates of every model, measured as a user's single model runs: on JAX's
     default CPU setup (one device using every core), so when this process split the CPU into one
     device per core, in a subprocess that did not."""
     if args.baselines_only or jax.default_backend() != "cpu" or jax.device_count() == 1:
         rates = {}
         for name in args.models:
-            model = build(name, args.dtype, dataset.num_classes)
-            members = init_population(jax.random.PRNGKey(args.seed), model, sample_x,
-                                      SweepConfig().space, args.max_sequential_members)
-            rates[name] = sequential_rates(model, train, members, args)
+            task = classification(build(name, args.dtype, dataset.num_classes), dataset,
+                                  batch_size=args.batch_size)
+            train = jax.device_put(task.data.train)
+            members = init_population(jax.random.PRNGKey(args.seed), task, SPACE,
+                                      args.max_sequential_members, train)
+            rates[name] = sequential_rates(task, train, members, args)
         return rates
     command = [sys.executable, __file__, "--baselines-only", "--cpu-devices", "one",
                "--models", *args.models, "--steps", str(args.steps), "--batch-size",
@@ -348,18 +361,13 @@ def baselines(args, dataset, train, sample_x) -> dict:
 
 def main(args) -> None:
     if args.baselines_only:
-        dataset = mnist1d(seed=args.seed)
-        train = to_device(dataset.x_train, dataset.y_train)
-        print(json.dumps(baselines(args, dataset, train, train.x[: args.batch_size])))
+        print(json.dumps(baselines(args, mnist1d(seed=args.seed))))
         return
     started = time.perf_counter()
     accelerator = jax.default_backend() != "cpu"
     populations = args.populations or (ACCELERATOR_POPULATIONS if accelerator
                                        else CPU_POPULATIONS)
     dataset = mnist1d(seed=args.seed)
-    train = to_device(dataset.x_train, dataset.y_train)
-    val = to_device(dataset.x_val, dataset.y_val)
-    sample_x = train.x[: args.batch_size]
     budget = {**matmul_flops_per_s(args.dtype, args.repeats),
               "memory_bytes": device_memory_limit()}
     report = {"backend": jax.default_backend(), "devices": jax.device_count(),
@@ -368,14 +376,15 @@ def main(args) -> None:
               "jax_version": jax.__version__, "python_version": platform.python_version(),
               "cpu_cores": os.cpu_count(), "matmul": budget, "models": {}}
     for name in args.models:
-        model = build(name, args.dtype, dataset.num_classes)
+        task = classification(build(name, args.dtype, dataset.num_classes), dataset,
+                              batch_size=args.batch_size)
         rows = []
         for size in populations:
-            rows.append(measure_population(model, size, train, val, sample_x, args, budget))
+            rows.append(measure_population(task, size, args, budget))
             print(f"{name} P={size}: {rows[-1].get('skipped', 'done')} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
         report["models"][name] = {"populations": rows}
-    for name, sequential in baselines(args, dataset, train, sample_x).items():
+    for name, sequential in baselines(args, dataset).items():
         report["models"][name]["sequential"] = sequential
     report["sweep_compilations"] = count_sweep_compilations(
         build("mlp64", args.dtype, dataset.num_classes), dataset)

@@ -1,5 +1,10 @@
 """Small shared pieces: tests use tiny populations and few steps to stay quick on a CPU."""
 
+import os
+import subprocess
+import sys
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,5 +71,36 @@ def segment_of(task, steps):
     """The jitted training segment of ``steps`` steps, taking the population alone."""
     from popjax.train import make_segment
 
-    segment = make_segment(task, steps)
-    return jax.jit(lambda population: segment(population, task.data.train))
+    segment = jax.jit(make_segment(task, steps))
+    return lambda population: segment(population, task.data.train)
+
+
+def popjax_cli(*args, cwd, report=False, **env):
+    """``popjax ARGS`` in a subprocess on one CPU device, as in this test process, which reads
+    the checkpoints back; ``env`` adds environment variables."""
+    flags = ["--quiet"] + ([] if report else ["--no-report"])
+    return subprocess.Popen([sys.executable, "-m", "popjax", *args, *flags],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", **env})
+
+
+def final_state(run_dir):
+    """The population and fitness in the run's newest checkpoint, as host arrays."""
+    from popjax.checkpoint import SweepCheckpoints
+
+    checkpoints = SweepCheckpoints(run_dir)
+    latest = checkpoints.rounds_saved()[-1]
+    restored = checkpoints.manager.restore(latest)
+    checkpoints.close()
+    return latest, jax.tree_util.tree_leaves(jax.device_get(restored["state"]))
+
+
+def wait_for_checkpoints(run_dir, count, process, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        folder = run_dir / "checkpoints"
+        if folder.is_dir() and sum(p.name.isdigit() for p in folder.iterdir()) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoints appeared")

@@ -42,7 +42,7 @@ def test_run_writes_the_run_folder(tmp_path):
     run = tmp_path / "run1"
     assert {p.name for p in run.iterdir()} == {
         "config.toml", "metrics.jsonl", "lineage.json", "summary.json", "checkpoints",
-        "report.md", "accuracy.png", "hyperparameters.png", "family_tree.png",
+        "report.md", "fitness.png", "hyperparameters.png", "family_tree.png",
         "final_hyperparameters.png"}
     summary = json.loads((run / "summary.json").read_text())
     # On the CPU the command spreads the 4 members over one device per core.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import popjax
+from conftest import final_state, popjax_cli, wait_for_checkpoints
 from popjax.checkpoint import SweepCheckpoints
 from popjax.errors import PopjaxError
 from popjax.space import LogUniform, SearchSpace
@@ -33,33 +34,6 @@ name = "digits"
 name = "mlp"
 hidden = [32]
 """
-
-
-def popjax_cli(*args, cwd):
-    # One CPU device, as in this test process, which reads the checkpoints back.
-    return subprocess.Popen([sys.executable, "-m", "popjax", *args, "--quiet", "--no-report"],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
-
-
-def final_state(run_dir):
-    """The population and fitness in the run's newest checkpoint, as host arrays."""
-    checkpoints = SweepCheckpoints(run_dir)
-    latest = checkpoints.rounds_saved()[-1]
-    restored = checkpoints.manager.restore(latest)
-    checkpoints.close()
-    return latest, jax.tree_util.tree_leaves(jax.device_get(restored["state"]))
-
-
-def wait_for_checkpoints(run_dir, count, process, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert process.poll() is None, process.communicate()
-        folder = run_dir / "checkpoints"
-        if folder.is_dir() and sum(p.name.isdigit() for p in folder.iterdir()) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no checkpoints appeared")
 
 
 @pytest.fixture(scope="module")
