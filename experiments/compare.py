@@ -39,19 +39,44 @@ import numpy as np  # noqa: E402
 
 import popjax  # noqa: E402
 from popjax.space import Fixed, SearchSpace  # noqa: E402
+from popjax.tasks.rl import TEXTBOOK as PPO_SETTING  # noqa: E402
 
 HERE = Path(__file__).parent
-TASKS = ("mnist1d_mlp", "mnist1d_cnn", "digits_mlp", "diabetes_regression")
-TEXTBOOK = SearchSpace({"learning_rate": Fixed(0.05), "momentum": Fixed(0.9),
-                        "dropout": Fixed(0.0), "weight_decay": Fixed(5e-4)})
+TASKS = (
+    "mnist1d_mlp",
+    "mnist1d_cnn",
+    "digits_mlp",
+    "diabetes_regression",
+    "cartpole_ppo",
+    "acrobot_ppo",
+)
+# Where each task's config is, when not experiments/<task>.toml.
+CONFIGS = {
+    "cartpole_ppo": HERE / "rl" / "cartpole.toml",
+    "acrobot_ppo": HERE / "rl" / "acrobot.toml",
+}
+TEXTBOOK = SearchSpace(
+    {
+        "learning_rate": Fixed(0.05),
+        "momentum": Fixed(0.9),
+        "dropout": Fixed(0.0),
+        "weight_decay": Fixed(5e-4),
+    }
+)
+# PPO's usual setting for classic control, for the RL tasks' fixed method.
+PPO_TEXTBOOK = SearchSpace({k: Fixed(v) for k, v in PPO_SETTING.items()}, builtin=False)
 # Per-member data augmentation, as a config's [space] table writes it.
-AUGMENTATION = {"shift": {"prior": "uniform", "low": 0.0, "high": 1.0},  # up to one position
-                "noise": {"prior": "uniform", "low": 0.0, "high": 0.2},
-                "scale": {"prior": "uniform", "low": 0.0, "high": 0.2}}
+AUGMENTATION = {
+    "shift": {"prior": "uniform", "low": 0.0, "high": 1.0},  # up to one position
+    "noise": {"prior": "uniform", "low": 0.0, "high": 0.2},
+    "scale": {"prior": "uniform", "low": 0.0, "high": 0.2},
+}
 # Each method's best setup on development data, chosen by design.py (design.md); the test
 # split played no part. Tasks and methods not named run their config as it is.
-SETUPS = {("digits_mlp", "pbt"): {"space": AUGMENTATION, "metric": "loss", "interval": 250},
-          ("digits_mlp", "random"): {"space": AUGMENTATION, "metric": "loss"}}
+SETUPS = {
+    ("digits_mlp", "pbt"): {"space": AUGMENTATION, "metric": "loss", "interval": 250},
+    ("digits_mlp", "random"): {"space": AUGMENTATION, "metric": "loss"},
+}
 # A digits run takes seconds and one test image is 0.28 points, so digits gets more seeds.
 SEEDS = {"digits_mlp": list(range(10))}
 DEFAULT_SEEDS = [0, 1, 2]
@@ -59,12 +84,14 @@ DEFAULT_SEEDS = [0, 1, 2]
 
 def method_config(task: str, method: str, seed: int, setup: dict | None = None):
     """The task's config run by a method: with its chosen ``SETUPS`` unless given ``setup``."""
-    config = popjax.SweepConfig.from_toml(HERE / f"{task}.toml").replace(seed=seed)
+    path = CONFIGS.get(task, HERE / f"{task}.toml")
+    config = popjax.SweepConfig.from_toml(path).replace(seed=seed)
     config = with_setup(config, SETUPS.get((task, method), {}) if setup is None else setup)
     if method == "random":
         return config.replace(pbt=dataclasses.replace(config.pbt, enabled=False))
     if method == "fixed":
-        return config.replace(space=TEXTBOOK, pbt=dataclasses.replace(config.pbt, enabled=False))
+        textbook = TEXTBOOK if config.builtin_task else PPO_TEXTBOOK
+        return config.replace(space=textbook, pbt=dataclasses.replace(config.pbt, enabled=False))
     return config
 
 
@@ -79,10 +106,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--methods", nargs="+", default=["pbt", "random", "fixed"])
-    parser.add_argument("--seeds", nargs="+", type=int,
-                        help="seeds for every task (default: 0-9 for digits, 0-2 otherwise)")
-    parser.add_argument("--as-configured", action="store_true",
-                        help="run every method on its task's config as it is, without SETUPS")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="seeds for every task (default: 0-9 for digits, 0-2 otherwise)",
+    )
+    parser.add_argument(
+        "--as-configured",
+        action="store_true",
+        help="run every method on its task's config as it is, without SETUPS",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args(argv)
 
@@ -93,16 +127,32 @@ def main(argv=None) -> None:
                 config = method_config(task, method, seed, {} if args.as_configured else None)
                 result = popjax.run(config, write=False, progress=False)
                 metric = result.selects_on
-                runs.append({"task": task, "method": method, "seed": seed, "metric": metric,
-                             f"val_{metric}": result.best_val[metric],
-                             f"test_{metric}": result.best_test[metric],
-                             "best_hparams": result.best_hparams,
-                             "wall_time_s": result.wall_time})
-                print(f"{task:12s} {method:7s} seed {seed}: val {metric} "
-                      f"{result.best_val[metric]:.4f} test {result.best_test[metric]:.4f} "
-                      f"({result.wall_time:.0f} s)", flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor(),
-               "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
+                runs.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "seed": seed,
+                        "metric": metric,
+                        f"val_{metric}": result.best_val[metric],
+                        f"test_{metric}": result.best_test[metric],
+                        "best_hparams": result.best_hparams,
+                        "wall_time_s": result.wall_time,
+                    }
+                )
+                if "val_env_steps" in result.history[0]:
+                    runs[-1]["curve"] = return_curve(result.history)
+                print(
+                    f"{task:12s} {method:7s} seed {seed}: val {metric} "
+                    f"{result.best_val[metric]:.4f} test {result.best_test[metric]:.4f} "
+                    f"({result.wall_time:.0f} s)",
+                    flush=True,
+                )
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+    }
     out = Path(args.out)
     if out.exists():  # keep the runs of the tasks not run now
         kept = [r for r in json.loads(out.read_text())["runs"] if r["task"] not in args.tasks]
@@ -110,8 +160,10 @@ def main(argv=None) -> None:
     out.write_text(json.dumps({"machine": machine, "runs": runs}, indent=1))
     table = results_table(runs)
     out.with_suffix(".md").write_text(
-        f"{table}\n\nMNIST-1D paper (test accuracy): {PAPER}.\n\nMachine: {machine}\n")
+        f"{table}\n\nMNIST-1D paper (test accuracy): {PAPER}.\n\nMachine: {machine}\n"
+    )
     plot(runs, out.with_suffix(".png"))
+    plot_curves(runs, out.with_name(out.stem + "_rl_curves.png"))
     print()
     print(table)
 
@@ -148,6 +200,44 @@ def plot(runs, path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def return_curve(history: list[dict]) -> list[list[float]]:
+    """An RL run's best evaluation return after each round, against environment steps."""
+    return [[max(r["val_env_steps"]), max(r["val_return"])] for r in history]
+
+
+def plot_curves(runs, path) -> None:
+    """Return against environment steps: each method's mean over seeds of its best member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in runs if "curve" in r))
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, method in enumerate(dict.fromkeys(r["method"] for r in runs if r["task"] == task)):
+            curves = np.array(
+                [
+                    r["curve"]
+                    for r in runs
+                    if r["task"] == task and r["method"] == method and "curve" in r
+                ]
+            )
+            steps, best = curves[0, :, 0], curves[:, :, 1]
+            ax.plot(steps, best.mean(0), color=f"C{i}", label=method)
+            ax.fill_between(steps, best.min(0), best.max(0), color=f"C{i}", alpha=0.15)
+        ax.set(
+            title=task,
+            xlabel="environment steps per agent",
+            ylabel="best member's evaluation return",
+        )
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def score(run: dict) -> float:
     """A run's test figure: accuracy in %, or the loss a regression selected on."""
     metric = run.get("metric", "accuracy")
@@ -156,7 +246,11 @@ def score(run: dict) -> float:
 
 def score_name(task: str, runs) -> str:
     metric = next(r.get("metric", "accuracy") for r in runs if r["task"] == task)
-    return "test accuracy (%)" if metric == "accuracy" else f"test {metric} (lower is better)"
+    if metric == "accuracy":
+        return "test accuracy (%)"
+    return (
+        "test return (fresh episodes)" if metric == "return" else f"test {metric} (lower is better)"
+    )
 
 
 def results_table(runs) -> str:
@@ -164,15 +258,18 @@ def results_table(runs) -> str:
     regression's loss), mean ± std over seeds, and PBT's paired lead over random search."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    lines = ["| task | " + " | ".join(methods) + " | pbt − random, paired |",
-             "|---" * (len(methods) + 2) + "|"]
+    lines = [
+        "| task | " + " | ".join(methods) + " | pbt − random, paired |",
+        "|---" * (len(methods) + 2) + "|",
+    ]
     for task in tasks:
         cells = []
         digits = 1 if score_name(task, runs) == "test accuracy (%)" else 3
         for method in methods:
             values = [score(r) for r in runs if r["task"] == task and r["method"] == method]
-            cells.append(f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} "
-                         f"(n={len(values)})")
+            cells.append(
+                f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} (n={len(values)})"
+            )
         lines.append(f"| {task} | " + " | ".join(cells) + f" | {paired_lead(runs, task)} |")
     return "\n".join(lines)
 
@@ -180,8 +277,11 @@ def results_table(runs) -> str:
 def paired_lead(runs, task) -> str:
     """PBT's test figure minus random search's on the same seed: mean ± standard error."""
     by_seed = {(r["method"], r["seed"]): score(r) for r in runs if r["task"] == task}
-    lead = [by_seed["pbt", s] - by_seed["random", s] for m, s in by_seed
-            if m == "pbt" and ("random", s) in by_seed]
+    lead = [
+        by_seed["pbt", s] - by_seed["random", s]
+        for m, s in by_seed
+        if m == "pbt" and ("random", s) in by_seed
+    ]
     if len(lead) < 2:
         return "n/a"
     error = np.std(lead, ddof=1) / np.sqrt(len(lead))

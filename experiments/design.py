@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-# compare also spreads the members over the CPU cores
-from compare import AUGMENTATION, HERE, TASKS, method_config
 from popjax.plan import Plan
 from popjax.sweep import run
+
+# compare also spreads the members over the CPU cores
+from compare import AUGMENTATION, HERE, TASKS, method_config
 
 METRICS = ("accuracy", "loss")
 INTERVALS = (100, 250)
@@ -65,8 +66,10 @@ def setups(method: str):
     for space, metric in itertools.product(SPACES, METRICS):
         if method == "pbt":
             for interval in INTERVALS:
-                yield (f"{space}, {metric}, interval {interval}",
-                       {"space": SPACES[space], "metric": metric, "interval": interval})
+                yield (
+                    f"{space}, {metric}, interval {interval}",
+                    {"space": SPACES[space], "metric": metric, "interval": interval},
+                )
         else:
             yield f"{space}, {metric}", {"space": SPACES[space], "metric": metric}
 
@@ -88,15 +91,26 @@ def main(argv=None) -> None:
                 for label, changes in setups(method):
                     config = method_config(args.task, method, seed, changes).replace(data=data)
                     result = run(config, write=False, progress=False)
-                    runs.append({"method": method, "setup": label, "changes": changes,
-                                 "seed": seed, "dev_test_accuracy": result.best_test["accuracy"]})
-                    print(f"seed {seed} {method:7s} {label:40s} dev test "
-                          f"{result.best_test['accuracy']:.4f}", flush=True)
+                    runs.append(
+                        {
+                            "method": method,
+                            "setup": label,
+                            "changes": changes,
+                            "seed": seed,
+                            "dev_test_accuracy": result.best_test["accuracy"],
+                        }
+                    )
+                    print(
+                        f"seed {seed} {method:7s} {label:40s} dev test "
+                        f"{result.best_test['accuracy']:.4f}",
+                        flush=True,
+                    )
     table = design_table(runs)
     out = HERE / "design.json"
     out.write_text(json.dumps({"task": args.task, "runs": runs}, indent=1))
-    out.with_suffix(".md").write_text(f"Task {args.task}, development seeds {args.seeds}.\n\n"
-                                      f"{table}\n")
+    out.with_suffix(".md").write_text(
+        f"Task {args.task}, development seeds {args.seeds}.\n\n{table}\n"
+    )
     print()
     print(table)
 
@@ -108,12 +122,16 @@ def design_table(runs) -> str:
     for r in runs:
         accuracy.setdefault((r["method"], r["setup"]), []).append(100 * r["dev_test_accuracy"])
     mean = {key: np.mean(values) for key, values in accuracy.items()}
-    best = {method: max((s for m, s in mean if m == method), key=lambda s: mean[method, s])
-            for method, _ in mean}
+    best = {
+        method: max((s for m, s in mean if m == method), key=lambda s: mean[method, s])
+        for method, _ in mean
+    }
     lines = ["| method | setup | dev test accuracy (%) | chosen |", "|---|---|---|---|"]
     for (method, setup), values in accuracy.items():
-        lines.append(f"| {method} | {setup} | {np.mean(values):.2f} ± {np.std(values):.2f} "
-                     f"(n={len(values)}) | {'yes' if best[method] == setup else ''} |")
+        lines.append(
+            f"| {method} | {setup} | {np.mean(values):.2f} ± {np.std(values):.2f} "
+            f"(n={len(values)}) | {'yes' if best[method] == setup else ''} |"
+        )
     return "\n".join(lines)
 
 

@@ -7,12 +7,14 @@ every spatial axis, a flip reverses the last one (time for a sequence, left-righ
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
-AUGMENT_HPARAMS = ("shift", "noise", "scale", "flip")
+from popjax.hyperparameters import acting_in
+
+AUGMENT_HPARAMS = acting_in("augmentation")
 
 
 def spatial_axes(x) -> tuple[int, ...]:
@@ -29,13 +31,15 @@ def augment_example(key, x, hparams: Mapping[str, jax.Array]):
         for axis, amount in zip(axes, amounts):
             x = jnp.roll(x, amount, axis=axis)
     if "scale" in hparams:
-        x = x * jax.random.uniform(scale_key, (), minval=1.0 - hparams["scale"],
-                                   maxval=1.0 + hparams["scale"])
+        x = x * jax.random.uniform(
+            scale_key, (), minval=1.0 - hparams["scale"], maxval=1.0 + hparams["scale"]
+        )
     if "noise" in hparams:
         x = x + hparams["noise"] * jax.random.normal(noise_key, x.shape, x.dtype)
     if "flip" in hparams:
-        x = jnp.where(jax.random.bernoulli(flip_key, hparams["flip"]),
-                      jnp.flip(x, axis=axes[-1]), x)
+        x = jnp.where(
+            jax.random.bernoulli(flip_key, hparams["flip"]), jnp.flip(x, axis=axes[-1]), x
+        )
     return x
 
 

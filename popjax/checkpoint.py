@@ -25,7 +25,8 @@ class SweepCheckpoints:
     def __init__(self, run_dir, keep: int = 3):
         self.directory = (Path(run_dir) / DIRNAME).absolute()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
+            max_to_keep=keep,
+            create=True,
             # Synchronous: a round waits for its checkpoint, so a kill right after it loses
             # nothing, and no thread outlives the sweep.
             enable_async_checkpointing=False,
@@ -36,8 +37,9 @@ class SweepCheckpoints:
         """Saves ``state`` (a pytree of arrays) and ``meta`` (plain JSON data)."""
         self.manager.save(
             rounds_done,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                    meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             force=True,
         )
         self.manager.wait_until_finished()
@@ -57,13 +59,17 @@ class SweepCheckpoints:
             try:
                 restored = self.manager.restore(
                     rounds_done,
-                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                            meta=ocp.args.JsonRestore()),
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                    ),
                 )
             except Exception as error:  # orbax and tensorstore raise many kinds on bad files
                 reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-                warnings.warn(f"checkpoint after round {rounds_done} is damaged ({reason}); "
-                              "falling back to the one before", stacklevel=2)
+                warnings.warn(
+                    f"checkpoint after round {rounds_done} is damaged ({reason}); "
+                    "falling back to the one before",
+                    stacklevel=2,
+                )
                 damaged.append(rounds_done)
                 continue
             # The resumed sweep writes these rounds again.
@@ -72,8 +78,9 @@ class SweepCheckpoints:
             return rounds_done, restored["state"], restored["meta"]
         if saved:
             raise PopjaxError(f"every checkpoint in {self.directory} is damaged: start a new run")
-        raise PopjaxError(f"{self.directory.parent} has no checkpoint to resume from: "
-                          "start a new run")
+        raise PopjaxError(
+            f"{self.directory.parent} has no checkpoint to resume from: start a new run"
+        )
 
     def close(self) -> None:
         self.manager.close()

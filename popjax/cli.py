@@ -21,37 +21,57 @@ def main(argv=None) -> int:
     run.add_argument("--seed", type=int)
     run.add_argument("--name", help="names the run folder")
     run.add_argument("--out", help="the run folder (default runs/<name>-<timestamp>)")
-    run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue a run from its newest checkpoint, with its own config")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest checkpoint, with its own config",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--no-report", action="store_true", dest="no_report",
-                     help="skip the plots and report.md written at the end")
-    run.add_argument("--tensorboard", action="store_true",
-                     help="also stream metrics to TensorBoard event files in RUN/tensorboard")
-    run.add_argument("--cpu-devices", choices=("cores", "one"), default="cores",
-                     dest="cpu_devices",
-                     help="on the CPU, spread members over one JAX device per core (default) "
-                          "or run them all on one device")
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        dest="no_report",
+        help="skip the plots and report.md written at the end",
+    )
+    run.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also stream metrics to TensorBoard event files in RUN/tensorboard",
+    )
+    run.add_argument(
+        "--cpu-devices",
+        choices=("cores", "one"),
+        default="cores",
+        dest="cpu_devices",
+        help="on the CPU, spread members over one JAX device per core (default) "
+        "or run them all on one device",
+    )
     hosts = run.add_argument_group("several hosts (every process runs the same command)")
-    hosts.add_argument("--distributed", action="store_true",
-                       help="join a multi-process run described by the cluster's environment "
-                            "(Cloud TPU, Slurm, Kubernetes)")
+    hosts.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run described by the cluster's environment "
+        "(Cloud TPU, Slurm, Kubernetes)",
+    )
     hosts.add_argument("--coordinator", help="ADDRESS:PORT of process 0")
     hosts.add_argument("--num-processes", type=int, dest="num_processes")
     hosts.add_argument("--process-id", type=int, dest="process_id")
     report = commands.add_parser("report", help="write plots and report.md for a finished run")
     report.add_argument("run_dir", metavar="RUN", help="a finished run folder")
-    export = commands.add_parser("export-schedule",
-                                 help="write a member's replayed hyperparameter schedules")
+    export = commands.add_parser(
+        "export-schedule", help="write a member's replayed hyperparameter schedules"
+    )
     export.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     export.add_argument("--member", default="best", help="a member id, or 'best' (default)")
     export.add_argument("--out", default="schedule.json", help="the JSON file to write")
     replay = commands.add_parser(
-        "replay", help="retrain one model from scratch with a member's replayed schedules")
+        "replay", help="retrain one model from scratch with a member's replayed schedules"
+    )
     replay.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     replay.add_argument("--member", default="best", help="a member id, or 'best' (default)")
-    replay.add_argument("--seed", type=int, help="initial weights and batch order "
-                                                 "(default: the run's seed)")
+    replay.add_argument(
+        "--seed", type=int, help="initial weights and batch order (default: the run's seed)"
+    )
     replay.add_argument("--out", help="also write the figures to this JSON file")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -84,21 +104,29 @@ def run_command(args) -> int:
     elif args.cpu_devices == "cores":
         use_cpu_cores(planned_population(args))
     result = run(
-        args.config, out=args.out, progress=not args.quiet, distributed=distributed,
-        resume=args.resume, tensorboard=args.tensorboard,
+        args.config,
+        out=args.out,
+        progress=not args.quiet,
+        distributed=distributed,
+        resume=args.resume,
+        tensorboard=args.tensorboard,
         population=args.population,
-        steps=args.steps, interval=args.interval, batch_size=args.batch_size, seed=args.seed,
+        steps=args.steps,
+        interval=args.interval,
+        batch_size=args.batch_size,
+        seed=args.seed,
         name=args.name,
     )
     if result.run_dir is None:  # another process than 0 of a multi-process run
         return 0
     print(best_members_table(result))
     metric = result.selects_on
-    test = (f", test {metric} {result.best_test[metric]:.4f}" if metric in result.best_test
-            else "")
-    print(f"best member {result.best_member}: validation {metric} "
-          f"{result.best_val[metric]:.4f}{test} "
-          f"({result.wall_time:.1f} s on {len(result.devices)} device(s))")
+    test = f", test {metric} {result.best_test[metric]:.4f}" if metric in result.best_test else ""
+    print(
+        f"best member {result.best_member}: validation {metric} "
+        f"{result.best_val[metric]:.4f}{test} "
+        f"({result.wall_time:.1f} s on {len(result.devices)} device(s))"
+    )
     if not args.no_report:
         from popjax.report import write_report
 
@@ -125,15 +153,18 @@ def replay_command(args) -> int:
     result = retrain(args.run_dir, args.member, seed=args.seed, progress=not args.quiet)
     metric = result.metric
     test = f", test {result.member_test:.4f}" if result.member_test is not None else ""
-    print(f"member {result.member} in the sweep: validation {metric} "
-          f"{result.member_val:.4f}{test}")
+    print(f"member {result.member} in the sweep: validation {metric} {result.member_val:.4f}{test}")
     replay_test = f", test {result.test[metric]:.4f}" if metric in result.test else ""
-    print(f"replay from scratch (seed {result.seed}, {result.steps} steps): validation {metric} "
-          f"{result.val[metric]:.4f}{replay_test} ({result.wall_time:.1f} s)")
+    print(
+        f"replay from scratch (seed {result.seed}, {result.steps} steps): validation {metric} "
+        f"{result.val[metric]:.4f}{replay_test} ({result.wall_time:.1f} s)"
+    )
     test_gap = f", test {result.test_gap:+.4f}" if result.test_gap is not None else ""
-    print(f"gap (replay - member): validation {result.val_gap:+.4f}{test_gap}; the member's "
-          "validation figure is the best of its population, so it is biased "
-          + ("downward" if result.minimize else "upward"))
+    print(
+        f"gap (replay - member): validation {result.val_gap:+.4f}{test_gap}; the member's "
+        "validation figure is the best of its population, so it is biased "
+        + ("downward" if result.minimize else "upward")
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result.summary(), indent=1))
     return 0
@@ -169,8 +200,10 @@ def export_command(args) -> int:
 
     refuse_existing(args.out)
     written = export(args.run_dir, args.out, member=args.member)
-    print(f"member {written['member']}: {', '.join(written['schedules'])} over "
-          f"{written['steps']} steps written to {args.out}")
+    print(
+        f"member {written['member']}: {', '.join(written['schedules'])} over "
+        f"{written['steps']} steps written to {args.out}"
+    )
     return 0
 
 

@@ -110,7 +110,7 @@ class SweepConfig:
         """Classification or regression, with popjax's own models and hyperparameters."""
         return self.task.get("name") in TASK_METRICS
 
-    def replace(self, **changes) -> "SweepConfig":
+    def replace(self, **changes) -> SweepConfig:
         """A copy with some fields changed; ``None`` values are ignored (unset CLI flags)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if isinstance(changes.get("task"), str):
@@ -120,7 +120,7 @@ class SweepConfig:
                 raise ConfigError(unknown_name_error("config key", key, _FIELDS))
         return dataclasses.replace(self, **changes)
 
-    def validate(self) -> "SweepConfig":
+    def validate(self) -> SweepConfig:
         """Checks every field; returns the config with its name filled in."""
         for key in ("seed", *_COUNTS):
             value = getattr(self, key)
@@ -140,8 +140,11 @@ class SweepConfig:
                 f"steps {self.steps} is not a multiple of interval {self.interval}: "
                 f"use steps = {below} or {below + self.interval}"
             )
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) \
-                or self.epochs < 0:
+        if (
+            isinstance(self.epochs, bool)
+            or not isinstance(self.epochs, (int, float))
+            or self.epochs < 0
+        ):
             raise ConfigError(f"epochs must be a number >= 0 (got {self.epochs!r}); 0 uses steps")
         config = self._with_task_defaults()
         _check_pbt(self.pbt)
@@ -150,40 +153,49 @@ class SweepConfig:
             from popjax.groups import resolve_groups
 
             groups = resolve_groups(config)
-            config = dataclasses.replace(config, population=sum(g.config.population
-                                                                for g in groups))
+            config = dataclasses.replace(
+                config, population=sum(g.config.population for g in groups)
+            )
         if not config.name:
-            name = (f"{config.data['name']}-{self.model['name']}" if self.builtin_task
-                    else str(self.task["name"]).rpartition(":")[2])
+            name = (
+                f"{config.data['name']}-{self.model['name']}"
+                if self.builtin_task
+                else str(self.task["name"]).rpartition(":")[2]
+            )
             return dataclasses.replace(config, name=name)
         return config
 
-    def _with_task_defaults(self) -> "SweepConfig":
+    def _with_task_defaults(self) -> SweepConfig:
         """The task checked, and its metric and dataset filled in where the config is silent."""
         task = self.task
         if not isinstance(task, dict) or not isinstance(task.get("name"), str):
-            raise ConfigError("task must be a name (\"classification\", \"regression\" or "
-                              "\"package.module:factory\") or a table with one")
+            raise ConfigError(
+                'task must be a name ("classification", "regression" or '
+                '"package.module:factory") or a table with one'
+            )
         name = task["name"]
         if name not in TASK_METRICS:
             if ":" not in name and name != PYTHON_TASK:
-                raise ConfigError(unknown_name_error("task", name, tuple(TASK_METRICS))
-                                  + ", or \"package.module:factory\" for your own")
+                raise ConfigError(
+                    unknown_name_error("task", name, tuple(TASK_METRICS))
+                    + ', or "package.module:factory" for your own'
+                )
             if self.metric:
                 raise ConfigError(f"task {name} names its own fitness: remove metric")
             return self
         if len(task) > 1:
-            raise ConfigError(f"the {name} task takes no fields ({', '.join(sorted(task)[:3])}"
-                              "): set model, data and loss at the top level")
+            raise ConfigError(
+                f"the {name} task takes no fields ({', '.join(sorted(task)[:3])}"
+                "): set model, data and loss at the top level"
+            )
         metric = self.metric or TASK_METRICS[name][0]
         if metric not in TASK_METRICS[name]:
-            raise ConfigError(unknown_name_error(f"metric of a {name}", metric,
-                                                 TASK_METRICS[name]))
+            raise ConfigError(unknown_name_error(f"metric of a {name}", metric, TASK_METRICS[name]))
         data = {"val_fraction": 0.1, **self.data}
         data.setdefault("name", TASK_DATA[name])
         return dataclasses.replace(self, metric=metric, data=data)
 
-    def with_budget(self, num_train: int) -> "SweepConfig":
+    def with_budget(self, num_train: int) -> SweepConfig:
         """Turns an ``epochs`` budget into whole rounds of steps for ``num_train`` examples."""
         if not self.epochs:
             return self
@@ -197,7 +209,7 @@ class SweepConfig:
         return {**plain, "pbt": pbt, "space": self.space.to_dict()}
 
     @classmethod
-    def from_dict(cls, table: dict[str, Any]) -> "SweepConfig":
+    def from_dict(cls, table: dict[str, Any]) -> SweepConfig:
         table = dict(table)
         for key in table:
             if key not in _FIELDS:
@@ -207,7 +219,7 @@ class SweepConfig:
         if isinstance(table.get("task"), str):
             table["task"] = {"name": table["task"]}
         if "task" in table and not isinstance(table["task"], dict):
-            raise ConfigError("task must be a name or a table like {name = \"regression\"}")
+            raise ConfigError('task must be a name or a table like {name = "regression"}')
         builtin = table.get("task", {}).get("name", "classification") in TASK_METRICS
         if "space" in table or not builtin:
             table["space"] = SearchSpace.from_dict(table.get("space", {}), builtin=builtin)
@@ -224,7 +236,7 @@ class SweepConfig:
         return dataclasses.replace(defaults, **table)
 
     @classmethod
-    def from_toml(cls, path) -> "SweepConfig":
+    def from_toml(cls, path) -> SweepConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist: give the path of a .toml file")
@@ -242,8 +254,7 @@ class SweepConfig:
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(SweepConfig))
 # Whole numbers that must be at least 1.
-_COUNTS = ("population", "steps", "interval", "batch_size", "checkpoint_every",
-           "keep_checkpoints")
+_COUNTS = ("population", "steps", "interval", "batch_size", "checkpoint_every", "keep_checkpoints")
 
 
 def _pbt_from_dict(table) -> PBTConfig:

@@ -59,8 +59,9 @@ class Dataset:
         }
 
 
-def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays",
-                regression: bool = False) -> Dataset:
+def from_arrays(
+    x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays", regression: bool = False
+) -> Dataset:
     """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation.
 
     Labels are integer classes, or with ``regression=True`` real-valued targets.
@@ -96,8 +97,13 @@ def from_arrays(x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays"
     val, train = order[:num_val], order[num_val:]
     label_type = np.float32 if regression else np.int32
     return Dataset(
-        x[train], y[train].astype(label_type), x[val], y[val].astype(label_type),
-        x_test, y_test.astype(label_type), name=name,
+        x[train],
+        y[train].astype(label_type),
+        x[val],
+        y[val].astype(label_type),
+        x_test,
+        y_test.astype(label_type),
+        name=name,
     )
 
 
@@ -106,8 +112,15 @@ def mnist1d(*, val_fraction=0.1, seed=0) -> Dataset:
     from mnist1d.data import get_dataset_args, make_dataset
 
     raw = make_dataset(get_dataset_args())
-    return from_arrays(raw["x"], raw["y"], raw["x_test"], raw["y_test"],
-                       val_fraction=val_fraction, seed=seed, name="mnist1d")
+    return from_arrays(
+        raw["x"],
+        raw["y"],
+        raw["x_test"],
+        raw["y_test"],
+        val_fraction=val_fraction,
+        seed=seed,
+        name="mnist1d",
+    )
 
 
 def digits(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
@@ -119,8 +132,9 @@ def digits(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
     order = np.random.default_rng(seed + 1).permutation(len(x))
     num_test = int(round(len(x) * test_fraction))
     test, rest = order[:num_test], order[num_test:]
-    return from_arrays(x[rest], y[rest], x[test], y[test],
-                       val_fraction=val_fraction, seed=seed, name="digits")
+    return from_arrays(
+        x[rest], y[rest], x[test], y[test], val_fraction=val_fraction, seed=seed, name="digits"
+    )
 
 
 def diabetes(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
@@ -138,8 +152,16 @@ def diabetes(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
     test, rest = order[:num_test], order[num_test:]
     mean, std = y[rest].mean(), y[rest].std()
     x = (x - x[rest].mean(axis=0)) / x[rest].std(axis=0)
-    return from_arrays(x[rest], (y[rest] - mean) / std, x[test], (y[test] - mean) / std,
-                       val_fraction=val_fraction, seed=seed, name="diabetes", regression=True)
+    return from_arrays(
+        x[rest],
+        (y[rest] - mean) / std,
+        x[test],
+        (y[test] - mean) / std,
+        val_fraction=val_fraction,
+        seed=seed,
+        name="diabetes",
+        regression=True,
+    )
 
 
 def from_npz(path, *, val_fraction=0.1, seed=0, regression: bool = False) -> Dataset:
@@ -154,16 +176,24 @@ def from_npz(path, *, val_fraction=0.1, seed=0, regression: bool = False) -> Dat
     missing = [k for k in ("x", "y", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)}: save x, y, x_test and y_test")
-    return from_arrays(arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"],
-                       val_fraction=val_fraction, seed=seed, name=path.stem,
-                       regression=regression)
+    return from_arrays(
+        arrays["x"],
+        arrays["y"],
+        arrays["x_test"],
+        arrays["y_test"],
+        val_fraction=val_fraction,
+        seed=seed,
+        name=path.stem,
+        regression=regression,
+    )
 
 
 BUILTIN = {"mnist1d": mnist1d, "digits": digits, "diabetes": diabetes}
 
 
-def load(name: str = "mnist1d", *, path=None, val_fraction=0.1, seed=0,
-         regression: bool = False) -> Dataset:
+def load(
+    name: str = "mnist1d", *, path=None, val_fraction=0.1, seed=0, regression: bool = False
+) -> Dataset:
     """A dataset by config name: ``mnist1d``, ``digits``, ``diabetes`` or ``npz`` (with
     ``path``; its ``y`` read as real-valued targets when ``regression``)."""
     if name == "npz":
@@ -184,10 +214,12 @@ def class_index(labels) -> dict[str, np.ndarray]:
     starts, how many it has, and which classes are present."""
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=int(labels.max()) + 1)
-    return {"by_class": np.argsort(labels, kind="stable").astype(np.int32),
-            "class_starts": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32),
-            "class_counts": counts.astype(np.int32),
-            "classes_present": np.flatnonzero(counts).astype(np.int32)}
+    return {
+        "by_class": np.argsort(labels, kind="stable").astype(np.int32),
+        "class_starts": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32),
+        "class_counts": counts.astype(np.int32),
+        "classes_present": np.flatnonzero(counts).astype(np.int32),
+    }
 
 
 def sample_uniform(key, split, batch_size: int):
@@ -209,6 +241,7 @@ def sample_balanced(key, split, batch_size: int, balanced):
     present = split["classes_present"]
     classes = present[jax.random.randint(class_key, (batch_size,), 0, present.shape[0])]
     within = jax.random.randint(member_key, (batch_size,), 0, split["class_counts"][classes])
-    index = jnp.where(balanced > 0.5,
-                      split["by_class"][split["class_starts"][classes] + within], uniform)
+    index = jnp.where(
+        balanced > 0.5, split["by_class"][split["class_starts"][classes] + within], uniform
+    )
     return split["x"][index], split["y"][index]

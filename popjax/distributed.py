@@ -46,8 +46,9 @@ def start(settings: Distributed) -> None:
     # CPU processes exchange arrays through gloo; accelerators use their own collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(settings.coordinator, settings.num_processes,
-                                   settings.process_id)
+        jax.distributed.initialize(
+            settings.coordinator, settings.num_processes, settings.process_id
+        )
     except (ValueError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise PopjaxError(f"could not start the multi-process run: {message}") from None

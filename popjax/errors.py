@@ -1,7 +1,7 @@
 """The one error type a user sees: its message is one line that says what to change."""
 
 import difflib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class PopjaxError(ValueError):

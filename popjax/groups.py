@@ -64,22 +64,29 @@ def resolve_groups(config) -> list[Group]:
             raise PopjaxError(f"group {index}: expected a table like {{population = 8}}")
         for key in table:
             if key not in GROUP_KEYS:
-                raise PopjaxError(f"group {index}: " + unknown_name_error("group key", key,
-                                                                          GROUP_KEYS))
+                raise PopjaxError(
+                    f"group {index}: " + unknown_name_error("group key", key, GROUP_KEYS)
+                )
         name = str(table.get("name", f"group{index}"))
         if name in (g.name for g in groups):
             raise PopjaxError(f"two groups are named '{name}': give each its own name")
         size = table.get("population")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise PopjaxError(f"group '{name}' needs population = a whole number >= 1 "
-                              f"(got {size!r})")
+            raise PopjaxError(
+                f"group '{name}' needs population = a whole number >= 1 (got {size!r})"
+            )
         model = dict(table.get("model", {}))
-        base = config.model if model.get("name", config.model["name"]) == config.model[
-            "name"] else {}
+        base = (
+            config.model if model.get("name", config.model["name"]) == config.model["name"] else {}
+        )
         group_config = dataclasses.replace(
-            config, population=size, model={**base, **model},
-            loss=table.get("loss", config.loss), space=config.space.updated(
-                table.get("space", {})), groups=[])
+            config,
+            population=size,
+            model={**base, **model},
+            loss=table.get("loss", config.loss),
+            space=config.space.updated(table.get("space", {})),
+            groups=[],
+        )
         groups.append(Group(name, group_config, offset))
         offset += size
     return groups

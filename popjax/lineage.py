@@ -32,8 +32,9 @@ class Lineage:
         epochs each member's weights have trained at the round's end."""
         self.parents.append([int(p) for p in np.asarray(parents)])
         # None: a hyperparameter this member's group does not have.
-        self.hparams.append({k: [None if x is None else float(x) for x in v]
-                             for k, v in hparams.items()})
+        self.hparams.append(
+            {k: [None if x is None else float(x) for x in v] for k, v in hparams.items()}
+        )
         if epochs is not None:
             self.epochs.append([float(x) for x in epochs])
 
@@ -53,25 +54,34 @@ class Lineage:
                 "end_step": (r + 1) * self.interval,
                 "member": slot,
                 "copied_from": self.parents[r][slot] if self.parents[r][slot] != slot else None,
-                "hparams": {k: v[slot] for k, v in self.hparams[r].items()
-                            if v[slot] is not None},
+                "hparams": {k: v[slot] for k, v in self.hparams[r].items() if v[slot] is not None},
                 **({"epochs": self.epochs[r][slot]} if r < len(self.epochs) else {}),
             }
             for r, slot in enumerate(self.ancestry(member))
         ]
 
     def to_dict(self) -> dict:
-        return {"interval": self.interval, "parents": self.parents, "hparams": self.hparams,
-                "epochs": self.epochs, "groups": self.groups}
+        return {
+            "interval": self.interval,
+            "parents": self.parents,
+            "hparams": self.hparams,
+            "epochs": self.epochs,
+            "groups": self.groups,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Lineage":
-        return cls(int(data["interval"]), data["parents"], data["hparams"],
-                   data.get("epochs", []), data.get("groups", {}))
+    def from_dict(cls, data: dict) -> Lineage:
+        return cls(
+            int(data["interval"]),
+            data["parents"],
+            data["hparams"],
+            data.get("epochs", []),
+            data.get("groups", {}),
+        )
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path) -> "Lineage":
+    def load(cls, path) -> Lineage:
         return cls.from_dict(json.loads(Path(path).read_text()))

@@ -47,8 +47,9 @@ def use_cpu_cores(population: int | None = None) -> int | None:
 
 def population_mesh(devices=None) -> Mesh:
     devices = list(devices if devices is not None else jax.devices())
-    return jax.make_mesh((len(devices),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices)
+    return jax.make_mesh(
+        (len(devices),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
 
 
 def member_sharding(mesh: Mesh) -> NamedSharding:

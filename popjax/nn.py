@@ -9,7 +9,8 @@ normalization keeps running statistics in its ``batch_stats`` collection.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,7 +28,12 @@ def dropout(x, rate, key):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-ACTIVATIONS = (nn.relu, nn.gelu, jnp.tanh, nn.silu)  # the order of NAMED_CHOICES["activation"]
+ACTIVATIONS = (
+    nn.relu,
+    nn.gelu,
+    jnp.tanh,
+    nn.silu,
+)  # the order of its options in popjax.hyperparameters
 
 
 def activate(x, index=None):
@@ -119,11 +125,13 @@ class Conv1D(nn.Module):
         out_length = -(-length // self.stride)
         pad = max((out_length - 1) * self.stride + self.kernel_size - length, 0)
         x = jnp.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
-        window = (jnp.arange(out_length)[:, None] * self.stride
-                  + jnp.arange(self.kernel_size)[None, :])
+        window = (
+            jnp.arange(out_length)[:, None] * self.stride + jnp.arange(self.kernel_size)[None, :]
+        )
         patches = x[:, window, :]  # [batch, out_length, kernel_size, channels]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, channels, self.features))
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (self.kernel_size, channels, self.features)
+        )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         patches, kernel, bias = nn.dtypes.promote_dtype(patches, kernel, bias, dtype=self.dtype)
         return jnp.einsum("bokc,kcf->bof", patches, kernel) + bias
@@ -141,8 +149,10 @@ class CNN1D(nn.Module):
     @nn.compact
     def __call__(self, x, *, dropout_rate=0.0, train: bool = False, activation=None):
         if x.ndim not in (2, 3):
-            raise ValueError(f"the 1-D CNN takes [length] or [length, channels] examples, "
-                             f"not {tuple(x.shape[1:])}: use the MLP or reshape the data")
+            raise ValueError(
+                f"the 1-D CNN takes [length] or [length, channels] examples, "
+                f"not {tuple(x.shape[1:])}: use the MLP or reshape the data"
+            )
         if x.ndim == 2:
             x = x[..., None]  # [batch, length] -> [batch, length, 1 channel]
         for channels in self.channels:

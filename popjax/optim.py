@@ -8,7 +8,7 @@ choice of the sweep; its coefficients are per-member arrays.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import optax
@@ -39,8 +39,9 @@ def adamw(learning_rate, b1, b2, eps, weight_decay) -> optax.GradientTransformat
     )
 
 
-def member_optimizer(hparams: Mapping[str, jax.Array], learning_rate=None,
-                     family: str = "sgd") -> optax.GradientTransformation:
+def member_optimizer(
+    hparams: Mapping[str, jax.Array], learning_rate=None, family: str = "sgd"
+) -> optax.GradientTransformation:
     """The optimizer of one member, built from its (traced, scalar) hyperparameters.
 
     ``learning_rate`` is this step's rate when a schedule sets it; the member's
@@ -50,8 +51,9 @@ def member_optimizer(hparams: Mapping[str, jax.Array], learning_rate=None,
     if learning_rate is None:
         learning_rate = hparams["learning_rate"]
     if family == "adam":
-        update = adamw(learning_rate, hparams["b1"], hparams["b2"], hparams["eps"],
-                       hparams["weight_decay"])
+        update = adamw(
+            learning_rate, hparams["b1"], hparams["b2"], hparams["eps"], hparams["weight_decay"]
+        )
     else:
         update = sgdw(learning_rate, hparams["momentum"], hparams["weight_decay"])
     if "grad_clip" in hparams:

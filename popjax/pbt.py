@@ -6,7 +6,8 @@ when it is kept). The copy is a gather on the member axis, so weights never leav
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from popjax.space import Choice, Fixed, SearchSpace
 
 if TYPE_CHECKING:  # the settings are plain data read by the config; only their fields are used
     from popjax.config import PBTConfig
+
 
 def safe_fitness(fitness):
     """NaN or infinite fitness (a diverged member) ranks below every finite one."""
@@ -34,7 +36,7 @@ def truncation_sources(key, fitness, fraction: float):
     if count == 0:
         return identity, jnp.zeros(size, bool)
     order = jnp.argsort(safe_fitness(fitness)).astype(jnp.int32)  # worst first
-    bottom, top = order[:count], order[size - count:]
+    bottom, top = order[:count], order[size - count :]
     picks = top[jax.random.randint(key, (count,), 0, count)]
     return identity.at[bottom].set(picks), jnp.zeros(size, bool).at[bottom].set(True)
 
@@ -77,8 +79,9 @@ def copy_members(population: Population, source) -> Population:
     )
 
 
-def explore(key, hparams: Mapping[str, jax.Array], space: SearchSpace, replaced,
-            config: PBTConfig) -> dict[str, jax.Array]:
+def explore(
+    key, hparams: Mapping[str, jax.Array], space: SearchSpace, replaced, config: PBTConfig
+) -> dict[str, jax.Array]:
     """Perturbs the hyperparameters of the ``replaced`` members; the others are left as they are.
 
     Each value is multiplied by one of ``config.perturb_factors`` (a choice moves to a
@@ -107,8 +110,9 @@ def explore(key, hparams: Mapping[str, jax.Array], space: SearchSpace, replaced,
     return explored
 
 
-def pbt_step(key, population: Population, fitness, space: SearchSpace, config: PBTConfig,
-             active=True):
+def pbt_step(
+    key, population: Population, fitness, space: SearchSpace, config: PBTConfig, active=True
+):
     """One exploit + explore. Returns ``(population, source [P], replaced [P])``.
 
     ``active`` (a traced bool) switches the step off without a second compiled program: the

@@ -36,7 +36,7 @@ class Plan:
     groups: tuple[Group, ...]
 
     @classmethod
-    def from_config(cls, config: SweepConfig | str | Path | None = None, **overrides) -> "Plan":
+    def from_config(cls, config: SweepConfig | str | Path | None = None, **overrides) -> Plan:
         """Reads (a path), applies ``overrides`` and checks everything that needs no data."""
         if config is None:
             config = SweepConfig()
@@ -51,14 +51,15 @@ class Plan:
         return cls(config, groups)
 
     @classmethod
-    def from_run(cls, run_dir) -> "Plan":
+    def from_run(cls, run_dir) -> Plan:
         """The plan of a run folder, from the config it wrote."""
         from popjax.runfolder import CONFIG
 
         run_dir = Path(run_dir)
         if not (run_dir / CONFIG).is_file():
-            raise PopjaxError(f"{run_dir} is not a run folder (no {CONFIG}): give a folder "
-                              "that popjax run wrote")
+            raise PopjaxError(
+                f"{run_dir} is not a run folder (no {CONFIG}): give a folder that popjax run wrote"
+            )
         return cls.from_config(run_dir / CONFIG)
 
     def group_of(self, member: int) -> Group:
@@ -70,22 +71,37 @@ class Plan:
     def load_data(self) -> datasets.Dataset:
         """The dataset a built-in task's config names, split as the config says."""
         data = self.config.data
-        return datasets.load(data["name"], path=data.get("path"),
-                             val_fraction=data.get("val_fraction", 0.1), seed=self.config.seed,
-                             regression=self.config.task["name"] == "regression")
+        return datasets.load(
+            data["name"],
+            path=data.get("path"),
+            val_fraction=data.get("val_fraction", 0.1),
+            seed=self.config.seed,
+            regression=self.config.task["name"] == "regression",
+        )
 
-    def with_budget(self, num_train: int) -> "Plan":
+    def with_budget(self, num_train: int) -> Plan:
         """An ``epochs`` budget turned into whole rounds for ``num_train`` examples."""
         config = self.config.with_budget(num_train)
         if config is self.config:
             return self
-        return dataclasses.replace(self, config=config, groups=tuple(
-            dataclasses.replace(g, config=dataclasses.replace(g.config, steps=config.steps))
-            for g in self.groups))
+        return dataclasses.replace(
+            self,
+            config=config,
+            groups=tuple(
+                dataclasses.replace(g, config=dataclasses.replace(g.config, steps=config.steps))
+                for g in self.groups
+            ),
+        )
 
-    def build(self, *, data: datasets.Dataset | None = None, model=None, loss_fn=None,
-              task: Task | None = None, schedule_override: bool = False
-              ) -> tuple["Plan", list[GroupTask]]:
+    def build(
+        self,
+        *,
+        data: datasets.Dataset | None = None,
+        model=None,
+        loss_fn=None,
+        task: Task | None = None,
+        schedule_override: bool = False,
+    ) -> tuple[Plan, list[GroupTask]]:
         """Each group's task, checked on one member's shapes; the plan with its budget.
 
         Args:
@@ -96,26 +112,31 @@ class Plan:
         """
         if task is not None or not self.config.builtin_task:
             if data is not None or model is not None or loss_fn is not None:
-                raise PopjaxError("data=, model= and loss_fn= are for the built-in tasks: a "
-                                  "task of your own brings its own")
+                raise PopjaxError(
+                    "data=, model= and loss_fn= are for the built-in tasks: a "
+                    "task of your own brings its own"
+                )
             if task is None and self.config.task["name"] == PYTHON_TASK:
-                raise PopjaxError("this run's task was given from Python: pass the same "
-                                  "task= to popjax.run")
+                raise PopjaxError(
+                    "this run's task was given from Python: pass the same task= to popjax.run"
+                )
             return self, [self._own_task(group, task) for group in self.groups]
         if data is None:
             data = self.load_data()
         plan = self.with_budget(len(data.x_train))
         if model is not None and len(plan.groups) > 1:
-            raise PopjaxError("a sweep with groups builds each group's model from its config: "
-                              "drop model= or the groups")
-        return plan, [plan._builtin_task(g, data, model, loss_fn, schedule_override)
-                      for g in plan.groups]
+            raise PopjaxError(
+                "a sweep with groups builds each group's model from its config: "
+                "drop model= or the groups"
+            )
+        return plan, [
+            plan._builtin_task(g, data, model, loss_fn, schedule_override) for g in plan.groups
+        ]
 
     def _own_task(self, group: Group, task: Task | None) -> GroupTask:
         fields = {k: v for k, v in self.config.task.items() if k != "name"}
         task = task if task is not None else load_task(self.config.task["name"], fields)
-        space = SearchSpace({**dict(task.space or {}), **group.config.space.given},
-                            builtin=False)
+        space = SearchSpace({**dict(task.space or {}), **group.config.space.given}, builtin=False)
         check_one_member(task, space)
         return GroupTask(group, task, space)
 
@@ -126,25 +147,33 @@ class Plan:
         config = group.config
         regression = config.task["name"] == "regression"
         if loss_fn is None:
-            loss_fn = supervised.mean_squared_error if regression else supervised.LOSSES[
-                config.loss]
+            loss_fn = (
+                supervised.mean_squared_error if regression else supervised.LOSSES[config.loss]
+            )
         if loss_fn is not supervised.cross_entropy:
             needs = [n for n in supervised.PER_EXAMPLE_HPARAMS if n in config.space.priors]
             if needs:
-                raise PopjaxError(f"{', '.join(needs)} work with popjax's own cross-entropy "
-                                  "only: use loss = \"cross_entropy\" or remove them")
+                raise PopjaxError(
+                    f"{', '.join(needs)} work with popjax's own cross-entropy "
+                    'only: use loss = "cross_entropy" or remove them'
+                )
         if model is None:
             model = build_model(config, data.num_classes)
-        check_model_fits(model, data.x_train[: config.batch_size], data.num_classes,
-                         regression)
+        check_model_fits(model, data.x_train[: config.batch_size], data.num_classes, regression)
         schedule, total_steps = config.space.schedule, config.steps
         if schedule_override or schedule == "constant":
             learning_rate = supervised.constant_learning_rate
         else:
+
             def learning_rate(hparams, step):
                 return learning_rate_at(schedule, hparams, step, total_steps)
-        common = dict(batch_size=config.batch_size, loss=loss_fn,
-                      optimizer=config.space.optimizer, learning_rate=learning_rate)
+
+        common = dict(
+            batch_size=config.batch_size,
+            loss=loss_fn,
+            optimizer=config.space.optimizer,
+            learning_rate=learning_rate,
+        )
         if regression:
             task = supervised.regression(model, data, **common)
         else:
@@ -175,8 +204,9 @@ def check_model_fits(model, sample_x, num_outputs: int, regression: bool = False
 
     sample_x = jnp.asarray(sample_x)
     try:
-        variables = jax.eval_shape(lambda k: model.init(k, sample_x, train=False),
-                                   jax.random.PRNGKey(0))
+        variables = jax.eval_shape(
+            lambda k: model.init(k, sample_x, train=False), jax.random.PRNGKey(0)
+        )
         outputs = jax.eval_shape(lambda v: model.apply(v, sample_x, train=False), variables)
     except Exception as error:  # flax raises many kinds on a shape mismatch
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
@@ -184,8 +214,10 @@ def check_model_fits(model, sample_x, num_outputs: int, regression: bool = False
             f"the model cannot take inputs of shape {tuple(sample_x.shape[1:])}: {first_line}"
         ) from None
     if regression and outputs.shape[-1] != num_outputs:
-        raise PopjaxError(f"the model outputs {outputs.shape[-1]} values but a target has "
-                          f"{num_outputs}: give the model {num_outputs} outputs")
+        raise PopjaxError(
+            f"the model outputs {outputs.shape[-1]} values but a target has "
+            f"{num_outputs}: give the model {num_outputs} outputs"
+        )
     if not regression and outputs.shape[-1] < num_outputs:
         raise PopjaxError(
             f"the model outputs {outputs.shape[-1]} logits but the labels have {num_outputs} "
@@ -199,8 +231,11 @@ def _check_model(model: dict) -> None:
     name = model.get("name")
     if name not in MODELS:
         raise ConfigError(unknown_name_error("model", str(name), tuple(MODELS)))
-    module_fields = [f.name for f in dataclasses.fields(MODELS[name])
-                     if f.name not in ("parent", "name", "num_classes")]
+    module_fields = [
+        f.name
+        for f in dataclasses.fields(MODELS[name])
+        if f.name not in ("parent", "name", "num_classes")
+    ]
     for key in model:
         if key != "name" and key not in module_fields:
             raise ConfigError(unknown_name_error(f"{name} model field", key, module_fields))

@@ -56,8 +56,9 @@ def fitness_over_steps(history: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(steps, best(values, axis=1), label="best member")
     ax.plot(steps, np.nanmedian(values, axis=1), label="median member")
-    ax.fill_between(steps, np.nanmin(values, axis=1), np.nanmax(values, axis=1), alpha=0.15,
-                    label="all members")
+    ax.fill_between(
+        steps, np.nanmin(values, axis=1), np.nanmax(values, axis=1), alpha=0.15, label="all members"
+    )
     ax.set(xlabel="training step", ylabel=label, title=f"{label.capitalize()} of the population")
     ax.legend()
     fig.tight_layout()
@@ -73,8 +74,9 @@ def hyperparameters_over_steps(lineage: Lineage, log_scale: set[str], path: Path
     names = list(lineage.hparams[0])
     family = founders(lineage)
     colours = _colours(plt, family.shape[1])
-    fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.1 * len(names)), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), 1, figsize=(7, 2.1 * len(names)), sharex=True, squeeze=False
+    )
     interval = lineage.interval
     for ax, name in zip(axes[:, 0], names):
         segments, segment_colours = [], []
@@ -124,18 +126,30 @@ def family_tree(lineage: Lineage, best_member: int, path: Path) -> None:
     ax.add_collection(LineCollection(kept, colors=kept_colours, linewidths=1.0, alpha=0.6))
     ax.add_collection(LineCollection(copied, colors=copied_colours, linewidths=1.8))
     ancestry = lineage.ancestry(best_member)
-    ax.plot(range(lineage.rounds), ancestry, color="black", lw=2.5, ls="--",
-            label=f"ancestry of the best member ({best_member})")
-    ax.set(xlim=(-0.5, lineage.rounds - 0.5), ylim=(-1, size), xlabel="PBT round",
-           ylabel="member", title=f"Family tree: {len(copied)} copies (slanted edges)")
+    ax.plot(
+        range(lineage.rounds),
+        ancestry,
+        color="black",
+        lw=2.5,
+        ls="--",
+        label=f"ancestry of the best member ({best_member})",
+    )
+    ax.set(
+        xlim=(-0.5, lineage.rounds - 0.5),
+        ylim=(-1, size),
+        xlabel="PBT round",
+        ylabel="member",
+        title=f"Family tree: {len(copied)} copies (slanted edges)",
+    )
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def final_hyperparameters(last_round: dict, best_member: int, log_scale: set[str],
-                          path: Path) -> None:
+def final_hyperparameters(
+    last_round: dict, best_member: int, log_scale: set[str], path: Path
+) -> None:
     """Each final hyperparameter against the member's final selected metric."""
     plt = _pyplot()
     names = list(last_round["hparams"])
@@ -144,15 +158,17 @@ def final_hyperparameters(last_round: dict, best_member: int, log_scale: set[str
     rows = -(-len(names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        values = np.array([np.nan if v is None else v for v in last_round["hparams"][name]],
-                          dtype=float)
+        values = np.array(
+            [np.nan if v is None else v for v in last_round["hparams"][name]], dtype=float
+        )
         ax.scatter(values, accuracy, s=18, alpha=0.8)
-        ax.scatter(values[best_member], accuracy[best_member], s=60, marker="*", color="C3",
-                   label="best")
+        ax.scatter(
+            values[best_member], accuracy[best_member], s=60, marker="*", color="C3", label="best"
+        )
         if name in log_scale and np.nanmin(values) > 0:
             ax.set_xscale("log")
         ax.set(xlabel=name, ylabel=label)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Final hyperparameters against fitness")

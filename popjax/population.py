@@ -63,16 +63,21 @@ def init_members(task, keys, hparams, train_data=None, member_ids=None) -> Popul
     state, rng = jax.vmap(init_one)(keys, hparams)
     if member_ids is None:
         member_ids = jnp.arange(size, dtype=jnp.int32)
-    return Population(state=state, hparams=hparams, rng=rng,
-                      member_ids=jnp.asarray(member_ids, jnp.int32),
-                      step=jnp.zeros(size, jnp.int32))
+    return Population(
+        state=state,
+        hparams=hparams,
+        rng=rng,
+        member_ids=jnp.asarray(member_ids, jnp.int32),
+        step=jnp.zeros(size, jnp.int32),
+    )
 
 
 def init_population(seed_key, task, space, size: int, train_data=None) -> Population:
     """A population of ``size`` members with hyperparameters sampled from ``space``."""
     init_key, hparam_key = jax.random.split(seed_key)
-    return init_members(task, member_keys(init_key, size), space.sample(hparam_key, size),
-                        train_data)
+    return init_members(
+        task, member_keys(init_key, size), space.sample(hparam_key, size), train_data
+    )
 
 
 def select(population: Population, index) -> Population:

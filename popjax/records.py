@@ -1,5 +1,4 @@
-"""The host's record of a round: one line of metrics.jsonl, plain lists with one value per member.
-"""
+"""The host's record of a round: one line of metrics.jsonl, one value per member."""
 
 from __future__ import annotations
 
@@ -15,16 +14,29 @@ def check_not_all_diverged(record: dict, space, group: str | None = None) -> Non
     """Some members may diverge (PBT replaces them); all of them is a space to narrow."""
     if any(d is False for d in record["diverged"]):
         return
-    ranges = ", ".join(f"{name} ({prior.low:g}..{prior.high:g})"
-                       for name, prior in space.priors.items() if hasattr(prior, "low"))
+    ranges = ", ".join(
+        f"{name} ({prior.low:g}..{prior.high:g})"
+        for name, prior in space.priors.items()
+        if hasattr(prior, "low")
+    )
     who = f"every member of group '{group}'" if group else "every member"
-    hint = (f": narrow the ranges of {ranges}, starting with the learning rate" if ranges
-            else ": check the task's training for a source of NaN or inf")
+    hint = (
+        f": narrow the ranges of {ranges}, starting with the learning rate"
+        if ranges
+        else ": check the task's training for a source of NaN or inf"
+    )
     raise PopjaxError(f"{who} diverged (non-finite metrics) by step {record['step']}{hint}")
 
 
-def round_record(round_index: int, interval: int, host, last_epochs, epochs_per_step,
-                 selects_on: str, minimize: bool) -> dict:
+def round_record(
+    round_index: int,
+    interval: int,
+    host,
+    last_epochs,
+    epochs_per_step,
+    selects_on: str,
+    minimize: bool,
+) -> dict:
     """One line of metrics.jsonl from the round's host copy: plain lists, one value per member.
 
     Each metric appears as ``train_<name>`` (averaged over the round) and ``val_<name>``.
@@ -34,9 +46,13 @@ def round_record(round_index: int, interval: int, host, last_epochs, epochs_per_
     """
     output, hparams = host
     parents = np.asarray(output.source)
-    record = {"round": round_index, "step": (round_index + 1) * interval,
-              "parents": [int(p) for p in parents],
-              "selects_on": f"val_{selects_on}", "minimize": bool(minimize)}
+    record = {
+        "round": round_index,
+        "step": (round_index + 1) * interval,
+        "parents": [int(p) for p in parents],
+        "selects_on": f"val_{selects_on}",
+        "minimize": bool(minimize),
+    }
     for prefix, metrics in (("train", output.train), ("val", output.val)):
         for name, values in metrics.items():
             record[f"{prefix}_{name}"] = [float(x) for x in values]
@@ -44,8 +60,9 @@ def round_record(round_index: int, interval: int, host, last_epochs, epochs_per_
     record["stopped"] = [bool(x) for x in output.stopped]
     if epochs_per_step is not None:
         per_step = epochs_per_step({k: np.asarray(v) for k, v in hparams.items()})
-        trained = np.where(np.asarray(output.stopped), 0.0,
-                           interval * np.broadcast_to(per_step, parents.shape))
+        trained = np.where(
+            np.asarray(output.stopped), 0.0, interval * np.broadcast_to(per_step, parents.shape)
+        )
         before = np.asarray(last_epochs)[parents] if last_epochs is not None else 0.0
         record["epochs"] = [round(float(x), 6) for x in before + trained]
     record["hparams"] = {k: [float(x) for x in v] for k, v in hparams.items()}
@@ -62,18 +79,22 @@ def merge_records(records: list[dict], groups) -> dict:
     merged["group"] = [g.name for g in groups for _ in g.members]
     keys = dict.fromkeys(k for r in records for k in r if k not in (*ROUND_KEYS, "parents"))
     for key in keys:
-        merged[key] = [x for r, g in zip(records, groups)
-                       for x in r.get(key, [None] * len(g.members))]
+        merged[key] = [
+            x for r, g in zip(records, groups) for x in r.get(key, [None] * len(g.members))
+        ]
     names = list(dict.fromkeys(n for r in records for n in r["hparams"]))
-    merged["hparams"] = {n: [x for r, g in zip(records, groups)
-                             for x in r["hparams"].get(n, [None] * len(g.members))]
-                         for n in names}
+    merged["hparams"] = {
+        n: [
+            x for r, g in zip(records, groups) for x in r["hparams"].get(n, [None] * len(g.members))
+        ]
+        for n in names
+    }
     return merged
 
 
 def fitness_values(record: dict) -> np.ndarray:
     """Each member's selected metric, oriented so that higher is better; diverged: -inf."""
-    values = np.array([np.nan if v is None else v for v in record[record["selects_on"]]],
-                      dtype=float)
+    key = record.get("selects_on", "val_accuracy")  # runs written before tasks had it
+    values = np.array([np.nan if v is None else v for v in record[key]], dtype=float)
     values = -values if record.get("minimize") else values
     return np.where(np.asarray(record["diverged"]) | np.isnan(values), -np.inf, values)

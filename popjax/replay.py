@@ -52,15 +52,33 @@ class ReplayResult:
         return self.test[self.metric] - self.member_test
 
     def summary(self) -> dict:
-        return {"member": self.member, "steps": self.steps, "seed": self.seed,
-                "metric": self.metric, "minimize": self.minimize,
-                "member_val": self.member_val, "member_test": self.member_test,
-                "val": self.val, "test": self.test, "val_gap": self.val_gap,
-                "test_gap": self.test_gap, "wall_time_s": round(self.wall_time, 3)}
+        return {
+            "member": self.member,
+            "steps": self.steps,
+            "seed": self.seed,
+            "metric": self.metric,
+            "minimize": self.minimize,
+            "member_val": self.member_val,
+            "member_test": self.member_test,
+            "val": self.val,
+            "test": self.test,
+            "val_gap": self.val_gap,
+            "test_gap": self.test_gap,
+            "wall_time_s": round(self.wall_time, 3),
+        }
 
 
-def retrain(run, member="best", *, seed: int | None = None, task=None, model=None, loss_fn=None,
-            data: datasets.Dataset | None = None, progress: bool = True) -> ReplayResult:
+def retrain(
+    run,
+    member="best",
+    *,
+    seed: int | None = None,
+    task=None,
+    model=None,
+    loss_fn=None,
+    data: datasets.Dataset | None = None,
+    progress: bool = True,
+) -> ReplayResult:
     """Trains one new member with ``member``'s replayed schedules, on the run's task.
 
     Args:
@@ -80,16 +98,18 @@ def retrain(run, member="best", *, seed: int | None = None, task=None, model=Non
     group = plan.group_of(member)
     alone = Plan(group.config, (Group(group.name, group.config, 0),))  # its group, one member
     # The replayed learning_rate is already the rate at each step, schedule included.
-    alone, [group_task] = alone.build(data=data, model=model, loss_fn=loss_fn, task=task,
-                                      schedule_override=True)
+    alone, [group_task] = alone.build(
+        data=data, model=model, loss_fn=loss_fn, task=task, schedule_override=True
+    )
     task, config = group_task.task, alone.config
     seed = config.seed if seed is None else seed
-    schedules = {name: from_trajectories(trajectories, name)
-                 for name in trajectories["schedules"]}
+    schedules = {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
     missing = set(group_task.space.names) - set(schedules)
     if missing:
-        raise PopjaxError(f"the run's lineage lacks {', '.join(sorted(missing))}: it was "
-                          "written by another version of the space")
+        raise PopjaxError(
+            f"the run's lineage lacks {', '.join(sorted(missing))}: it was "
+            "written by another version of the space"
+        )
     train_data = task.data.train if task.data is not None else None
     step_once = make_segment(task, 1)
 
@@ -102,19 +122,24 @@ def retrain(run, member="best", *, seed: int | None = None, task=None, model=Non
 
         return jax.lax.scan(body, population, first_step + jnp.arange(config.interval))[0]
 
-    first = {name: jnp.asarray([s["values"][0]], jnp.float32)
-             for name, s in trajectories["schedules"].items()}
-    population = init_members(task, member_keys(jax.random.PRNGKey(seed), 1), first,
-                              train_data)
-    for first_step in tqdm(range(0, trajectories["steps"], config.interval),
-                           desc=f"replay of member {member}", unit="round",
-                           disable=not progress):
+    first = {
+        name: jnp.asarray([s["values"][0]], jnp.float32)
+        for name, s in trajectories["schedules"].items()
+    }
+    population = init_members(task, member_keys(jax.random.PRNGKey(seed), 1), first, train_data)
+    for first_step in tqdm(
+        range(0, trajectories["steps"], config.interval),
+        desc=f"replay of member {member}",
+        unit="round",
+        disable=not progress,
+    ):
         population = segment(population, first_step)
 
-    last = {name: jnp.asarray([schedule(trajectories["steps"] - 1)])
-            for name, schedule in schedules.items()}
-    evaluate = jax.jit(lambda population, split: make_evaluate(task)(population, split,
-                                                                     False)[1])
+    last = {
+        name: jnp.asarray([schedule(trajectories["steps"] - 1)])
+        for name, schedule in schedules.items()
+    }
+    evaluate = jax.jit(lambda population, split: make_evaluate(task)(population, split, False)[1])
     population = population._replace(hparams=last)
     figures = {}
     for split_name in ("val", "test"):
@@ -126,10 +151,17 @@ def retrain(run, member="best", *, seed: int | None = None, task=None, model=Non
         figures[split_name] = {k: float(v[0]) for k, v in evaluate(population, split).items()}
     summary = read_summary(run_dir)
     last_round = read_metrics(run_dir)[-1]
-    return ReplayResult(member=member, steps=trajectories["steps"], seed=seed,
-                        metric=task.fitness, minimize=task.minimize,
-                        member_val=float(last_round[f"val_{task.fitness}"][member]),
-                        member_test=(summary["test"].get(task.fitness)
-                                     if member == summary["best_member"] else None),
-                        val=figures["val"], test=figures.get("test", {}),
-                        wall_time=time.perf_counter() - start)
+    return ReplayResult(
+        member=member,
+        steps=trajectories["steps"],
+        seed=seed,
+        metric=task.fitness,
+        minimize=task.minimize,
+        member_val=float(last_round[f"val_{task.fitness}"][member]),
+        member_test=(
+            summary["test"].get(task.fitness) if member == summary["best_member"] else None
+        ),
+        val=figures["val"],
+        test=figures.get("test", {}),
+        wall_time=time.perf_counter() - start,
+    )

@@ -20,13 +20,26 @@ def best_members_table(result, top: int = 5) -> str:
     names = list(last["hparams"])
     test = result.test.get(metric)
     short = {"accuracy": "acc"}.get(metric, metric)
-    header = ["rank", "member", f"val {short}", *([f"test {short}"] if test is not None else []),
-              *names]
+    header = [
+        "rank",
+        "member",
+        f"val {short}",
+        *([f"test {short}"] if test is not None else []),
+        *names,
+    ]
     rows = [
-        [str(rank + 1), str(member), f"{val[member]:.4f}",
-         *([f"{test[member]:.4f}"] if test is not None else []),
-         *("-" if last["hparams"][name][member] is None else
-           f"{last['hparams'][name][member]:.4g}" for name in names)]
+        [
+            str(rank + 1),
+            str(member),
+            f"{val[member]:.4f}",
+            *([f"{test[member]:.4f}"] if test is not None else []),
+            *(
+                "-"
+                if last["hparams"][name][member] is None
+                else f"{last['hparams'][name][member]:.4g}"
+                for name in names
+            ),
+        ]
         for rank, member in enumerate(order)
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -53,28 +66,34 @@ def write_report(run_dir) -> Path:
     from popjax import plots
     from popjax.lineage import Lineage
     from popjax.plan import Plan
-    from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, read_metrics, read_summary, \
-        write_atomic
+    from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, read_metrics, read_summary, write_atomic
     from popjax.space import LogUniform
 
     run_dir = Path(run_dir)
     missing = [f for f in (CONFIG, LINEAGE, SUMMARY) if not (run_dir / f).is_file()]
     if missing:
-        raise PopjaxError(f"{run_dir} is not a finished run folder (no {', '.join(missing)}): "
-                          "give a folder that popjax run completed")
+        raise PopjaxError(
+            f"{run_dir} is not a finished run folder (no {', '.join(missing)}): "
+            "give a folder that popjax run completed"
+        )
     plan = Plan.from_run(run_dir)
     config = plan.config
     summary, history = read_summary(run_dir), read_metrics(run_dir)
     lineage = Lineage.load(run_dir / LINEAGE)
     best = int(summary["best_member"])
-    log_scale = {n for group in plan.groups
-                 for n, p in group.config.space.priors.items() if isinstance(p, LogUniform)}
+    log_scale = {
+        n
+        for group in plan.groups
+        for n, p in group.config.space.priors.items()
+        if isinstance(p, LogUniform)
+    }
 
     plots.fitness_over_steps(history, run_dir / PLOTS["fitness"])
     plots.hyperparameters_over_steps(lineage, log_scale, run_dir / PLOTS["hyperparameters"])
     plots.family_tree(lineage, best, run_dir / PLOTS["family_tree"])
-    plots.final_hyperparameters(history[-1], best, log_scale,
-                                run_dir / PLOTS["final_hyperparameters"])
+    plots.final_hyperparameters(
+        history[-1], best, log_scale, run_dir / PLOTS["final_hyperparameters"]
+    )
     write_atomic(run_dir / REPORT, report_markdown(config, summary, history, lineage))
     return run_dir / REPORT
 
@@ -91,16 +110,23 @@ def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
     best_of = np.nanmin if history[0].get("minimize") else np.nanmax
     metrics = "\n".join(
         f"| {name} | {value:.4f} | "
-        + (f"{summary['test'][name]:.4f}" if name in summary.get("test", {}) else "-") + " |"
-        for name, value in summary["val"].items() if value is not None)
-    hparams = "\n".join(f"| `{name}` | {value:.4g} |"
-                        for name, value in summary["best_hparams"].items())
-    pbt = ("off (random search: hyperparameters drawn once)" if not config.pbt.enabled else
-           f"{config.pbt.exploit}, every {config.interval} steps")
-    return f"""# Sweep report: {summary['name']}
+        + (f"{summary['test'][name]:.4f}" if name in summary.get("test", {}) else "-")
+        + " |"
+        for name, value in summary["val"].items()
+        if value is not None
+    )
+    hparams = "\n".join(
+        f"| `{name}` | {value:.4g} |" for name, value in summary["best_hparams"].items()
+    )
+    pbt = (
+        "off (random search: hyperparameters drawn once)"
+        if not config.pbt.enabled
+        else f"{config.pbt.exploit}, every {config.interval} steps"
+    )
+    return f"""# Sweep report: {summary["name"]}
 
-{summary['population']} members, {summary['steps']} steps each, PBT {pbt};
-{summary['wall_time_s']:.1f} s on {len(summary['devices'])} device(s), {summary['compilations']}
+{summary["population"]} members, {summary["steps"]} steps each, PBT {pbt};
+{summary["wall_time_s"]:.1f} s on {len(summary["devices"])} device(s), {summary["compilations"]}
 compilation(s) of the training round.
 
 ## Best member: {best}

@@ -40,9 +40,12 @@ class Standing(NamedTuple):
     stale: jax.Array  # rounds since ``best`` last improved
 
     @classmethod
-    def initial(cls, size: int) -> "Standing":
-        return cls(jnp.zeros(size, jnp.float32), jnp.full(size, -jnp.inf, jnp.float32),
-                   jnp.zeros(size, jnp.int32))
+    def initial(cls, size: int) -> Standing:
+        return cls(
+            jnp.zeros(size, jnp.float32),
+            jnp.full(size, -jnp.inf, jnp.float32),
+            jnp.zeros(size, jnp.int32),
+        )
 
 
 def make_round(task: Task, interval: int, space: SearchSpace, pbt: PBTConfig, pbt_key):
@@ -61,19 +64,30 @@ def make_round(task: Task, interval: int, space: SearchSpace, pbt: PBTConfig, pb
             # has no fitness yet to select on.
             fitness = jnp.where(stopped, -jnp.inf, standing.fitness)
             population, source, replaced = pbt_step(
-                jax.random.fold_in(pbt_key, round_index), population, fitness, space, pbt,
-                active=round_index > 0)
-            standing = Standing(standing.fitness, jnp.where(replaced, standing.best[source],
-                                                            standing.best),
-                                jnp.where(replaced, 0, standing.stale))
+                jax.random.fold_in(pbt_key, round_index),
+                population,
+                fitness,
+                space,
+                pbt,
+                active=round_index > 0,
+            )
+            standing = Standing(
+                standing.fitness,
+                jnp.where(replaced, standing.best[source], standing.best),
+                jnp.where(replaced, 0, standing.stale),
+            )
             stopped = stopped & ~replaced
         else:
             source = jnp.arange(population.size, dtype=jnp.int32)
         trained, train_metrics = segment(population, data.train if data is not None else None)
         if "patience" in population.hparams:  # a stopped member stays frozen as it was
             trained = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(stopped.reshape((-1,) + (1,) * (new.ndim - 1)),
-                                           old, new), trained, population)
+                lambda new, old: jnp.where(
+                    stopped.reshape((-1,) + (1,) * (new.ndim - 1)), old, new
+                ),
+                trained,
+                population,
+            )
         population, val_metrics = evaluate(trained, data.val if data is not None else None)
         value = val_metrics[task.fitness]
         fitness = -value if task.minimize else value
@@ -84,10 +98,14 @@ def make_round(task: Task, interval: int, space: SearchSpace, pbt: PBTConfig, pb
             diverged = diverged | ~jnp.isfinite(metric)
         fitness = jnp.where(diverged, -jnp.inf, fitness)
         improved = fitness > standing.best
-        standing = Standing(fitness, jnp.maximum(fitness, standing.best),
-                            jnp.where(improved, 0, standing.stale + 1))
-        return population, standing, RoundOutput(source, train_metrics, val_metrics, fitness,
-                                                 stopped)
+        standing = Standing(
+            fitness, jnp.maximum(fitness, standing.best), jnp.where(improved, 0, standing.stale + 1)
+        )
+        return (
+            population,
+            standing,
+            RoundOutput(source, train_metrics, val_metrics, fitness, stopped),
+        )
 
     return round_fn
 

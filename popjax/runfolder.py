@@ -1,11 +1,11 @@
 """The run folder: what a sweep writes, in which files, and how to read it back.
 
-    config.toml     the resolved config (runs again with ``popjax run config.toml``)
-    metrics.jsonl   one line per round: step, per-member train/validation figures, parents,
-                    hyperparameters; appended as the run goes
-    lineage.json    parents and hyperparameters of every member at every round
-    summary.json    the best member, its hyperparameters, validation and test metrics, wall time
-                    and devices
+config.toml     the resolved config (runs again with ``popjax run config.toml``)
+metrics.jsonl   one line per round: step, per-member train/validation figures, parents,
+                hyperparameters; appended as the run goes
+lineage.json    parents and hyperparameters of every member at every round
+summary.json    the best member, its hyperparameters, validation and test metrics, wall time
+                and devices
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class RunFolder:
         (path / METRICS).touch()
 
     @classmethod
-    def reopen(cls, path: Path, history: list[dict]) -> "RunFolder":
+    def reopen(cls, path: Path, history: list[dict]) -> RunFolder:
         """An existing run folder whose metrics go back to ``history`` (a resumed sweep)."""
         folder = cls.__new__(cls)
         folder.path = path

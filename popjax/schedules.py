@@ -97,7 +97,7 @@ def piecewise(boundaries, values):
 
 
 # Learning-rate schedules a search space can tune. The peak is the member's ``learning_rate``;
-# the other parameters are hyperparameters of their own (see ``popjax.space.SCHEDULE_HPARAMS``).
+# the other parameters are hyperparameters of their own (see ``popjax.hyperparameters``).
 # Decays run over the rest of the sweep, ``total_steps``.
 def learning_rate_at(kind: str, hparams, step, total_steps: int):
     """The learning rate of a member with ``hparams`` at ``step`` under schedule ``kind``."""
@@ -110,8 +110,7 @@ def learning_rate_at(kind: str, hparams, step, total_steps: int):
         return decay(peak, warmup, total_steps - warmup)(step)
     if kind == "warmup_exponential":
         # decay_rate is the factor per 1000 steps, so its range reads the same for any run length
-        return warmup_exponential(peak, hparams["warmup_steps"], hparams["decay_rate"],
-                                  1000)(step)
+        return warmup_exponential(peak, hparams["warmup_steps"], hparams["decay_rate"], 1000)(step)
     if kind == "step_decay":
         return step_decay(peak, hparams["decay_every"], hparams["decay_factor"])(step)
     raise PopjaxError(f"unknown schedule '{kind}'")
@@ -223,5 +222,8 @@ def _run_record(run):
     run_dir = Path(run)
     if not (run_dir / LINEAGE).is_file():
         raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
-    return (Lineage.load(run_dir / LINEAGE), int(read_summary(run_dir)["best_member"]),
-            Plan.from_run(run_dir))
+    return (
+        Lineage.load(run_dir / LINEAGE),
+        int(read_summary(run_dir)["best_member"]),
+        Plan.from_run(run_dir),
+    )

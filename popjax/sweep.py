@@ -8,9 +8,10 @@ member) to log, record the lineage (``popjax.records``), checkpoint and draw pro
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -75,12 +76,22 @@ class SweepResult:
         }
 
 
-def run(config: SweepConfig | str | Path | None = None, *, task: Task | str | None = None,
-        model=None, loss_fn=None, data: datasets.Dataset | None = None,
-        out: str | Path | None = None, write: bool = True, progress: bool = True,
-        distributed: Distributed | None = None, resume: str | Path | None = None,
-        tensorboard: bool = False, on_round: Callable[[dict], None] | None = None,
-        **overrides) -> SweepResult:
+def run(
+    config: SweepConfig | str | Path | None = None,
+    *,
+    task: Task | str | None = None,
+    model=None,
+    loss_fn=None,
+    data: datasets.Dataset | None = None,
+    out: str | Path | None = None,
+    write: bool = True,
+    progress: bool = True,
+    distributed: Distributed | None = None,
+    resume: str | Path | None = None,
+    tensorboard: bool = False,
+    on_round: Callable[[dict], None] | None = None,
+    **overrides,
+) -> SweepResult:
     """Runs a whole sweep and returns its result.
 
     Args:
@@ -138,53 +149,40 @@ def run(config: SweepConfig | str | Path | None = None, *, task: Task | str | No
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    programs = [GroupProgram.build(group_task, index, init_key, pbt_key, members, mesh,
-                                   len(group_tasks))
-                for index, group_task in enumerate(group_tasks)]
+    programs = [
+        GroupProgram.build(group_task, index, init_key, pbt_key, members, mesh, len(group_tasks))
+        for index, group_task in enumerate(group_tasks)
+    ]
 
     # Checkpoints need every process to write its shards; multi-process runs go without.
     checkpointing = write and jax.process_count() == 1
+    if resume is not None and not checkpointing:
+        raise PopjaxError("resuming needs a single-process run that writes its folder")
+    checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     if resume is not None:
-        if not checkpointing:
-            raise PopjaxError("resuming needs a single-process run that writes its folder")
-        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints)
-        abstract = [jax.tree_util.tree_map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(program.init, program.train_data)) for program in programs]
-        first_round, states, meta = checkpoints.restore_latest(abstract)
-        lineage, history = Lineage.from_dict(meta["lineage"]), meta["history"]
+        first_round, states, lineage, history = restore(checkpoints, programs, members)
         folder = RunFolder.reopen(run_dir, history)
     else:
         states = [program.init(program.train_data) for program in programs]
         first_round, history = 0, []
-        lineage = Lineage(config.interval,
-                          groups=plan.member_ranges() if len(plan.groups) > 1 else {})
+        lineage = Lineage(
+            config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
+        )
         folder = RunFolder(run_dir, config.to_toml()) if write else None
-        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     round_callbacks = [on_round] if on_round and is_main_process() else []
     if tensorboard and write:
         round_callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
 
-    bar = tqdm(total=config.rounds, initial=first_round, desc=config.name, unit="round",
-               disable=not (progress and is_main_process()))
+    bar = tqdm(
+        total=config.rounds,
+        initial=first_round,
+        desc=config.name,
+        unit="round",
+        disable=not (progress and is_main_process()),
+    )
     with stop_requests() as stops:
         for round_index in range(first_round, config.rounds):
-            # Every group's round is dispatched before any is read back, so they run back to
-            # back on the device while the host waits once.
-            outputs = []
-            for index, program in enumerate(programs):
-                population, standing, output = program.round_fn(*states[index], round_index,
-                                                                program.data)
-                states[index] = (population, standing)
-                outputs.append((output, population.hparams))
-            group_records = []
-            for program, host in zip(programs, meshes.to_host(outputs)):
-                last_epochs = ([history[-1]["epochs"][m] for m in program.group.members]
-                               if history and "epochs" in history[-1] else None)
-                group_records.append(round_record(
-                    round_index, config.interval, host, last_epochs,
-                    program.task.epochs_per_step, program.task.fitness, program.task.minimize))
-            record = merge_records(group_records, plan.groups)
+            record = play_round(programs, states, round_index, history, plan)
             lineage.record(record["parents"], record["hparams"], record.get("epochs"))
             history.append(record)
             if folder:
@@ -195,16 +193,20 @@ def run(config: SweepConfig | str | Path | None = None, *, task: Task | str | No
             bar.set_postfix(**progress_figures(record))
             bar.update()
             done = round_index + 1
-            if checkpoints and (done % config.checkpoint_every == 0 or done == config.rounds
-                                or stops.requested):
-                checkpoints.save(done, states,
-                                 {"lineage": lineage.to_dict(), "history": history})
+            if checkpoints and (
+                done % config.checkpoint_every == 0 or done == config.rounds or stops.requested
+            ):
+                checkpoints.save(done, states, {"lineage": lineage.to_dict(), "history": history})
             if stops.requested and done < config.rounds:
                 bar.close()
-                where = (f"resume with: popjax run --resume {run_dir}" if checkpoints
-                         else "no checkpoint was written")
-                raise SweepInterrupted(f"stopped after round {done} of {config.rounds}; {where}",
-                                       stops.signum)
+                where = (
+                    f"resume with: popjax run --resume {run_dir}"
+                    if checkpoints
+                    else "no checkpoint was written"
+                )
+                raise SweepInterrupted(
+                    f"stopped after round {done} of {config.rounds}; {where}", stops.signum
+                )
     bar.close()
     if checkpoints:
         checkpoints.close()
@@ -212,12 +214,58 @@ def run(config: SweepConfig | str | Path | None = None, *, task: Task | str | No
         if hasattr(callback, "close"):
             callback.close()
 
-    result = finish(plan, programs, states, history, lineage, devices, start,
-                    run_dir if write else None)
+    result = finish(
+        plan, programs, states, history, lineage, devices, start, run_dir if write else None
+    )
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
     return result
+
+
+def restore(checkpoints: SweepCheckpoints, programs, members):
+    """``(first round, states, lineage, history)`` from the newest readable checkpoint; arrays
+    come back with the member sharding."""
+    abstract = [
+        jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
+            jax.eval_shape(program.init, program.train_data),
+        )
+        for program in programs
+    ]
+    first_round, states, meta = checkpoints.restore_latest(abstract)
+    return first_round, states, Lineage.from_dict(meta["lineage"]), meta["history"]
+
+
+def play_round(programs, states, round_index: int, history: list[dict], plan: Plan) -> dict:
+    """Runs every group's round (``states`` is updated in place) and returns its record."""
+    # Every group's round is dispatched before any is read back, so they run back to back on
+    # the device while the host waits once.
+    outputs = []
+    for index, program in enumerate(programs):
+        population, standing, output = program.round_fn(*states[index], round_index, program.data)
+        states[index] = (population, standing)
+        outputs.append((output, population.hparams))
+    records = []
+    for program, host in zip(programs, meshes.to_host(outputs)):
+        last_epochs = (
+            [history[-1]["epochs"][m] for m in program.group.members]
+            if history and "epochs" in history[-1]
+            else None
+        )
+        task = program.task
+        records.append(
+            round_record(
+                round_index,
+                plan.config.interval,
+                host,
+                last_epochs,
+                task.epochs_per_step,
+                task.fitness,
+                task.minimize,
+            )
+        )
+    return merge_records(records, plan.groups)
 
 
 def progress_figures(record: dict) -> dict[str, str]:
@@ -227,25 +275,31 @@ def progress_figures(record: dict) -> dict[str, str]:
     return {"best": f"{best:.4g}", "median": f"{np.nanmedian(values):.4g}"}
 
 
-def finish(plan: Plan, programs, states, history, lineage, devices, start, run_dir
-           ) -> SweepResult:
+def finish(plan: Plan, programs, states, history, lineage, devices, start, run_dir) -> SweepResult:
     """The result: the best member on the last validation, and every member's test figures."""
-    test_metrics = [meshes.to_host(program.test(population, program.data.test))
-                    for program, (population, _) in zip(programs, states)
-                    if program.data is not None and program.data.test is not None]
+    # A task without data (an RL agent) is tested by one more evaluation, with keys that no
+    # selection saw: fresh episodes.
+    test_metrics = [
+        meshes.to_host(program.test(population, program.data.test if program.data else None))
+        for program, (population, _) in zip(programs, states)
+        if program.data is None or program.data.test is not None
+    ]
     last = history[-1]
     fitness = fitness_values(last)
     best = int(np.argmax(fitness))
     names = list(dict.fromkeys(k for metrics in test_metrics for k in metrics))
-    test_per_member = ({name: np.concatenate([np.asarray(m[name]) for m in test_metrics])
-                        for name in names} if len(test_metrics) == len(programs) else {})
+    test_per_member = (
+        {name: np.concatenate([np.asarray(m[name]) for m in test_metrics]) for name in names}
+        if len(test_metrics) == len(programs)
+        else {}
+    )
     task = programs[0].task
     populations = [population for population, _ in states]
     return SweepResult(
         config=plan.config,
         best_member=best,
         best_hparams={k: v[best] for k, v in last["hparams"].items() if v[best] is not None},
-        best_val={k[len("val_"):]: v[best] for k, v in last.items() if k.startswith("val_")},
+        best_val={k[len("val_") :]: v[best] for k, v in last.items() if k.startswith("val_")},
         best_test={k: float(v[best]) for k, v in test_per_member.items()},
         history=history,
         lineage=lineage,
@@ -278,14 +332,18 @@ class GroupProgram:
         return self.data.train if self.data is not None else None
 
     @classmethod
-    def build(cls, group_task: GroupTask, index: int, init_key, pbt_key, members, mesh,
-              num_groups: int) -> "GroupProgram":
+    def build(
+        cls, group_task: GroupTask, index: int, init_key, pbt_key, members, mesh, num_groups: int
+    ) -> GroupProgram:
         group, task, space = group_task.group, group_task.task, group_task.space
         config = group.config
         if num_groups > 1:  # one group keeps the sweep's own keys
             init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
-        data = (jax.tree_util.tree_map(lambda a: meshes.put_replicated(a, mesh), task.data)
-                if task.data is not None else None)
+        data = (
+            jax.tree_util.tree_map(lambda a: meshes.put_replicated(a, mesh), task.data)
+            if task.data is not None
+            else None
+        )
 
         def init(train_data):
             population = init_population(init_key, task, space, config.population, train_data)
@@ -293,12 +351,20 @@ class GroupProgram:
 
         evaluate = make_evaluate(task)
         return cls(
-            group=group, task=task, space=space, data=data,
+            group=group,
+            task=task,
+            space=space,
+            data=data,
             init=jax.jit(init, out_shardings=members),
-            round_fn=jax.jit(make_round(task, config.interval, space, config.pbt, pbt_key),
-                             out_shardings=members, donate_argnums=(0, 1)),
-            test=jax.jit(lambda population, split: evaluate(population, split, False)[1],
-                         out_shardings=members),
+            round_fn=jax.jit(
+                make_round(task, config.interval, space, config.pbt, pbt_key),
+                out_shardings=members,
+                donate_argnums=(0, 1),
+            ),
+            test=jax.jit(
+                lambda population, split: evaluate(population, split, False)[1],
+                out_shardings=members,
+            ),
         )
 
 
@@ -308,6 +374,7 @@ def resume_target(config, resume, overrides):
     if config is not None or any(v is not None for v in overrides.values()):
         raise PopjaxError("a resumed run keeps its own config: give --resume alone")
     if not (run_dir / CONFIG).is_file():
-        raise PopjaxError(f"{run_dir} is not a run folder (no {CONFIG}): give a folder that "
-                          "popjax run wrote")
+        raise PopjaxError(
+            f"{run_dir} is not a run folder (no {CONFIG}): give a folder that popjax run wrote"
+        )
     return run_dir / CONFIG, run_dir

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,29 +94,38 @@ def load_task(spec: str, fields: Mapping[str, Any] | None = None) -> Task:
     """
     module_name, _, attribute = str(spec).partition(":")
     if not module_name or not attribute:
-        raise PopjaxError(f"task '{spec}' is not an import path: write it as "
-                          "\"package.module:factory\" or use one of " + ", ".join(BUILTIN))
+        raise PopjaxError(
+            f"task '{spec}' is not an import path: write it as "
+            '"package.module:factory" or use one of ' + ", ".join(BUILTIN)
+        )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # an import can fail in any way the user's code does
-        raise PopjaxError(f"cannot import task module '{module_name}' ({type(error).__name__}: "
-                          f"{_first_line(error)}): check the name and that it is importable "
-                          "from the current folder") from None
+        raise PopjaxError(
+            f"cannot import task module '{module_name}' ({type(error).__name__}: "
+            f"{_first_line(error)}): check the name and that it is importable "
+            "from the current folder"
+        ) from None
     if not hasattr(module, attribute):
-        raise PopjaxError(f"module '{module_name}' has no '{attribute}': name a function that "
-                          "returns a popjax.Task")
+        raise PopjaxError(
+            f"module '{module_name}' has no '{attribute}': name a function that "
+            "returns a popjax.Task"
+        )
     made = getattr(module, attribute)
     if not isinstance(made, Task):
         if not callable(made):
-            raise PopjaxError(f"{spec} is a {type(made).__name__}, not a function that returns "
-                              "a popjax.Task")
+            raise PopjaxError(
+                f"{spec} is a {type(made).__name__}, not a function that returns a popjax.Task"
+            )
         try:
             made = made(**dict(fields or {}))
         except TypeError as error:
-            raise PopjaxError(f"{spec} does not take the fields given in [task] "
-                              f"({_first_line(error)}): give the arguments it takes") from None
+            raise PopjaxError(
+                f"{spec} does not take the fields given in [task] "
+                f"({_first_line(error)}): give the arguments it takes"
+            ) from None
     if not isinstance(made, Task):
         raise PopjaxError(f"{spec} returned a {type(made).__name__}: expected a popjax.Task")
     return made
@@ -129,7 +139,8 @@ def _first_line(error: BaseException) -> str:
 def _describe(tree) -> str:
     """A short picture of a pytree's structure and shapes, for error messages."""
     shapes = jax.tree_util.tree_map(
-        lambda x: f"{getattr(x, 'dtype', type(x).__name__)}{list(getattr(x, 'shape', ()))}", tree)
+        lambda x: f"{getattr(x, 'dtype', type(x).__name__)}{list(getattr(x, 'shape', ()))}", tree
+    )
     text = str(shapes)
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -146,8 +157,9 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
         raise PopjaxError(f"expected a popjax.Task, got a {type(task).__name__}")
     for name in ("init", "train", "evaluate"):
         if not callable(getattr(task, name)):
-            raise PopjaxError(f"task {name} is a {type(getattr(task, name)).__name__}: give a "
-                              "function")
+            raise PopjaxError(
+                f"task {name} is a {type(getattr(task, name)).__name__}: give a function"
+            )
     # The data goes in as arguments, traced as in the compiled round.
     data = task.data if task.data is not None else TaskData(None)
     extra = (lambda split: (split,)) if task.data is not None else (lambda split: ())
@@ -159,39 +171,59 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
         except PopjaxError:
             raise
         except Exception as error:  # the user's code may fail in any way
-            raise PopjaxError(f"task {name} failed on one member ({type(error).__name__}: "
-                              f"{_first_line(error)})") from None
+            raise PopjaxError(
+                f"task {name} failed on one member ({type(error).__name__}: {_first_line(error)})"
+            ) from None
 
     def init(k, h, d):
         state = task.init(k, h, *extra(d))
-        if not all(isinstance(leaf, (jax.Array, np.ndarray, float, int))
-                   for leaf in jax.tree_util.tree_leaves(state)):
-            raise PopjaxError(f"task init returned {_describe(state)}: expected a pytree of "
-                              "arrays")
+        if not all(
+            isinstance(leaf, (jax.Array, np.ndarray, float, int))
+            for leaf in jax.tree_util.tree_leaves(state)
+        ):
+            raise PopjaxError(f"task init returned {_describe(state)}: expected a pytree of arrays")
         return state
 
     state = trace("init", init, key, hparams, data.train)
-    out = trace("train", lambda s, h, k, d: task.train(s, h, k, jnp.int32(0), *extra(d)),
-                state, hparams, key, data.train)
+    out = trace(
+        "train",
+        lambda s, h, k, d: task.train(s, h, k, jnp.int32(0), *extra(d)),
+        state,
+        hparams,
+        key,
+        data.train,
+    )
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PopjaxError(f"task train returned {_describe(out)}: expected (state, metrics)")
     new_state, metrics = out
-    if (jax.tree_util.tree_structure(new_state) != jax.tree_util.tree_structure(state)
-            or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(
-                jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state)))):
-        raise PopjaxError(f"task train returned the state {_describe(new_state)}: expected the "
-                          f"structure, shapes and dtypes that init returned, {_describe(state)}")
+    if jax.tree_util.tree_structure(new_state) != jax.tree_util.tree_structure(state) or any(
+        a.shape != b.shape or a.dtype != b.dtype
+        for a, b in zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state))
+    ):
+        raise PopjaxError(
+            f"task train returned the state {_describe(new_state)}: expected the "
+            f"structure, shapes and dtypes that init returned, {_describe(state)}"
+        )
     _check_metrics("train", metrics)
-    scores = trace("evaluate", lambda s, h, k, d: task.evaluate(s, h, k, *extra(d)),
-                   state, hparams, key, data.val)
+    scores = trace(
+        "evaluate",
+        lambda s, h, k, d: task.evaluate(s, h, k, *extra(d)),
+        state,
+        hparams,
+        key,
+        data.val,
+    )
     _check_metrics("evaluate", scores)
     if task.fitness not in scores:
-        raise PopjaxError(f"task evaluate returned the metrics {sorted(scores)}, without the "
-                          f"fitness '{task.fitness}': return it, or set Task(fitness=...)")
+        raise PopjaxError(
+            f"task evaluate returned the metrics {sorted(scores)}, without the "
+            f"fitness '{task.fitness}': return it, or set Task(fitness=...)"
+        )
 
 
 def _check_metrics(name: str, metrics) -> None:
-    if not isinstance(metrics, Mapping) or not all(
-            np.shape(v) == () for v in metrics.values()):
-        raise PopjaxError(f"task {name} returned the metrics {_describe(metrics)}: expected a "
-                          "dict of scalars, like {'loss': loss}")
+    if not isinstance(metrics, Mapping) or not all(np.shape(v) == () for v in metrics.values()):
+        raise PopjaxError(
+            f"task {name} returned the metrics {_describe(metrics)}: expected a "
+            "dict of scalars, like {'loss': loss}"
+        )

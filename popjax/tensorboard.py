@@ -19,8 +19,9 @@ def summary_writer_class():
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
-        raise PopjaxError("--tensorboard needs tensorboardX: pip install 'popjax[tensorboard]'"
-                          ) from None
+        raise PopjaxError(
+            "--tensorboard needs tensorboardX: pip install 'popjax[tensorboard]'"
+        ) from None
     return SummaryWriter
 
 
@@ -38,16 +39,21 @@ class TensorBoardLogger:
         key = record["selects_on"]
         values = np.asarray(record[key], dtype=float)
         best = int(np.argmax(fitness_values(record)))
-        medians = {f"{name}/median": np.nanmedian(np.asarray(v, dtype=float))
-                   for name, v in record.items()
-                   if name.startswith(("train_", "val_")) and isinstance(v, list)}
+        medians = {
+            f"{name}/median": np.nanmedian(np.asarray(v, dtype=float))
+            for name, v in record.items()
+            if name.startswith(("train_", "val_")) and isinstance(v, list)
+        }
         scalars = {
             f"{key}/best": values[best],
             **medians,
             "pbt/copies": sum(p != m for m, p in enumerate(record["parents"])),
             "pbt/diverged": sum(record["diverged"]),
-            **{f"best_member_hparams/{name}": values[best]
-               for name, values in record["hparams"].items() if values[best] is not None},
+            **{
+                f"best_member_hparams/{name}": values[best]
+                for name, values in record["hparams"].items()
+                if values[best] is not None
+            },
         }
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, float(value), step)

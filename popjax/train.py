@@ -36,12 +36,14 @@ def make_segment(task, steps: int):
     def segment(population: Population, train_data=None):
         def body(carry, offset):
             state, rng = carry
-            state, rng, metrics = step_all(state, population.hparams, rng,
-                                           population.step + offset, train_data)
+            state, rng, metrics = step_all(
+                state, population.hparams, rng, population.step + offset, train_data
+            )
             return (state, rng), metrics
 
-        (state, rng), metrics = jax.lax.scan(body, (population.state, population.rng),
-                                             jnp.arange(steps))
+        (state, rng), metrics = jax.lax.scan(
+            body, (population.state, population.rng), jnp.arange(steps)
+        )
         population = population._replace(state=state, rng=rng, step=population.step + steps)
         return population, {k: v.mean(axis=0) for k, v in metrics.items()}
 
@@ -67,7 +69,8 @@ def make_evaluate(task):
     def evaluate(population: Population, split=None, advance: bool = True):
         rng, metrics = jax.vmap(
             lambda state, hparams, rng, split: member_evaluate(state, hparams, rng, split, advance),
-            in_axes=(0, 0, 0, None))(population.state, population.hparams, population.rng, split)
+            in_axes=(0, 0, 0, None),
+        )(population.state, population.hparams, population.rng, split)
         return population._replace(rng=rng), metrics
 
     return evaluate

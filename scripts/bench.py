@@ -50,24 +50,40 @@ MODELS = ("mlp64", "mlp256", "mlp1024", "cnn")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--populations", type=int, nargs="+",
-                        help=f"default {CPU_POPULATIONS} on the CPU, {ACCELERATOR_POPULATIONS} "
-                             "on an accelerator")
-    parser.add_argument("--steps", type=int, default=250,
-                        help="training steps per member in a round (popjax's default interval)")
+    parser.add_argument(
+        "--populations",
+        type=int,
+        nargs="+",
+        help=f"default {CPU_POPULATIONS} on the CPU, {ACCELERATOR_POPULATIONS} on an accelerator",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=250,
+        help="training steps per member in a round (popjax's default interval)",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                        help="compute dtype (weights stay float32)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute dtype (weights stay float32)",
+    )
     parser.add_argument("--max-sequential-members", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--max-seconds", type=float, default=30.0,
-                        help="skip a measurement estimated to take longer than this")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=30.0,
+        help="skip a measurement estimated to take longer than this",
+    )
     parser.add_argument("--cpu-devices", choices=("cores", "one"), default="cores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
-    parser.add_argument("--baselines-only", action="store_true", dest="baselines_only",
-                        help=argparse.SUPPRESS)  # the one-device baseline subprocess
+    parser.add_argument(
+        "--baselines-only", action="store_true", dest="baselines_only", help=argparse.SUPPRESS
+    )  # the one-device baseline subprocess
     return parser.parse_args(argv)
 
 
@@ -139,8 +155,12 @@ def memory_of(compiled) -> int | None:
     """Bytes XLA plans for a compiled call: arguments, outputs and temporaries."""
     try:
         stats = compiled.memory_analysis()
-        return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                   + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+        return int(
+            stats.argument_size_in_bytes
+            + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes
+            - stats.alias_size_in_bytes
+        )
     except Exception:  # not every backend reports it
         return None
 
@@ -166,8 +186,9 @@ def member_step(task):
 def sequential_rates(task, train, population, args) -> dict:
     """Member-steps per second of members trained one after another, two usual ways."""
     step = member_step(task)
-    members = [select(population, i) for i in range(min(population.size,
-                                                        args.max_sequential_members))]
+    members = [
+        select(population, i) for i in range(min(population.size, args.max_sequential_members))
+    ]
     jit_step = jax.jit(step)
 
     def loop():
@@ -182,6 +203,7 @@ def sequential_rates(task, train, population, args) -> dict:
         def body(carry, t):
             state, rng, loss = step(*carry[:1], hparams, carry[1], t, train)
             return (state, rng), loss
+
         return jax.lax.scan(body, (state, rng), jnp.arange(args.steps))
 
     def scan():
@@ -193,9 +215,11 @@ def sequential_rates(task, train, population, args) -> dict:
     jax.block_until_ready(scanned(first.state, first.hparams, first.rng, train))
     work = len(members) * args.steps
     repeats = max(args.repeats, 3)  # cheap next to popjax's side; more tries damp the noise
-    return {"members_timed": len(members),
-            "loop_member_steps_per_s": work / fastest(loop, repeats),
-            "scan_member_steps_per_s": work / fastest(scan, repeats)}
+    return {
+        "members_timed": len(members),
+        "loop_member_steps_per_s": work / fastest(loop, repeats),
+        "scan_member_steps_per_s": work / fastest(scan, repeats),
+    }
 
 
 def measure_population(task, size, args, budget) -> dict:
@@ -207,22 +231,26 @@ def measure_population(task, size, args, budget) -> dict:
     pbt = PBTConfig()
     pbt_key = jax.random.PRNGKey(args.seed + 1)
     population = jax.device_put(
-        init_population(jax.random.PRNGKey(args.seed), task, SPACE, size, data.train), members)
-    standing = jax.device_put(Standing.initial(size)._replace(
-        fitness=jnp.linspace(0.0, 1.0, size)), members)
+        init_population(jax.random.PRNGKey(args.seed), task, SPACE, size, data.train), members
+    )
+    standing = jax.device_put(
+        Standing.initial(size)._replace(fitness=jnp.linspace(0.0, 1.0, size)), members
+    )
     fitness = standing.fitness
 
     # Estimate first: a population too slow or too large for this device is skipped.
     per_step = jax.jit(jax.vmap(member_step(task), in_axes=(0, 0, 0, 0, None)))
-    lowered_step = per_step.lower(population.state, population.hparams, population.rng,
-                                  population.step, data.train)
+    lowered_step = per_step.lower(
+        population.state, population.hparams, population.rng, population.step, data.train
+    )
     flops = flops_of(lowered_step.compile())
     estimate = (flops or 0) * args.steps * (args.repeats + 1) / budget["flops_per_s"]
     if estimate > args.max_seconds:
         return {**row, "skipped": f"estimated {estimate:.0f} s > --max-seconds"}
 
-    round_fn = jax.jit(make_round(task, args.steps, SPACE, pbt, pbt_key),
-                       out_shardings=members, donate_argnums=0)
+    round_fn = jax.jit(
+        make_round(task, args.steps, SPACE, pbt, pbt_key), out_shardings=members, donate_argnums=0
+    )
     start = time.perf_counter()
     try:
         compiled = round_fn.lower(population, standing, 1, data).compile()
@@ -248,24 +276,29 @@ def measure_population(task, size, args, budget) -> dict:
         population, _, _ = pbt_step(key, population, fitness, SPACE, pbt)
         return evaluate(population, data.val)
 
-    pbt_only = jax.jit(pbt_and_validation, out_shardings=members).lower(
-        state["population"], fitness, pbt_key).compile()
+    pbt_only = (
+        jax.jit(pbt_and_validation, out_shardings=members)
+        .lower(state["population"], fitness, pbt_key)
+        .compile()
+    )
     jax.block_until_ready(pbt_only(state["population"], fitness, pbt_key))
     pbt_seconds = fastest(
-        lambda: jax.block_until_ready(pbt_only(state["population"], fitness, pbt_key)),
-        args.repeats)
+        lambda: jax.block_until_ready(pbt_only(state["population"], fitness, pbt_key)), args.repeats
+    )
 
     rate = size * args.steps / round_seconds
     stats = jax.devices()[0].memory_stats() or {}
-    return {**row,
-            "devices": mesh.size,
-            "round_seconds": round_seconds,
-            "member_steps_per_s": rate,
-            "flops_per_member_step": flops / size if flops else None,
-            "utilization": rate * flops / size / budget["flops_per_s"] if flops else None,
-            "pbt_and_validation_seconds": pbt_seconds,
-            "pbt_share": pbt_seconds / round_seconds,
-            "device_peak_bytes": stats.get("peak_bytes_in_use")}
+    return {
+        **row,
+        "devices": mesh.size,
+        "round_seconds": round_seconds,
+        "member_steps_per_s": rate,
+        "flops_per_member_step": flops / size if flops else None,
+        "utilization": rate * flops / size / budget["flops_per_s"] if flops else None,
+        "pbt_and_validation_seconds": pbt_seconds,
+        "pbt_share": pbt_seconds / round_seconds,
+        "device_peak_bytes": stats.get("peak_bytes_in_use"),
+    }
 
 
 def count_sweep_compilations(model, dataset) -> dict:
@@ -278,10 +311,22 @@ def count_sweep_compilations(model, dataset) -> dict:
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     size = math.lcm(8, jax.device_count()) if jax.device_count() <= 8 else jax.device_count()
-    result = popjax.run(model=model, data=dataset, population=size, steps=200, interval=50,
-                        write=False, progress=False)
-    return {"population": size, "rounds": 4, "round_program_compilations": result.compilations,
-            "all_xla_compilations": len(compiles), "all_compile_seconds": sum(compiles)}
+    result = popjax.run(
+        model=model,
+        data=dataset,
+        population=size,
+        steps=200,
+        interval=50,
+        write=False,
+        progress=False,
+    )
+    return {
+        "population": size,
+        "rounds": 4,
+        "round_program_compilations": result.compilations,
+        "all_xla_compilations": len(compiles),
+        "all_compile_seconds": sum(compiles),
+    }
 
 
 def plot(report, path) -> None:
@@ -297,24 +342,41 @@ def plot(report, path) -> None:
             continue
         color = f"C{i}"
         sizes = [r["population"] for r in rows]
-        ax.plot(sizes, [r["member_steps_per_s"] for r in rows], "o-", color=color,
-                label=f"{name}: popjax")
-        ax.axhline(entry["sequential"]["loop_member_steps_per_s"], color=color, ls=":",
-                   label=f"{name}: one by one, jitted step loop")
-    ax.set(xscale="log", yscale="log", xlabel="population size",
-           ylabel="member-steps per second",
-           title=f"{report['backend']} ({report['devices']} device(s)), {report['dtype']}")
+        ax.plot(
+            sizes,
+            [r["member_steps_per_s"] for r in rows],
+            "o-",
+            color=color,
+            label=f"{name}: popjax",
+        )
+        ax.axhline(
+            entry["sequential"]["loop_member_steps_per_s"],
+            color=color,
+            ls=":",
+            label=f"{name}: one by one, jitted step loop",
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="population size",
+        ylabel="member-steps per second",
+        title=f"{report['backend']} ({report['devices']} device(s)), {report['dtype']}",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def print_table(report) -> None:
-    print(f"\n{report['backend']}, {report['devices']} device(s), {report['dtype']}, "
-          f"{report['steps']} steps per round, batch {report['batch_size']}; dense matmul "
-          f"{report['matmul']['flops_per_s'] / 1e9:,.0f} GFLOP/s")
-    print(f"{'model':>8} {'P':>5} {'popjax m-steps/s':>17} {'vs loop':>8} {'vs scan':>8} "
-          f"{'util':>6} {'PBT':>6} {'compile s':>9} {'MiB':>8}")
+    print(
+        f"\n{report['backend']}, {report['devices']} device(s), {report['dtype']}, "
+        f"{report['steps']} steps per round, batch {report['batch_size']}; dense matmul "
+        f"{report['matmul']['flops_per_s'] / 1e9:,.0f} GFLOP/s"
+    )
+    print(
+        f"{'model':>8} {'P':>5} {'popjax m-steps/s':>17} {'vs loop':>8} {'vs scan':>8} "
+        f"{'util':>6} {'PBT':>6} {'compile s':>9} {'MiB':>8}"
+    )
     for name, entry in report["models"].items():
         seq = entry["sequential"]
         for row in entry["populations"]:
@@ -323,17 +385,23 @@ def print_table(report) -> None:
                 continue
             util = f"{row['utilization']:.1%}" if row["utilization"] is not None else "n/a"
             mib = f"{row['xla_bytes'] / 2**20:,.0f}" if row["xla_bytes"] else "n/a"
-            print(f"{name:>8} {row['population']:>5} {row['member_steps_per_s']:>17,.0f} "
-                  f"{row['member_steps_per_s'] / seq['loop_member_steps_per_s']:>7.1f}x "
-                  f"{row['member_steps_per_s'] / seq['scan_member_steps_per_s']:>7.1f}x "
-                  f"{util:>6} {row['pbt_share']:>6.2%} {row['compile_seconds']:>9.1f} "
-                  f"{mib:>8}")
-        print(f"{name:>8} one by one: jitted step loop {seq['loop_member_steps_per_s']:,.0f}, "
-              f"jitted scan {seq['scan_member_steps_per_s']:,.0f} member-steps/s")
+            print(
+                f"{name:>8} {row['population']:>5} {row['member_steps_per_s']:>17,.0f} "
+                f"{row['member_steps_per_s'] / seq['loop_member_steps_per_s']:>7.1f}x "
+                f"{row['member_steps_per_s'] / seq['scan_member_steps_per_s']:>7.1f}x "
+                f"{util:>6} {row['pbt_share']:>6.2%} {row['compile_seconds']:>9.1f} "
+                f"{mib:>8}"
+            )
+        print(
+            f"{name:>8} one by one: jitted step loop {seq['loop_member_steps_per_s']:,.0f}, "
+            f"jitted scan {seq['scan_member_steps_per_s']:,.0f} member-steps/s"
+        )
     c = report["sweep_compilations"]
-    print(f"a {c['rounds']}-round sweep of {c['population']} members compiled its round "
-          f"{c['round_program_compilations']} time(s); {c['all_xla_compilations']} XLA "
-          f"compilations in all ({c['all_compile_seconds']:.1f} s)")
+    print(
+        f"a {c['rounds']}-round sweep of {c['population']} members compiled its round "
+        f"{c['round_program_compilations']} time(s); {c['all_xla_compilations']} XLA "
+        f"compilations in all ({c['all_compile_seconds']:.1f} s)"
+    )
 
 
 def baselines(args, dataset) -> dict:
@@ -343,18 +411,36 @@ def baselines(args, dataset) -> dict:
     if args.baselines_only or jax.default_backend() != "cpu" or jax.device_count() == 1:
         rates = {}
         for name in args.models:
-            task = classification(build(name, args.dtype, dataset.num_classes), dataset,
-                                  batch_size=args.batch_size)
+            task = classification(
+                build(name, args.dtype, dataset.num_classes), dataset, batch_size=args.batch_size
+            )
             train = jax.device_put(task.data.train)
-            members = init_population(jax.random.PRNGKey(args.seed), task, SPACE,
-                                      args.max_sequential_members, train)
+            members = init_population(
+                jax.random.PRNGKey(args.seed), task, SPACE, args.max_sequential_members, train
+            )
             rates[name] = sequential_rates(task, train, members, args)
         return rates
-    command = [sys.executable, __file__, "--baselines-only", "--cpu-devices", "one",
-               "--models", *args.models, "--steps", str(args.steps), "--batch-size",
-               str(args.batch_size), "--dtype", args.dtype, "--max-sequential-members",
-               str(args.max_sequential_members), "--repeats", str(args.repeats), "--seed",
-               str(args.seed)]
+    command = [
+        sys.executable,
+        __file__,
+        "--baselines-only",
+        "--cpu-devices",
+        "one",
+        "--models",
+        *args.models,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--dtype",
+        args.dtype,
+        "--max-sequential-members",
+        str(args.max_sequential_members),
+        "--repeats",
+        str(args.repeats),
+        "--seed",
+        str(args.seed),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -365,29 +451,41 @@ def main(args) -> None:
         return
     started = time.perf_counter()
     accelerator = jax.default_backend() != "cpu"
-    populations = args.populations or (ACCELERATOR_POPULATIONS if accelerator
-                                       else CPU_POPULATIONS)
+    populations = args.populations or (ACCELERATOR_POPULATIONS if accelerator else CPU_POPULATIONS)
     dataset = mnist1d(seed=args.seed)
-    budget = {**matmul_flops_per_s(args.dtype, args.repeats),
-              "memory_bytes": device_memory_limit()}
-    report = {"backend": jax.default_backend(), "devices": jax.device_count(),
-              "device_kind": jax.devices()[0].device_kind, "dtype": args.dtype,
-              "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
-              "jax_version": jax.__version__, "python_version": platform.python_version(),
-              "cpu_cores": os.cpu_count(), "matmul": budget, "models": {}}
+    budget = {**matmul_flops_per_s(args.dtype, args.repeats), "memory_bytes": device_memory_limit()}
+    report = {
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "dtype": args.dtype,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "jax_version": jax.__version__,
+        "python_version": platform.python_version(),
+        "cpu_cores": os.cpu_count(),
+        "matmul": budget,
+        "models": {},
+    }
     for name in args.models:
-        task = classification(build(name, args.dtype, dataset.num_classes), dataset,
-                              batch_size=args.batch_size)
+        task = classification(
+            build(name, args.dtype, dataset.num_classes), dataset, batch_size=args.batch_size
+        )
         rows = []
         for size in populations:
             rows.append(measure_population(task, size, args, budget))
-            print(f"{name} P={size}: {rows[-1].get('skipped', 'done')} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{name} P={size}: {rows[-1].get('skipped', 'done')} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
         report["models"][name] = {"populations": rows}
     for name, sequential in baselines(args, dataset).items():
         report["models"][name]["sequential"] = sequential
     report["sweep_compilations"] = count_sweep_compilations(
-        build("mlp64", args.dtype, dataset.num_classes), dataset)
+        build("mlp64", args.dtype, dataset.num_classes), dataset
+    )
     report["load_average_at_end"] = list(os.getloadavg())
     report["total_seconds"] = time.perf_counter() - started
     print_table(report)

@@ -35,20 +35,25 @@ def small_model():
 
 def hparams_for(size, learning_rate=0.1, momentum=0.0, dropout=0.0, weight_decay=0.0):
     """Per-member hyperparameter arrays; each argument is a scalar or a list of ``size``."""
-    values = dict(learning_rate=learning_rate, momentum=momentum, dropout=dropout,
-                  weight_decay=weight_decay)
+    values = dict(
+        learning_rate=learning_rate, momentum=momentum, dropout=dropout, weight_decay=weight_decay
+    )
     return {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (size,)) for k, v in values.items()}
 
 
 def tree_allclose(a, b, **tolerance):
-    leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda x, y: np.allclose(np.asarray(x), np.asarray(y), **tolerance), a, b))
+    leaves = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(
+            lambda x, y: np.allclose(np.asarray(x), np.asarray(y), **tolerance), a, b
+        )
+    )
     return all(leaves)
 
 
 def tree_equal(a, b):
-    leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
+    leaves = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b)
+    )
     return all(leaves)
 
 
@@ -79,9 +84,14 @@ def popjax_cli(*args, cwd, report=False, **env):
     """``popjax ARGS`` in a subprocess on one CPU device, as in this test process, which reads
     the checkpoints back; ``env`` adds environment variables."""
     flags = ["--quiet"] + ([] if report else ["--no-report"])
-    return subprocess.Popen([sys.executable, "-m", "popjax", *args, *flags],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "popjax", *args, *flags],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", **env},
+    )
 
 
 def final_state(run_dir):

@@ -20,8 +20,16 @@ def main(out, *distributed):
         coordinator, num_processes, process_id = distributed
         settings = Distributed(coordinator, int(num_processes), int(process_id))
     data = popjax.data.digits()
-    result = popjax.run(data=data, population=8, steps=60, interval=20, batch_size=16,
-                        write=False, progress=False, distributed=settings)
+    result = popjax.run(
+        data=data,
+        population=8,
+        steps=60,
+        interval=20,
+        batch_size=16,
+        write=False,
+        progress=False,
+        distributed=settings,
+    )
     population = result.population
     for leaf in jax.tree_util.tree_leaves(population):
         assert leaf.sharding.spec[0] == AXIS, leaf.sharding
@@ -30,8 +38,13 @@ def main(out, *distributed):
     if jax.process_index() == 0:
         flat = {f"leaf{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(host))}
         parents = np.asarray([r["parents"] for r in result.history])
-        np.savez(out, parents=parents, num_devices=len(jax.devices()),
-                 num_processes=jax.process_count(), **flat)
+        np.savez(
+            out,
+            parents=parents,
+            num_devices=len(jax.devices()),
+            num_processes=jax.process_count(),
+            **flat,
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,13 @@ high = 0.3
 
 
 def popjax(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "popjax", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "popjax", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_run_writes_the_run_folder(tmp_path):
@@ -41,15 +46,22 @@ def test_run_writes_the_run_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run1"
     assert {p.name for p in run.iterdir()} == {
-        "config.toml", "metrics.jsonl", "lineage.json", "summary.json", "checkpoints",
-        "report.md", "fitness.png", "hyperparameters.png", "family_tree.png",
-        "final_hyperparameters.png"}
+        "config.toml",
+        "metrics.jsonl",
+        "lineage.json",
+        "summary.json",
+        "checkpoints",
+        "report.md",
+        "fitness.png",
+        "hyperparameters.png",
+        "family_tree.png",
+        "final_hyperparameters.png",
+    }
     summary = json.loads((run / "summary.json").read_text())
     # On the CPU the command spreads the 4 members over one device per core.
     assert len(summary["devices"]) == math.gcd(cpu_cores(), 4)
     assert summary["population"] == 4 and summary["steps"] == 40
-    assert set(summary["best_hparams"]) == {"learning_rate", "momentum", "dropout",
-                                            "weight_decay"}
+    assert set(summary["best_hparams"]) == {"learning_rate", "momentum", "dropout", "weight_decay"}
     assert 0.01 <= summary["best_hparams"]["learning_rate"] <= 0.3
     assert 0.0 <= summary["test"]["accuracy"] <= 1.0 and summary["devices"]
     rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -60,22 +72,30 @@ def test_run_writes_the_run_folder(tmp_path):
     assert "seed = 3" in (run / "config.toml").read_text()
     assert "best member" in done.stdout and "val acc" in done.stdout
     # The resolved config runs again as it is, into a new folder.
-    again = popjax("run", "run1/config.toml", "--out", "run2", "--quiet", "--no-report",
-                   cwd=tmp_path)
+    again = popjax(
+        "run", "run1/config.toml", "--out", "run2", "--quiet", "--no-report", cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "run2" / "summary.json").read_text())["test"] == summary["test"]
     assert not (tmp_path / "run2" / "report.md").exists()
 
 
-@pytest.mark.parametrize("toml, args, message", [
-    ("[space.learning_rat]\nprior='uniform'\nlow=0.1\nhigh=0.2\n", [], "did you mean 'learning_rate'"),
-    ("[space.momentum]\nprior='uniform'\nlow=0.9\nhigh=0.1\n", [], "low must be below high"),
-    ("[space.learning_rate]\nprior='log_uniform'\nlow=0\nhigh=0.1\n", [], "needs low > 0"),
-    ("populaton = 4\n", [], "did you mean 'population'"),
-    ("steps = [\n", [], "is not valid TOML"),
-    ("[data]\nname='npz'\npath='missing.npz'\n", [], "does not exist"),
-    ("", ["--interval", "500", "--steps", "100"], "longer than the run"),
-])
+@pytest.mark.parametrize(
+    "toml, args, message",
+    [
+        (
+            "[space.learning_rat]\nprior='uniform'\nlow=0.1\nhigh=0.2\n",
+            [],
+            "did you mean 'learning_rate'",
+        ),
+        ("[space.momentum]\nprior='uniform'\nlow=0.9\nhigh=0.1\n", [], "low must be below high"),
+        ("[space.learning_rate]\nprior='log_uniform'\nlow=0\nhigh=0.1\n", [], "needs low > 0"),
+        ("populaton = 4\n", [], "did you mean 'population'"),
+        ("steps = [\n", [], "is not valid TOML"),
+        ("[data]\nname='npz'\npath='missing.npz'\n", [], "does not exist"),
+        ("", ["--interval", "500", "--steps", "100"], "longer than the run"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, toml, args, message):
     (tmp_path / "bad.toml").write_text(toml)
     done = popjax("run", "bad.toml", "--out", "run", *args, cwd=tmp_path)
@@ -99,11 +119,17 @@ def test_data_that_does_not_fit_the_model_is_one_line(tmp_path):
 
     # 1-D convolutions over inputs of shape [N, 4, 4, 4, 4] cannot work.
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "bad.npz", x=rng.normal(size=(50, 4, 4, 4, 4)), y=np.arange(50) % 3,
-             x_test=rng.normal(size=(10, 4, 4, 4, 4)), y_test=np.arange(10) % 3)
+    np.savez(
+        tmp_path / "bad.npz",
+        x=rng.normal(size=(50, 4, 4, 4, 4)),
+        y=np.arange(50) % 3,
+        x_test=rng.normal(size=(10, 4, 4, 4, 4)),
+        y_test=np.arange(10) % 3,
+    )
     (tmp_path / "bad.toml").write_text(
         "population = 2\nsteps = 20\ninterval = 10\n[data]\nname = 'npz'\npath = 'bad.npz'\n"
-        "[model]\nname = 'cnn'\n")
+        "[model]\nname = 'cnn'\n"
+    )
     done = popjax("run", "bad.toml", "--out", "run", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "the model cannot take inputs of shape (4, 4, 4, 4)" in done.stderr
@@ -120,13 +146,16 @@ def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path):
 
 def test_groups_of_odd_sizes_run_from_the_command(tmp_path):
     # One device per core would not divide a group of 3: the command sizes devices by the groups.
-    (tmp_path / "odd.toml").write_text(TINY_TOML + """
+    (tmp_path / "odd.toml").write_text(
+        TINY_TOML
+        + """
 [[groups]]
 population = 3
 
 [[groups]]
 population = 2
-""")
+"""
+    )
     done = popjax("run", "odd.toml", "--out", "run", "--quiet", "--no-report", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -11,15 +11,21 @@ EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
 
 def run_in_experiments(code: str, tmp_path) -> str:
-    done = subprocess.run([sys.executable, "-c", code], cwd=EXPERIMENTS, capture_output=True,
-                          text=True, timeout=300, env={"PYTHONPATH": str(EXPERIMENTS),
-                                                       "PATH": "", "HOME": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=EXPERIMENTS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(EXPERIMENTS), "PATH": "", "HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def test_development_data_holds_no_test_example(tmp_path):
-    out = run_in_experiments(f"""
+    out = run_in_experiments(
+        f"""
 import numpy as np
 from pathlib import Path
 from design import development_data
@@ -34,24 +40,30 @@ training = rows(np.concatenate([real.x_train, real.x_val]))
 print(len(rows(dev["x"]) & test), len(rows(dev["x_test"]) & test),
       rows(dev["x"]) | rows(dev["x_test"]) <= training,
       len(dev["x"]) + len(dev["x_test"]) == len(training), len(dev["x_test"]) > 0)
-""", tmp_path)
+""",
+        tmp_path,
+    )
     assert out.split() == ["0", "0", "True", "True", "True"]
 
 
 def test_paired_lead_compares_the_same_seeds(tmp_path):
-    out = run_in_experiments("""
+    out = run_in_experiments(
+        """
 from compare import paired_lead
 runs = [{"task": "t", "method": m, "seed": s, "test_accuracy": a} for m, s, a in [
     ("pbt", 0, 0.90), ("pbt", 1, 0.80), ("pbt", 2, 0.70),
     ("random", 0, 0.85), ("random", 1, 0.75), ("random", 3, 0.10)]]
 print(paired_lead(runs, "t"))
-""", tmp_path)
+""",
+        tmp_path,
+    )
     # seeds 0 and 1 pair up, each a lead of 5 points; seeds 2 and 3 have no partner
     assert out.strip() == "+5.00 ± 0.00 (n=2)"
 
 
 def test_design_table_chooses_each_methods_best_mean(tmp_path):
-    out = run_in_experiments("""
+    out = run_in_experiments(
+        """
 from design import design_table
 runs = [{"method": m, "setup": s, "seed": i, "dev_test_accuracy": a}
         for m, s, accuracies in [("pbt", "a", (0.9, 0.7)), ("pbt", "b", (0.85, 0.85)),
@@ -59,7 +71,9 @@ runs = [{"method": m, "setup": s, "seed": i, "dev_test_accuracy": a}
         for i, a in enumerate(accuracies)]
 for line in design_table(runs).splitlines()[2:]:
     print(line.split("|")[1].strip(), line.split("|")[2].strip(), line.split("|")[4].strip())
-""", tmp_path)
+""",
+        tmp_path,
+    )
     # pbt: "b" (85%) beats "a" (80%); random: "a" (60%) beats "b" (50%)
     chosen = [line.strip() for line in out.splitlines()]
     assert chosen == ["pbt a", "pbt b yes", "random a yes", "random b"]

@@ -12,9 +12,13 @@ from popjax.tasks.supervised import cross_entropy, squared_error
 
 GROUPS = [
     {"name": "narrow", "population": 4, "model": {"hidden": [8]}},
-    {"name": "adam-bn", "population": 4, "loss": "squared_error",
-     "model": {"hidden": [16, 16], "batch_norm": True},
-     "space": {"optimizer": "adam", "b1": {"prior": "uniform", "low": 0.8, "high": 0.9}}},
+    {
+        "name": "adam-bn",
+        "population": 4,
+        "loss": "squared_error",
+        "model": {"hidden": [16, 16], "batch_norm": True},
+        "space": {"optimizer": "adam", "b1": {"prior": "uniform", "low": 0.8, "high": 0.9}},
+    },
 ]
 
 
@@ -22,8 +26,16 @@ GROUPS = [
 def grouped(tmp_path_factory, small_data):
     out = tmp_path_factory.mktemp("groups") / "run"
     config = popjax.SweepConfig(groups=GROUPS, model={"name": "mlp", "hidden": [16]})
-    result = popjax.run(config, data=small_data, steps=60, interval=10, batch_size=16,
-                        out=out, progress=False, seed=1)
+    result = popjax.run(
+        config,
+        data=small_data,
+        steps=60,
+        interval=10,
+        batch_size=16,
+        out=out,
+        progress=False,
+        seed=1,
+    )
     return result, out
 
 
@@ -49,8 +61,7 @@ def test_records_say_which_group_and_which_hyperparameters(grouped):
     result, out = grouped
     last = result.history[-1]
     assert last["group"] == ["narrow"] * 4 + ["adam-bn"] * 4
-    assert popjax.Lineage.load(out / "lineage.json").groups == {"narrow": [0, 4],
-                                                                "adam-bn": [4, 8]}
+    assert popjax.Lineage.load(out / "lineage.json").groups == {"narrow": [0, 4], "adam-bn": [4, 8]}
     assert all(v is None for v in last["hparams"]["momentum"][4:])
     assert all(v is None for v in last["hparams"]["b1"][:4])
     assert all(0.8 <= v <= 0.9 for v in last["hparams"]["b1"][4:])
@@ -77,22 +88,25 @@ def test_squared_error_and_batch_norm():
     labels = jnp.array([0, 1])
     assert float(squared_error(logits, labels)) == pytest.approx((1 + 0 + 0 + 0.25) / 2)
     assert float(squared_error(logits, labels)) != pytest.approx(
-        float(cross_entropy(logits, labels)))
+        float(cross_entropy(logits, labels))
+    )
     # In training, batch normalization normalizes each feature over the batch (a linear
     # read-out of zeros then sees exactly standardized features) and updates running statistics.
     model = MLP(hidden=(5,), num_classes=5, batch_norm=True)
     x = jax.random.normal(jax.random.PRNGKey(0), (64, 3)) * 3 + 7
     variables = model.init(jax.random.PRNGKey(1), x)
-    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"],
-                             rngs={"dropout": jax.random.PRNGKey(2)})
+    _, updated = model.apply(
+        variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)}
+    )
     hidden = x @ variables["params"]["Dense_0"]["kernel"] + variables["params"]["Dense_0"]["bias"]
     stats = updated["batch_stats"]["BatchNorm_0"]
     np.testing.assert_allclose(stats["mean"], 0.1 * np.asarray(hidden).mean(0), rtol=1e-4)
 
 
 def test_batch_norm_evaluates_an_example_the_same_alone_or_with_the_split(small_data):
-    task = popjax.tasks.classification(MLP(hidden=(16,), num_classes=3, batch_norm=True),
-                                       small_data, batch_size=16)
+    task = popjax.tasks.classification(
+        MLP(hidden=(16,), num_classes=3, batch_norm=True), small_data, batch_size=16
+    )
     from conftest import hparams_for, members, segment_of
 
     trained, _ = segment_of(task, 30)(members(task, hparams_for(2)))
@@ -108,9 +122,15 @@ def test_batch_norm_evaluates_an_example_the_same_alone_or_with_the_split(small_
 def test_a_grouped_sweep_resumes_to_the_same_result(tmp_path, small_data):
     import shutil
 
-    config = popjax.SweepConfig(groups=GROUPS, model={"name": "mlp", "hidden": [16]},
-                                steps=40, interval=10, batch_size=16, checkpoint_every=1,
-                                keep_checkpoints=10)
+    config = popjax.SweepConfig(
+        groups=GROUPS,
+        model={"name": "mlp", "hidden": [16]},
+        steps=40,
+        interval=10,
+        batch_size=16,
+        checkpoint_every=1,
+        keep_checkpoints=10,
+    )
     whole = popjax.run(config, data=small_data, out=tmp_path / "run", progress=False)
     for late in ("3", "4"):  # as if the run had died after its second round
         shutil.rmtree(tmp_path / "run" / "checkpoints" / late)

@@ -10,12 +10,13 @@ import optax
 import pytest
 
 import popjax
-from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
 from popjax import data as datasets
 from popjax.augment import augment
 from popjax.nn import MLP
 from popjax.round import Standing, make_round
 from popjax.space import NEUTRAL_VALUES, SearchSpace, Uniform
+
+from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
 
 
 def train(small_data, model, hparams, steps=4, optimizer="sgd"):
@@ -25,16 +26,17 @@ def train(small_data, model, hparams, steps=4, optimizer="sgd"):
 
 
 def with_extra(size, **extra):
-    hparams = hparams_for(size, learning_rate=0.2, momentum=0.5, dropout=0.1,
-                          weight_decay=1e-3)
-    hparams.update({k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (size,))
-                    for k, v in extra.items()})
+    hparams = hparams_for(size, learning_rate=0.2, momentum=0.5, dropout=0.1, weight_decay=1e-3)
+    hparams.update(
+        {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (size,)) for k, v in extra.items()}
+    )
     return hparams
 
 
 # A neutral infinite clip or patience is written as a huge number: priors must be finite.
-NEUTRAL = {name: (1e30 if math.isinf(v) else v) for name, v in NEUTRAL_VALUES.items()
-           if name != "patience"}
+NEUTRAL = {
+    name: (1e30 if math.isinf(v) else v) for name, v in NEUTRAL_VALUES.items() if name != "patience"
+}
 
 
 @pytest.mark.parametrize("name", sorted(NEUTRAL))
@@ -46,15 +48,28 @@ def test_neutral_value_matches_a_run_without_it(name, small_data, small_model):
 
 
 def moved(before, after):
-    return float(sum(jnp.abs(a - b).sum() for a, b in zip(jax.tree.leaves(after.params),
-                                                           jax.tree.leaves(before.params))))
+    return float(
+        sum(
+            jnp.abs(a - b).sum()
+            for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params))
+        )
+    )
 
 
 def test_grad_clip_bounds_the_first_update(small_data, small_model):
     hparams = with_extra(2, grad_clip=[1e-3, 1e30], momentum=0.0, weight_decay=0.0)
     start, after = train(small_data, small_model, hparams, steps=1)
-    norms = [float(jnp.sqrt(sum(jnp.sum((a[m] - b[m]) ** 2) for a, b in zip(
-        jax.tree.leaves(after.params), jax.tree.leaves(start.params))))) for m in (0, 1)]
+    norms = [
+        float(
+            jnp.sqrt(
+                sum(
+                    jnp.sum((a[m] - b[m]) ** 2)
+                    for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(start.params))
+                )
+            )
+        )
+        for m in (0, 1)
+    ]
     assert norms[0] == pytest.approx(0.2 * 1e-3, rel=1e-3)  # lr x clip norm
     assert norms[1] > 10 * norms[0]
 
@@ -62,9 +77,14 @@ def test_grad_clip_bounds_the_first_update(small_data, small_model):
 def test_adam_takes_learning_rate_sized_first_steps_and_b1_matters(small_data, small_model):
     space = SearchSpace(optimizer="adam")
     assert {"b1", "b2", "eps"} <= set(space.names) and "momentum" not in space.names
-    hparams = {"learning_rate": jnp.full(2, 0.01), "b1": jnp.array([0.9, 0.5]),
-               "b2": jnp.full(2, 0.999), "eps": jnp.full(2, 1e-8), "dropout": jnp.zeros(2),
-               "weight_decay": jnp.zeros(2)}
+    hparams = {
+        "learning_rate": jnp.full(2, 0.01),
+        "b1": jnp.array([0.9, 0.5]),
+        "b2": jnp.full(2, 0.999),
+        "eps": jnp.full(2, 1e-8),
+        "dropout": jnp.zeros(2),
+        "weight_decay": jnp.zeros(2),
+    }
     start, one = train(small_data, small_model, hparams, steps=1, optimizer="adam")
     step = np.abs(np.asarray(one.params["Dense_0"]["kernel"] - start.params["Dense_0"]["kernel"]))
     # Adam's first update is lr * g / (|g| + eps): lr wherever the gradient is not tiny.
@@ -77,18 +97,27 @@ def test_adam_takes_learning_rate_sized_first_steps_and_b1_matters(small_data, s
 
 def test_l1_shrinks_the_weights(small_data, small_model):
     start, after = train(small_data, small_model, with_extra(2, l1=[0.0, 0.05]), steps=20)
-    l1 = [float(sum(jnp.abs(leaf[m]).sum() for leaf in jax.tree.leaves(after.params)))
-          for m in (0, 1)]
+    l1 = [
+        float(sum(jnp.abs(leaf[m]).sum() for leaf in jax.tree.leaves(after.params))) for m in (0, 1)
+    ]
     assert l1[1] < 0.8 * l1[0]
 
 
 def test_label_smoothing_lowers_confidence(small_data, small_model):
-    _, after = train(small_data, small_model, with_extra(2, label_smoothing=[0.0, 0.6],
-                                                         dropout=0.0), steps=60)
+    _, after = train(
+        small_data, small_model, with_extra(2, label_smoothing=[0.0, 0.6], dropout=0.0), steps=60
+    )
     x = jnp.asarray(small_data.x_val)
-    confidence = [float(jax.nn.softmax(small_model.apply(
-        {"params": jax.tree.map(lambda leaf: leaf[m], after.params)}, x)).max(-1).mean())
-        for m in (0, 1)]
+    confidence = [
+        float(
+            jax.nn.softmax(
+                small_model.apply({"params": jax.tree.map(lambda leaf: leaf[m], after.params)}, x)
+            )
+            .max(-1)
+            .mean()
+        )
+        for m in (0, 1)
+    ]
     assert confidence[1] < confidence[0] - 0.05
 
 
@@ -96,8 +125,7 @@ def test_activation_choice_is_per_member():
     model = MLP(hidden=(8,), num_classes=3)
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
     params = model.init(jax.random.PRNGKey(1), x)["params"]
-    outputs = jax.vmap(lambda a: model.apply({"params": params}, x, activation=a))(
-        jnp.arange(4.0))
+    outputs = jax.vmap(lambda a: model.apply({"params": params}, x, activation=a))(jnp.arange(4.0))
     dense = params["Dense_0"]
     hidden = x @ dense["kernel"] + dense["bias"]
     for index, act in enumerate((jax.nn.relu, jax.nn.gelu, jnp.tanh, jax.nn.silu)):
@@ -110,9 +138,12 @@ def test_initialization_mode_distribution_and_scale():
     model = MLP(hidden=(512,), num_classes=256)
     x, y = np.ones((2, 256), np.float32), np.zeros(2, np.int32)
     task = classifier(datasets.Dataset(x, y, x, y, x, y), model)
-    hparams = {"init_mode": jnp.array([0.0, 1.0, 2.0, 0.0]),
-               "init_distribution": jnp.array([0.0, 0.0, 0.0, 1.0]),
-               "init_scale": jnp.array([1.0, 1.0, 1.0, 3.0]), **hparams_for(4)}
+    hparams = {
+        "init_mode": jnp.array([0.0, 1.0, 2.0, 0.0]),
+        "init_distribution": jnp.array([0.0, 0.0, 0.0, 1.0]),
+        "init_scale": jnp.array([1.0, 1.0, 1.0, 3.0]),
+        **hparams_for(4),
+    }
     population = members(task, hparams, seed=0)
     w = np.asarray(population.params["Dense_0"]["kernel"])  # fan_in 256, fan_out 512
     lecun = np.sqrt(1 / 256)
@@ -165,8 +196,9 @@ def test_batch_fraction_counts_only_the_first_examples(small_data, small_model):
     # The batch the step drew, rebuilt from the same key split.
     batch_key, dropout_key = jax.random.split(key)
     x, y = datasets.sample_uniform(batch_key, task.data.train, 16)
-    logits = small_model.apply({"params": one.params}, x, dropout_rate=0.1, train=True,
-                               rngs={"dropout": dropout_key})
+    logits = small_model.apply(
+        {"params": one.params}, x, dropout_rate=0.1, train=True, rngs={"dropout": dropout_key}
+    )
     per_example = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, y))
     assert losses[1.0] == pytest.approx(per_example.mean(), rel=1e-5)
     assert losses[0.25] == pytest.approx(per_example[:4].mean(), rel=1e-5)
@@ -177,24 +209,36 @@ def test_early_stopped_member_freezes_and_is_replaced_first(small_data, small_mo
     task = classifier(small_data, small_model)
     round_fn = jax.jit(make_round(task, 5, space, popjax.PBTConfig(), jax.random.PRNGKey(0)))
     population = popjax.population.init_population(jax.random.PRNGKey(0), task, space, 4)
-    standing = Standing(jnp.array([0.9, 0.5, 0.6, 0.7]), jnp.array([0.9, 0.5, 0.6, 0.7]),
-                        jnp.array([0, 5, 0, 0]))  # member 1: 5 rounds without improving
+    standing = Standing(
+        jnp.array([0.9, 0.5, 0.6, 0.7]), jnp.array([0.9, 0.5, 0.6, 0.7]), jnp.array([0, 5, 0, 0])
+    )  # member 1: 5 rounds without improving
     # Round 0 runs no PBT: member 1 is stopped, so its weights do not move.
     after, _, output = round_fn(population, standing, 0, task.data)
     assert output.stopped.tolist() == [False, True, False, False]
     w, w0 = after.params["Dense_0"]["kernel"], population.params["Dense_0"]["kernel"]
     assert np.array_equal(w[1], w0[1]) and not np.array_equal(w[0], w0[0])
     # At a PBT round it is replaced even though its last fitness is not the worst.
-    standing = Standing(jnp.array([0.9, 0.8, 0.6, 0.7]), jnp.array([0.9, 0.8, 0.6, 0.7]),
-                        jnp.array([0, 5, 0, 0]))
+    standing = Standing(
+        jnp.array([0.9, 0.8, 0.6, 0.7]), jnp.array([0.9, 0.8, 0.6, 0.7]), jnp.array([0, 5, 0, 0])
+    )
     _, _, output = round_fn(population, standing, 1, task.data)
     assert int(output.source[1]) != 1 and not bool(output.stopped[1])
 
 
 def test_epoch_budget_and_epochs_in_the_lineage(small_data, small_model):
     space = SearchSpace({"batch_fraction": popjax.Choice((0.5, 1.0))})
-    result = popjax.run(data=small_data, model=small_model, population=4, interval=5, steps=5,
-                        batch_size=20, epochs=2.0, write=False, progress=False, space=space)
+    result = popjax.run(
+        data=small_data,
+        model=small_model,
+        population=4,
+        interval=5,
+        steps=5,
+        batch_size=20,
+        epochs=2.0,
+        write=False,
+        progress=False,
+        space=space,
+    )
     n = len(small_data.x_train)
     assert result.config.steps == round(2.0 * n / (20 * 5)) * 5
     last = result.history[-1]
@@ -206,9 +250,12 @@ def test_epoch_budget_and_epochs_in_the_lineage(small_data, small_model):
 
 
 def test_named_choices_read_and_write_by_name():
-    table = {"optimizer": "adam", "activation": {"prior": "choice", "values": ["relu", "silu"]},
-             "init_mode": "he", "sampling": {"prior": "choice", "values": ["uniform",
-                                                                           "balanced"]}}
+    table = {
+        "optimizer": "adam",
+        "activation": {"prior": "choice", "values": ["relu", "silu"]},
+        "init_mode": "he",
+        "sampling": {"prior": "choice", "values": ["uniform", "balanced"]},
+    }
     space = SearchSpace.from_dict(table)
     assert space.priors["activation"].values == (0.0, 3.0)
     assert space.priors["init_mode"].value == 1.0

@@ -18,9 +18,11 @@ def test_conv1d_matches_flax_conv(stride, length):
     variables = ours.init(jax.random.PRNGKey(1), x)
     # Same parameter shapes and init, so flax's layer runs on popjax's parameters.
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
-        jnp.shape, flax_conv.init(jax.random.PRNGKey(1), x))
-    np.testing.assert_allclose(ours.apply(variables, x), flax_conv.apply(variables, x),
-                               rtol=1e-5, atol=1e-5)
+        jnp.shape, flax_conv.init(jax.random.PRNGKey(1), x)
+    )
+    np.testing.assert_allclose(
+        ours.apply(variables, x), flax_conv.apply(variables, x), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("model", [MLP(hidden=(16,)), CNN1D(channels=(4,), hidden=8)])
@@ -28,8 +30,9 @@ def test_bfloat16_compute_keeps_float32_weights_and_logits(model):
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 40))
     variables = model.init(jax.random.PRNGKey(1), x)
     low = model.clone(dtype="bfloat16")
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(
-        low.init(jax.random.PRNGKey(1), x)))
+    assert all(
+        leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(low.init(jax.random.PRNGKey(1), x))
+    )
     full, half = model.apply(variables, x), low.apply(variables, x)
     assert half.dtype == jnp.float32
     assert not np.array_equal(full, half)  # computed in bfloat16 ...

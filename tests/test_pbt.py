@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import classifier, members, tree_equal
 from popjax.config import PBTConfig
 from popjax.data import Dataset
 from popjax.lineage import Lineage
@@ -15,8 +14,16 @@ from popjax.pbt import copy_members, explore, pbt_step, tournament_sources, trun
 from popjax.population import select
 from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
 
-SPACE = SearchSpace({"learning_rate": LogUniform(1e-3, 1.0), "momentum": Uniform(0.0, 0.9),
-                     "dropout": Choice((0.0, 0.1, 0.2, 0.3)), "weight_decay": Fixed(1e-4)})
+from conftest import classifier, members, tree_equal
+
+SPACE = SearchSpace(
+    {
+        "learning_rate": LogUniform(1e-3, 1.0),
+        "momentum": Uniform(0.0, 0.9),
+        "dropout": Choice((0.0, 0.1, 0.2, 0.3)),
+        "weight_decay": Fixed(1e-4),
+    }
+)
 
 
 def population_of(size):
@@ -28,7 +35,8 @@ def population_of(size):
     # them is visible.
     distinct = jax.tree_util.tree_map(
         lambda x: x + jnp.arange(size).reshape((-1,) + (1,) * (x.ndim - 1)),
-        {k: v for k, v in population.state.items() if k != "params"})
+        {k: v for k, v in population.state.items() if k != "params"},
+    )
     return population._replace(state={**population.state, **distinct})
 
 
@@ -78,12 +86,16 @@ def test_explore_moves_by_the_factors_and_stays_in_bounds():
     hparams = SPACE.sample(jax.random.PRNGKey(2), size)
     replaced = jnp.arange(size) % 2 == 0
     config = PBTConfig(resample_probability=0.0, perturb_factors=(0.8, 1.2))
-    new = jax.jit(explore, static_argnums=(2, 4))(jax.random.PRNGKey(5), hparams, SPACE,
-                                                  replaced, config)
+    new = jax.jit(explore, static_argnums=(2, 4))(
+        jax.random.PRNGKey(5), hparams, SPACE, replaced, config
+    )
     for name in hparams:
         old_v, new_v = np.asarray(hparams[name]), np.asarray(new[name])
         assert np.array_equal(old_v[1::2], new_v[1::2]), name  # kept members are untouched
-    lr_old, lr_new = np.asarray(hparams["learning_rate"])[::2], np.asarray(new["learning_rate"])[::2]
+    lr_old, lr_new = (
+        np.asarray(hparams["learning_rate"])[::2],
+        np.asarray(new["learning_rate"])[::2],
+    )
     unclipped = (lr_old * 0.8 >= 1e-3) & (lr_old * 1.2 <= 1.0)
     ratios = lr_new[unclipped] / lr_old[unclipped]
     assert np.all(np.isclose(ratios, 0.8, rtol=1e-5) | np.isclose(ratios, 1.2, rtol=1e-5))
@@ -94,8 +106,10 @@ def test_explore_moves_by_the_factors_and_stays_in_bounds():
             assert values.min() >= np.float32(prior.low) and values.max() <= np.float32(prior.high)
     # A choice moves to a neighbouring option; a fixed value never moves.
     options = list(SPACE.priors["dropout"].values)
-    steps = [abs(options.index(round(float(b), 6)) - options.index(round(float(a), 6)))
-             for a, b in zip(np.asarray(hparams["dropout"])[::2], np.asarray(new["dropout"])[::2])]
+    steps = [
+        abs(options.index(round(float(b), 6)) - options.index(round(float(a), 6)))
+        for a, b in zip(np.asarray(hparams["dropout"])[::2], np.asarray(new["dropout"])[::2])
+    ]
     assert set(steps) <= {0, 1} and 1 in steps
     assert np.all(np.asarray(new["weight_decay"]) == np.float32(1e-4))
 
@@ -105,8 +119,9 @@ def test_explore_resamples_from_the_prior_with_the_given_probability():
     hparams = {k: v for k, v in SPACE.sample(jax.random.PRNGKey(2), size).items()}
     hparams["momentum"] = jnp.full(size, 0.5)
     config = PBTConfig(resample_probability=0.25, perturb_factors=(0.8, 1.2))
-    new = np.asarray(explore(jax.random.PRNGKey(9), hparams, SPACE, jnp.ones(size, bool),
-                             config)["momentum"])
+    new = np.asarray(
+        explore(jax.random.PRNGKey(9), hparams, SPACE, jnp.ones(size, bool), config)["momentum"]
+    )
     perturbed = np.isclose(new, 0.4) | np.isclose(new, 0.6)
     assert 0.2 < 1 - perturbed.mean() < 0.3
     assert new.min() >= 0.0 and new.max() <= np.float32(0.9)
@@ -115,12 +130,14 @@ def test_explore_resamples_from_the_prior_with_the_given_probability():
 def test_inactive_pbt_step_changes_nothing():
     population = population_of(8)
     fitness = jnp.arange(8, dtype=jnp.float32)
-    same, source, replaced = pbt_step(jax.random.PRNGKey(0), population, fitness, SPACE,
-                                      PBTConfig(), active=jnp.asarray(False))
+    same, source, replaced = pbt_step(
+        jax.random.PRNGKey(0), population, fitness, SPACE, PBTConfig(), active=jnp.asarray(False)
+    )
     assert not np.asarray(replaced).any()
     assert tree_equal(same, population)
-    changed, _, replaced = pbt_step(jax.random.PRNGKey(0), population, fitness, SPACE,
-                                    PBTConfig(), active=jnp.asarray(True))
+    changed, _, replaced = pbt_step(
+        jax.random.PRNGKey(0), population, fitness, SPACE, PBTConfig(), active=jnp.asarray(True)
+    )
     assert int(np.asarray(replaced).sum()) == 2
 
 
@@ -144,7 +161,8 @@ def test_pbt_step_copies_then_explores(exploit):
     fitness = jnp.array([0.5, 0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.6])
     config = PBTConfig(exploit=exploit, resample_probability=0.0)
     new, source, replaced = jax.jit(pbt_step, static_argnums=(3, 4))(
-        jax.random.PRNGKey(4), population, fitness, SPACE, config)
+        jax.random.PRNGKey(4), population, fitness, SPACE, config
+    )
     for member in range(8):
         src = int(source[member])
         assert tree_equal(select(new, member).params, select(population, src).params)

@@ -18,8 +18,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, small_data, small_model):
     out = tmp_path_factory.mktemp("report") / "run"
-    popjax.run(data=small_data, model=small_model, population=4, steps=60, interval=10,
-               batch_size=16, out=out, progress=False, tensorboard=True)
+    popjax.run(
+        data=small_data,
+        model=small_model,
+        population=4,
+        steps=60,
+        interval=10,
+        batch_size=16,
+        out=out,
+        progress=False,
+        tensorboard=True,
+    )
     return out
 
 
@@ -47,8 +56,12 @@ def test_report_writes_every_plot_and_a_summary(run_dir):
 
 
 def test_report_command_on_a_folder_that_is_no_run(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "popjax", "report", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "popjax", "report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "is not a finished run folder" in done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -60,8 +73,8 @@ def read_events(path):
 
     data, scalars, offset = path.read_bytes(), {}, 0
     while offset < len(data):
-        (length,) = struct.unpack("<Q", data[offset:offset + 8])
-        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
+        event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
         offset += 12 + length + 4
         for value in event.summary.value:
             if value.HasField("simple_value"):
@@ -77,7 +90,9 @@ def test_tensorboard_gets_one_point_per_round(run_dir):
     scalars = read_events(events)
     best = scalars["val_accuracy/best"]
     assert [step for step, _ in best] == [r["step"] for r in history]
-    np.testing.assert_allclose([v for _, v in best],
-                               [max(r["val_accuracy"]) for r in history], rtol=1e-6)
+    np.testing.assert_allclose(
+        [v for _, v in best], [max(r["val_accuracy"]) for r in history], rtol=1e-6
+    )
     assert {"val_accuracy/median", "pbt/copies", "best_member_hparams/learning_rate"} <= set(
-        scalars)
+        scalars
+    )

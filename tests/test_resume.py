@@ -2,10 +2,7 @@
 damaged checkpoints are skipped; diverging members never stop the sweep."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -13,10 +10,11 @@ import numpy as np
 import pytest
 
 import popjax
-from conftest import final_state, popjax_cli, wait_for_checkpoints
 from popjax.checkpoint import SweepCheckpoints
 from popjax.errors import PopjaxError
 from popjax.space import LogUniform, SearchSpace
+
+from conftest import final_state, popjax_cli, wait_for_checkpoints
 
 RUN_TOML = """
 name = "resume"
@@ -74,8 +72,9 @@ def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
 def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
     # Long rounds, so that the signal lands well before the end of the run.
     long_run = RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
-    (tmp_path / "run.toml").write_text(long_run.replace("steps = 600", "steps = 60000")
-                                       .replace("interval = 20", "interval = 1000"))
+    (tmp_path / "run.toml").write_text(
+        long_run.replace("steps = 600", "steps = 60000").replace("interval = 20", "interval = 1000")
+    )
     process = popjax_cli("run", "run.toml", "--out", "stopped", cwd=tmp_path)
     deadline = time.time() + 240
     metrics = tmp_path / "stopped" / "metrics.jsonl"
@@ -91,10 +90,16 @@ def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
     assert len(saved) == 1 and 2 <= saved[0] < 60
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_data,
-                                                                 small_model):
-    settings = dict(data=small_data, model=small_model, population=4, steps=80, interval=20,
-                    batch_size=16, progress=False)
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_data, small_model):
+    settings = dict(
+        data=small_data,
+        model=small_model,
+        population=4,
+        steps=80,
+        interval=20,
+        batch_size=16,
+        progress=False,
+    )
     whole = popjax.run(out=tmp_path / "whole", checkpoint_every=1, **settings)
     run_dir = tmp_path / "damaged"
     popjax.run(out=run_dir, checkpoint_every=1, **settings)
@@ -108,15 +113,26 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_
     assert resumed.history == whole.history
     for leaf in jax.tree_util.tree_leaves(resumed.population):
         assert leaf.sharding.spec[0] == "pop"  # restored with the member sharding
-    assert np.array_equal(np.asarray(resumed.population.params["Dense_0"]["kernel"]),
-                          np.asarray(whole.population.params["Dense_0"]["kernel"]))
+    assert np.array_equal(
+        np.asarray(resumed.population.params["Dense_0"]["kernel"]),
+        np.asarray(whole.population.params["Dense_0"]["kernel"]),
+    )
 
 
 def test_diverging_members_are_replaced_and_never_reach_the_others(small_data, small_model):
     space = SearchSpace({"learning_rate": LogUniform(1e-2, 1e4)})
-    result = popjax.run(popjax.SweepConfig(space=space), data=small_data, model=small_model,
-                        population=8, steps=100, interval=20, batch_size=16, seed=3,
-                        write=False, progress=False)
+    result = popjax.run(
+        popjax.SweepConfig(space=space),
+        data=small_data,
+        model=small_model,
+        population=8,
+        steps=100,
+        interval=20,
+        batch_size=16,
+        seed=3,
+        write=False,
+        progress=False,
+    )
     diverged = [sum(r["diverged"]) for r in result.history]
     assert diverged[0] > 0  # the range reaches rates that blow up
     assert diverged[-1] < 8
@@ -133,6 +149,14 @@ def test_diverging_members_are_replaced_and_never_reach_the_others(small_data, s
 def test_every_member_diverging_is_a_clear_error(small_data, small_model):
     space = SearchSpace({"learning_rate": LogUniform(1e6, 1e8)})
     with pytest.raises(PopjaxError, match="every member diverged.*learning_rate \\(1e\\+06"):
-        popjax.run(popjax.SweepConfig(space=space), data=small_data, model=small_model,
-                   population=4, steps=40, interval=20, batch_size=16, write=False,
-                   progress=False)
+        popjax.run(
+            popjax.SweepConfig(space=space),
+            data=small_data,
+            model=small_model,
+            population=4,
+            steps=40,
+            interval=20,
+            batch_size=16,
+            write=False,
+            progress=False,
+        )

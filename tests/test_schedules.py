@@ -40,8 +40,9 @@ def test_per_member_parameters_under_jit_and_vmap():
         return schedules.warmup_cosine(peak, warmup, 100, 0.0)(step)
 
     rates = jax.jit(jax.vmap(member_rate, in_axes=(0, 0, None)))(peaks, warmups, 10)
-    expected = [schedules.warmup_cosine(float(p), float(w), 100, 0.0)(10)
-                for p, w in zip(peaks, warmups)]
+    expected = [
+        schedules.warmup_cosine(float(p), float(w), 100, 0.0)(10) for p, w in zip(peaks, warmups)
+    ]
     np.testing.assert_allclose(rates, expected, rtol=1e-6)
     assert float(rates[2]) == pytest.approx(0.2)  # half way through its 20-step warmup
 
@@ -79,10 +80,18 @@ def test_replay_follows_the_ancestry_at_every_step_and_boundary():
     assert [float(lr1(s)) for s in (9, 10, 19, 20)] == pytest.approx([0.1, 0.12, 0.12, 0.12])
 
 
-def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_data,
-                                                                 small_model):
-    run = popjax.run(data=small_data, model=small_model, population=4, steps=80, interval=10,
-                     batch_size=16, out=tmp_path / "run", progress=False, seed=2)
+def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_data, small_model):
+    run = popjax.run(
+        data=small_data,
+        model=small_model,
+        population=4,
+        steps=80,
+        interval=10,
+        batch_size=16,
+        out=tmp_path / "run",
+        progress=False,
+        seed=2,
+    )
     assert any(p != m for r in run.lineage.parents for m, p in enumerate(r))
     ancestry = run.lineage.ancestry(run.best_member)
     for name in run.best_hparams:
@@ -96,11 +105,33 @@ def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_
 
 
 def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
-    popjax.run(data=small_data, model=small_model, population=4, steps=60, interval=20,
-               batch_size=16, out=tmp_path / "run", progress=False)
-    done = subprocess.run([sys.executable, "-m", "popjax", "export-schedule", "run", "--member",
-                           "best", "--out", "schedule.json"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    popjax.run(
+        data=small_data,
+        model=small_model,
+        population=4,
+        steps=60,
+        interval=20,
+        batch_size=16,
+        out=tmp_path / "run",
+        progress=False,
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "popjax",
+            "export-schedule",
+            "run",
+            "--member",
+            "best",
+            "--out",
+            "schedule.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     written = json.loads((tmp_path / "schedule.json").read_text())
     loaded = schedules.load(tmp_path / "schedule.json")
@@ -111,9 +142,13 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
         assert np.array_equal(jax.vmap(schedule)(steps), jax.vmap(replayed)(steps))
         values = written["schedules"][name]["values"]
         assert [float(np.float32(v)) for v in values] == values  # float32 kept exactly
-    again = subprocess.run([sys.executable, "-m", "popjax", "export-schedule", "run", "--out",
-                            "schedule.json"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "popjax", "export-schedule", "run", "--out", "schedule.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
@@ -132,8 +167,7 @@ for _ in range(30):
     w = optax.apply_updates(w, updates)
 print(float(w))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(-(10 * 0.1 + 10 * 0.12 + 10 * 0.096), rel=1e-5)
 
@@ -158,20 +192,34 @@ def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model
     task = classifier(small_data, small_model, learning_rate=learning_rate)
     population = members(task, hparams, seed=0)
     after, _ = segment_of(task, 1)(population)
-    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(axis=tuple(
-        range(1, a.ndim))), after.params, population.params)
+    moved = jax.tree.map(
+        lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(axis=tuple(range(1, a.ndim))),
+        after.params,
+        population.params,
+    )
     assert all(m[0] > 0 and m[1] == 0 for m in jax.tree.leaves(moved))
     # The next segment starts at step 1, where member 1's warmup gives 0.5 / 1000.
-    assert float(learning_rate(jax.tree.map(lambda v: v[1], hparams), after.step[1])) == \
-        pytest.approx(0.5 / 1000)
+    assert float(
+        learning_rate(jax.tree.map(lambda v: v[1], hparams), after.step[1])
+    ) == pytest.approx(0.5 / 1000)
 
 
-def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_data,
-                                                              small_model):
-    space = popjax.SearchSpace({"warmup_steps": popjax.Uniform(0.0, 60.0)},
-                               schedule="warmup_cosine")
-    run = popjax.run(data=small_data, model=small_model, population=4, steps=80, interval=10,
-                     batch_size=16, out=tmp_path / "run", progress=False, seed=2, space=space)
+def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_data, small_model):
+    space = popjax.SearchSpace(
+        {"warmup_steps": popjax.Uniform(0.0, 60.0)}, schedule="warmup_cosine"
+    )
+    run = popjax.run(
+        data=small_data,
+        model=small_model,
+        population=4,
+        steps=80,
+        interval=10,
+        batch_size=16,
+        out=tmp_path / "run",
+        progress=False,
+        seed=2,
+        space=space,
+    )
     warmups = [r["warmup_steps"] for r in run.lineage.hparams]
     assert any(a != b for r0, r1 in zip(warmups, warmups[1:]) for a, b in zip(r0, r1))
     ancestry = run.lineage.ancestry(run.best_member)
@@ -179,8 +227,10 @@ def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_d
     values = np.asarray(jax.vmap(lr)(jnp.arange(80)))
     for step in range(80):
         r = step // 10
-        hp = {name: np.float32(run.lineage.hparams[r][name][ancestry[r]])
-              for name in ("learning_rate", "warmup_steps")}
+        hp = {
+            name: np.float32(run.lineage.hparams[r][name][ancestry[r]])
+            for name in ("learning_rate", "warmup_steps")
+        }
         peak, warmup = float(hp["learning_rate"]), float(hp["warmup_steps"])
         if step < warmup:
             want = peak * step / warmup
@@ -194,7 +244,7 @@ def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_d
 
 
 def test_schedule_parameters_need_their_schedule():
-    with pytest.raises(PopjaxError, match='warmup_steps is a parameter of the warmup_cosine'):
+    with pytest.raises(PopjaxError, match="warmup_steps is a parameter of the warmup_cosine"):
         popjax.SearchSpace({"warmup_steps": popjax.Uniform(0.0, 10.0)})
     with pytest.raises(PopjaxError, match="unknown schedule 'cosine'"):
         popjax.SearchSpace.from_dict({"schedule": "cosine"})
@@ -205,11 +255,22 @@ def test_schedule_parameters_need_their_schedule():
 
 def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
     config = popjax.SweepConfig(model={"name": "mlp", "hidden": [64, 64]})
-    run = popjax.run(config, population=8, steps=1500, interval=250, batch_size=64,
-                     out=tmp_path / "run", progress=False)
-    done = subprocess.run([sys.executable, "-m", "popjax", "replay", "run", "--quiet", "--out",
-                           "replay.json"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    run = popjax.run(
+        config,
+        population=8,
+        steps=1500,
+        interval=250,
+        batch_size=64,
+        out=tmp_path / "run",
+        progress=False,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "popjax", "replay", "run", "--quiet", "--out", "replay.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "gap" in done.stdout
     report = json.loads((tmp_path / "replay.json").read_text())

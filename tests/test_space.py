@@ -6,8 +6,14 @@ from popjax.space import Choice, Fixed, LogUniform, SearchSpace, SpaceError, Uni
 
 
 def test_samples_stay_within_bounds():
-    space = SearchSpace({"learning_rate": LogUniform(1e-4, 1e-1), "momentum": Uniform(0.5, 0.9),
-                         "dropout": Choice((0.0, 0.1, 0.3)), "weight_decay": Fixed(1e-4)})
+    space = SearchSpace(
+        {
+            "learning_rate": LogUniform(1e-4, 1e-1),
+            "momentum": Uniform(0.5, 0.9),
+            "dropout": Choice((0.0, 0.1, 0.3)),
+            "weight_decay": Fixed(1e-4),
+        }
+    )
     hparams = space.sample(jax.random.PRNGKey(0), 256)
     lr = np.asarray(hparams["learning_rate"])
     assert lr.shape == (256,) and lr.min() >= 1e-4 and lr.max() <= 1e-1
@@ -24,22 +30,30 @@ def test_missing_names_take_defaults():
     assert set(space.names) == {"learning_rate", "momentum", "dropout", "weight_decay"}
 
 
-@pytest.mark.parametrize("priors, message", [
-    ({"learning_rat": LogUniform(1e-3, 1e-1)}, "did you mean 'learning_rate'"),
-    ({"momentum": Uniform(0.9, 0.1)}, "low must be below high"),
-    ({"momentum": Uniform(0.5, 0.5)}, "low must be below high"),
-    ({"learning_rate": LogUniform(0.0, 0.1)}, "needs low > 0"),
-    ({"weight_decay": LogUniform(-1.0, 0.1)}, "needs low > 0"),
-    ({"dropout": Choice(())}, "at least one value"),
-])
+@pytest.mark.parametrize(
+    "priors, message",
+    [
+        ({"learning_rat": LogUniform(1e-3, 1e-1)}, "did you mean 'learning_rate'"),
+        ({"momentum": Uniform(0.9, 0.1)}, "low must be below high"),
+        ({"momentum": Uniform(0.5, 0.5)}, "low must be below high"),
+        ({"learning_rate": LogUniform(0.0, 0.1)}, "needs low > 0"),
+        ({"weight_decay": LogUniform(-1.0, 0.1)}, "needs low > 0"),
+        ({"dropout": Choice(())}, "at least one value"),
+    ],
+)
 def test_bad_spaces_are_clear_errors(priors, message):
     with pytest.raises(SpaceError, match=message):
         SearchSpace(priors)
 
 
 def test_space_round_trips_through_plain_data():
-    space = SearchSpace({"learning_rate": LogUniform(1e-3, 1e-1), "dropout": Choice((0.0, 0.2)),
-                         "momentum": Fixed(0.9)})
+    space = SearchSpace(
+        {
+            "learning_rate": LogUniform(1e-3, 1e-1),
+            "dropout": Choice((0.0, 0.2)),
+            "momentum": Fixed(0.9),
+        }
+    )
     again = SearchSpace.from_dict(space.to_dict())
     assert again.priors == space.priors
 

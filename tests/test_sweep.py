@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import popjax
-from conftest import tree_equal
 from popjax.config import ConfigError
+
+from conftest import tree_equal
 
 TINY = dict(population=8, steps=60, interval=20, batch_size=16, write=False, progress=False)
 
@@ -36,8 +37,9 @@ def count_compilations(fn):
 
 def test_pbt_rounds_never_recompile(small_data, small_model):
     def sweep(steps):
-        return lambda: popjax.run(data=small_data, model=small_model, seed=7,
-                                  **{**TINY, "steps": steps})
+        return lambda: popjax.run(
+            data=small_data, model=small_model, seed=7, **{**TINY, "steps": steps}
+        )
 
     sweep(40)()  # warms the caches of the small ops around the rounds
     short, short_compiles = count_compilations(sweep(40))
@@ -81,14 +83,17 @@ def test_result_names_the_best_member_on_validation(tiny_sweep):
     last = tiny_sweep.history[-1]
     assert tiny_sweep.best_member == int(np.argmax(last["val_accuracy"]))
     assert tiny_sweep.best_hparams["learning_rate"] == pytest.approx(
-        last["hparams"]["learning_rate"][tiny_sweep.best_member])
+        last["hparams"]["learning_rate"][tiny_sweep.best_member]
+    )
     assert tiny_sweep.best_test["accuracy"] == pytest.approx(
-        float(tiny_sweep.test["accuracy"][tiny_sweep.best_member]))
+        float(tiny_sweep.test["accuracy"][tiny_sweep.best_member])
+    )
 
 
 def test_short_pbt_run_on_mnist1d_improves_the_best_member(mnist1d):
-    result = popjax.run(data=mnist1d, population=8, steps=600, interval=100, write=False,
-                        progress=False)
+    result = popjax.run(
+        data=mnist1d, population=8, steps=600, interval=100, write=False, progress=False
+    )
     first = max(result.history[0]["val_accuracy"])
     last = max(result.history[-1]["val_accuracy"])
     assert last > first + 0.05
@@ -101,12 +106,15 @@ def test_random_search_never_copies(small_data, small_model):
     assert all(p == list(range(8)) for p in result.lineage.parents)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(interval=100, steps=60), "longer than the run"),
-    (dict(steps=70, interval=20), "use steps = 60 or 80"),
-    (dict(population=0), "at least 1"),
-    (dict(poplation=8), "did you mean 'population'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(interval=100, steps=60), "longer than the run"),
+        (dict(steps=70, interval=20), "use steps = 60 or 80"),
+        (dict(population=0), "at least 1"),
+        (dict(poplation=8), "did you mean 'population'"),
+    ],
+)
 def test_bad_settings_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         popjax.run(**{**TINY, **overrides})

@@ -34,23 +34,35 @@ def linear_regression(features: int = 4, examples: int = 256, seed: int = 0) -> 
         return jnp.mean((split["x"] @ w - split["y"]) ** 2)
 
     def init(key, hparams, train):
-        return {"w": 0.1 * jax.random.normal(key, (features,)), "velocity": jnp.zeros(features),
-                "running_loss": jnp.float32(0.0)}
+        return {
+            "w": 0.1 * jax.random.normal(key, (features,)),
+            "velocity": jnp.zeros(features),
+            "running_loss": jnp.float32(0.0),
+        }
 
     def train(state, hparams, key, step, train):
         index = jax.random.randint(key, (32,), 0, train["x"].shape[0])
         loss, grad = jax.value_and_grad(mse)(state["w"], {k: v[index] for k, v in train.items()})
         velocity = hparams["momentum"] * state["velocity"] + grad
-        return {"w": state["w"] - hparams["learning_rate"] * velocity, "velocity": velocity,
-                "running_loss": 0.9 * state["running_loss"] + 0.1 * loss}, {"loss": loss}
+        return {
+            "w": state["w"] - hparams["learning_rate"] * velocity,
+            "velocity": velocity,
+            "running_loss": 0.9 * state["running_loss"] + 0.1 * loss,
+        }, {"loss": loss}
 
     def evaluate(state, hparams, key, split):
         return {"loss": mse(state["w"], split), "running_loss": state["running_loss"]}
 
-    return popjax.Task(init, train, evaluate, fitness="loss", minimize=True,
-                       data=popjax.TaskData(split(examples), split(128), split(128)),
-                       space={"learning_rate": popjax.LogUniform(1e-3, 0.3),
-                              "momentum": popjax.Uniform(0.0, 0.9)}, name="linear")
+    return popjax.Task(
+        init,
+        train,
+        evaluate,
+        fitness="loss",
+        minimize=True,
+        data=popjax.TaskData(split(examples), split(128), split(128)),
+        space={"learning_rate": popjax.LogUniform(1e-3, 0.3), "momentum": popjax.Uniform(0.0, 0.9)},
+        name="linear",
+    )
 
 
 def broken(kind: str) -> popjax.Task:
@@ -78,8 +90,9 @@ TESTS = str(Path(__file__).parent)
 
 def test_a_task_of_ones_own_trains_and_pbt_selects_the_lowest_loss():
     task = linear_regression()
-    result = popjax.run(task=task, population=8, steps=200, interval=20, write=False,
-                        progress=False)
+    result = popjax.run(
+        task=task, population=8, steps=200, interval=20, write=False, progress=False
+    )
     assert result.selects_on == "loss" and result.minimize
     # Independently: the least-squares fit on the training data, scored on validation.
     train, val = task.data.train, task.data.val
@@ -104,8 +117,9 @@ def test_pbt_copies_every_leaf_of_a_tasks_state():
     step = jax.jit(make_segment(task, 5))
     population, _ = step(population, task.data.train)  # velocities and running losses differ now
     fitness = jnp.arange(8.0)
-    new, source, replaced = pbt_step(jax.random.PRNGKey(1), population, fitness, space,
-                                     PBTConfig(), active=True)
+    new, source, replaced = pbt_step(
+        jax.random.PRNGKey(1), population, fitness, space, PBTConfig(), active=True
+    )
     assert int(replaced.sum()) == 2
     for member in range(8):
         got, want = select(new, member), select(population, int(source[member]))
@@ -124,8 +138,7 @@ def cli_run(tmp_path_factory):
 
     cwd = tmp_path_factory.mktemp("task")
     (cwd / "task.toml").write_text(TOML.format(steps=600, factory="test_task:linear_regression"))
-    done = popjax_cli("run", "task.toml", "--out", "whole", cwd=cwd, report=True,
-                      PYTHONPATH=TESTS)
+    done = popjax_cli("run", "task.toml", "--out", "whole", cwd=cwd, report=True, PYTHONPATH=TESTS)
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err
     return cwd, out
@@ -148,7 +161,9 @@ def test_the_command_runs_a_task_named_in_a_config(cli_run):
 def test_a_killed_task_run_resumes_bit_identically(tmp_path, cli_run):
     from conftest import final_state, popjax_cli, wait_for_checkpoints
 
-    (tmp_path / "task.toml").write_text(TOML.format(steps=600, factory="test_task:linear_regression"))
+    (tmp_path / "task.toml").write_text(
+        TOML.format(steps=600, factory="test_task:linear_regression")
+    )
     process = popjax_cli("run", "task.toml", "--out", "killed", cwd=tmp_path, PYTHONPATH=TESTS)
     wait_for_checkpoints(tmp_path / "killed", 2, process)
     process.send_signal(signal.SIGKILL)
@@ -166,20 +181,28 @@ def test_a_killed_task_run_resumes_bit_identically(tmp_path, cli_run):
     assert history == (cli_run[0] / "whole" / "metrics.jsonl").read_text()
 
 
-@pytest.mark.parametrize("factory, message", [
-    ("no_such_module:task", "cannot import task module 'no_such_module'"),
-    ("test_task:no_such_task", "module 'test_task' has no 'no_such_task'"),
-    ("test_task:NOISE", "test_task:NOISE is a float, not a function"),
-    ("test_task:broken_state", "task train returned the state .* expected the structure"),
-    ("test_task:broken_metrics", "task train returned the metrics .* dict of scalars"),
-    ("test_task:broken_fitness", "without the fitness 'loss'"),
-    ("test_task:broken_init", "task init returned .* expected a pytree of arrays"),
-])
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        ("no_such_module:task", "cannot import task module 'no_such_module'"),
+        ("test_task:no_such_task", "module 'test_task' has no 'no_such_task'"),
+        ("test_task:NOISE", "test_task:NOISE is a float, not a function"),
+        ("test_task:broken_state", "task train returned the state .* expected the structure"),
+        ("test_task:broken_metrics", "task train returned the metrics .* dict of scalars"),
+        ("test_task:broken_fitness", "without the fitness 'loss'"),
+        ("test_task:broken_init", "task init returned .* expected a pytree of arrays"),
+    ],
+)
 def test_a_bad_task_stops_in_one_line_and_writes_nothing(tmp_path, factory, message):
     (tmp_path / "task.toml").write_text(TOML.format(steps=40, factory=factory))
-    done = subprocess.run([sys.executable, "-m", "popjax", "run", "task.toml", "--out", "run"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": TESTS})
+    done = subprocess.run(
+        [sys.executable, "-m", "popjax", "run", "task.toml", "--out", "run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": TESTS},
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("popjax: error: "), done.stderr
@@ -204,10 +227,11 @@ def broken_init():
 
 
 def test_import_popjax_schedules_needs_jax_and_optax_alone():
-    code = ("import sys, popjax.schedules; "
-            "print(sorted(m for m in ('orbax', 'flax', 'tqdm', 'matplotlib', 'popjax.sweep', "
-            "'popjax.config') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys, popjax.schedules; "
+        "print(sorted(m for m in ('orbax', 'flax', 'tqdm', 'matplotlib', 'popjax.sweep', "
+        "'popjax.config') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -7,12 +7,13 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
 from popjax import optim
 from popjax.nn import MLP, dropout
 from popjax.population import select
 from popjax.tasks.supervised import cross_entropy
 from popjax.train import make_evaluate
+
+from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
 
 
 def make(small_data, model, hparams, steps=5, loss_fn=cross_entropy):
@@ -21,8 +22,13 @@ def make(small_data, model, hparams, steps=5, loss_fn=cross_entropy):
 
 
 def test_members_together_match_members_alone(small_data, small_model):
-    hparams = hparams_for(4, learning_rate=[0.05, 0.1, 0.2, 0.3], momentum=[0.0, 0.5, 0.9, 0.3],
-                          dropout=[0.0, 0.1, 0.3, 0.5], weight_decay=[0.0, 1e-3, 1e-2, 1e-4])
+    hparams = hparams_for(
+        4,
+        learning_rate=[0.05, 0.1, 0.2, 0.3],
+        momentum=[0.0, 0.5, 0.9, 0.3],
+        dropout=[0.0, 0.1, 0.3, 0.5],
+        weight_decay=[0.0, 1e-3, 1e-2, 1e-4],
+    )
     population, segment = make(small_data, small_model, hparams, steps=10)
     together, _ = segment(population)
     for member in range(4):
@@ -52,8 +58,13 @@ def test_dropout_zero_is_deterministic_and_positive_is_not(small_data):
     variables = model.init(jax.random.PRNGKey(0), x)
 
     def forward(rate, seed):
-        return model.apply(variables, x, dropout_rate=jnp.float32(rate), train=True,
-                           rngs={"dropout": jax.random.PRNGKey(seed)})
+        return model.apply(
+            variables,
+            x,
+            dropout_rate=jnp.float32(rate),
+            train=True,
+            rngs={"dropout": jax.random.PRNGKey(seed)},
+        )
 
     assert np.array_equal(forward(0.0, 1), forward(0.0, 2))
     assert np.array_equal(forward(0.0, 1), model.apply(variables, x, train=False))
@@ -62,7 +73,8 @@ def test_dropout_zero_is_deterministic_and_positive_is_not(small_data):
     rates = jnp.array([0.0, 0.2, 0.8])
     hidden = jnp.ones((3, 10_000))
     masks = jax.vmap(lambda r, k: dropout(hidden[0], r, k))(
-        rates, jax.random.split(jax.random.PRNGKey(0), 3))
+        rates, jax.random.split(jax.random.PRNGKey(0), 3)
+    )
     dropped = np.mean(np.asarray(masks) == 0, axis=1)
     assert np.allclose(dropped, rates, atol=0.02)
 
@@ -92,7 +104,7 @@ def test_momentum_follows_heavy_ball_sgd():
     for _ in range(steps):
         updates, state = update(jnp.full(3, g), state, w)
         w = optax.apply_updates(w, updates)
-    expected = -lr * g * sum((1 - m ** i) / (1 - m) for i in range(1, steps + 1))
+    expected = -lr * g * sum((1 - m**i) / (1 - m) for i in range(1, steps + 1))
     assert np.allclose(w, expected, rtol=1e-5)
 
 
@@ -102,7 +114,8 @@ def test_momentum_changes_the_trajectory_from_the_second_step(small_data, small_
     # Same weights and key stream for both members: only momentum differs.
     population = population._replace(
         state=jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), population.state),
-        rng=jnp.stack([population.rng[0], population.rng[0]]))
+        rng=jnp.stack([population.rng[0], population.rng[0]]),
+    )
     after_one, _ = one_step(population)
     assert tree_allclose(select(after_one, 0).params, select(after_one, 1).params, rtol=1e-6)
     after_two, _ = one_step(after_one)
@@ -111,7 +124,7 @@ def test_momentum_changes_the_trajectory_from_the_second_step(small_data, small_
 
 def test_evaluate_reports_per_member_accuracy(small_data, small_model):
     task = classifier(small_data, small_model)
-    trained, _ = segment_of(task, 200)(members(task, hparams_for(3, learning_rate=[0, .3, .3])))
+    trained, _ = segment_of(task, 200)(members(task, hparams_for(3, learning_rate=[0, 0.3, 0.3])))
     _, metrics = jax.jit(make_evaluate(task))(trained, task.data.val)
     accuracy = np.asarray(metrics["accuracy"])
     assert accuracy.shape == (3,)

@@ -2,13 +2,13 @@
 
 One member's state is ``{"params", "opt_state", ...}`` plus any mutable collection of the
 model (``batch_stats`` of batch normalization), so PBT copies running statistics with the
-weights. Each optional hyperparameter (see ``popjax.space.NEUTRAL_VALUES``) switches its part
+weights. Each optional hyperparameter (see ``popjax.hyperparameters``) switches its part
 of the step on; at its neutral value it changes nothing.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ import optax
 from popjax import optim
 from popjax.augment import augment
 from popjax.data import Dataset, class_index, sample_balanced, sample_uniform
+from popjax.hyperparameters import acting_in
 from popjax.nn import reinitialize
 from popjax.task import Task, TaskData
 
@@ -44,10 +45,11 @@ def mean_squared_error(outputs, targets):
 LOSSES = {"cross_entropy": cross_entropy, "squared_error": squared_error}
 
 # Hyperparameters that need per-example losses, so only the built-in cross-entropy takes them.
-PER_EXAMPLE_HPARAMS = ("label_smoothing", "batch_fraction")
-# Hyperparameters that change the model's function, passed to ``model.apply`` by name.
-MODEL_HPARAMS = ("activation",)
-INIT_HPARAMS = ("init_mode", "init_distribution", "init_scale")
+PER_EXAMPLE_HPARAMS = acting_in("per-example loss")
+# Hyperparameters that change the model's function, passed to ``model.apply`` by name (dropout
+# has its own argument).
+MODEL_HPARAMS = tuple(name for name in acting_in("model") if name != "dropout")
+INIT_HPARAMS = acting_in("init")
 # Examples per chunk when a member is evaluated on a split: memory grows with this, not the split.
 EVAL_CHUNK = 1024
 
@@ -61,9 +63,17 @@ def model_kwargs(hparams) -> dict:
     return {name: hparams[name] for name in MODEL_HPARAMS if name in hparams}
 
 
-def classification(model, data: Dataset, *, batch_size: int = 128, loss: LossFn = cross_entropy,
-                   optimizer: str = "sgd", learning_rate: Callable = constant_learning_rate,
-                   metric: str = "accuracy", eval_chunk: int = EVAL_CHUNK) -> Task:
+def classification(
+    model,
+    data: Dataset,
+    *,
+    batch_size: int = 128,
+    loss: LossFn = cross_entropy,
+    optimizer: str = "sgd",
+    learning_rate: Callable = constant_learning_rate,
+    metric: str = "accuracy",
+    eval_chunk: int = EVAL_CHUNK,
+) -> Task:
     """A classifier: ``model`` maps inputs to logits; PBT selects on validation ``metric``
     ("accuracy", or "loss" to minimise).
 
@@ -78,49 +88,100 @@ def classification(model, data: Dataset, *, batch_size: int = 128, loss: LossFn 
         ``popjax.schedules.learning_rate_at``); the member's ``learning_rate`` by default.
       eval_chunk: examples evaluated at once per member.
     """
-    return _supervised(model, data, batch_size, loss, optimizer, learning_rate, eval_chunk,
-                       classify=True, fitness=metric, minimize=metric == "loss")
+    return _supervised(
+        model,
+        data,
+        batch_size,
+        loss,
+        optimizer,
+        learning_rate,
+        eval_chunk,
+        classify=True,
+        fitness=metric,
+        minimize=metric == "loss",
+    )
 
 
-def regression(model, data: Dataset, *, batch_size: int = 128,
-               loss: LossFn = mean_squared_error, optimizer: str = "sgd",
-               learning_rate: Callable = constant_learning_rate,
-               eval_chunk: int = EVAL_CHUNK) -> Task:
+def regression(
+    model,
+    data: Dataset,
+    *,
+    batch_size: int = 128,
+    loss: LossFn = mean_squared_error,
+    optimizer: str = "sgd",
+    learning_rate: Callable = constant_learning_rate,
+    eval_chunk: int = EVAL_CHUNK,
+) -> Task:
     """A regression of real-valued targets; PBT selects the lowest validation loss.
 
     ``model`` outputs as many values as a target has (its ``num_classes`` field sets that for
     popjax's own models). Arguments as for ``classification``.
     """
-    return _supervised(model, data, batch_size, loss, optimizer, learning_rate, eval_chunk,
-                       classify=False, fitness="loss", minimize=True)
+    return _supervised(
+        model,
+        data,
+        batch_size,
+        loss,
+        optimizer,
+        learning_rate,
+        eval_chunk,
+        classify=False,
+        fitness="loss",
+        minimize=True,
+    )
 
 
-def _supervised(model, data: Dataset, batch_size, loss_fn, optimizer, learning_rate, eval_chunk,
-                *, classify: bool, fitness: str, minimize: bool) -> Task:
+def _supervised(
+    model,
+    data: Dataset,
+    batch_size,
+    loss_fn,
+    optimizer,
+    learning_rate,
+    eval_chunk,
+    *,
+    classify: bool,
+    fitness: str,
+    minimize: bool,
+) -> Task:
     train = {"x": np.asarray(data.x_train), "y": np.asarray(data.y_train)}
     if classify:
         train.update(class_index(data.y_train))  # for class-balanced sampling
-    splits = TaskData(train, {"x": data.x_val, "y": data.y_val},
-                      {"x": data.x_test, "y": data.y_test})
+    splits = TaskData(
+        train, {"x": data.x_val, "y": data.y_val}, {"x": data.x_test, "y": data.y_test}
+    )
     num_train = len(data.x_train)
 
     def apply(state, x, hparams, train_mode, key=None, rate=0.0):
         variables = {"params": state["params"], **_collections(state)}
         mutable = list(_collections(state)) if train_mode else False
         kwargs = {"rngs": {"dropout": key}} if key is not None else {}
-        out = model.apply(variables, x, dropout_rate=rate, train=train_mode, mutable=mutable,
-                          **kwargs, **model_kwargs(hparams))
+        out = model.apply(
+            variables,
+            x,
+            dropout_rate=rate,
+            train=train_mode,
+            mutable=mutable,
+            **kwargs,
+            **model_kwargs(hparams),
+        )
         return out if train_mode else (out, {})
 
     def init(key, hparams, train_split):
         variables = model.init(key, train_split["x"][:batch_size], train=False)
         params = variables["params"]
         if any(name in hparams for name in INIT_HPARAMS):
-            params = reinitialize(params, hparams.get("init_mode", 0),
-                                  hparams.get("init_distribution", 0),
-                                  hparams.get("init_scale", 1.0))
-        return {"params": params, "opt_state": optim.init_state(params, hparams, optimizer),
-                **{name: value for name, value in variables.items() if name != "params"}}
+            params = reinitialize(
+                params,
+                hparams.get("init_mode", 0),
+                hparams.get("init_distribution", 0),
+                hparams.get("init_scale", 1.0),
+            )
+        return {
+            "params": params,
+            "opt_state": optim.init_state(params, hparams, optimizer),
+            **{name: value for name, value in variables.items() if name != "params"},
+        }
 
     def sample(key, hparams, train_split):
         if "sampling" in hparams:
@@ -131,8 +192,9 @@ def _supervised(model, data: Dataset, batch_size, loss_fn, optimizer, learning_r
         if loss_fn is not cross_entropy:
             return loss_fn(outputs, y)
         if "label_smoothing" in hparams:
-            targets = optax.smooth_labels(jax.nn.one_hot(y, outputs.shape[-1]),
-                                          hparams["label_smoothing"])
+            targets = optax.smooth_labels(
+                jax.nn.one_hot(y, outputs.shape[-1]), hparams["label_smoothing"]
+            )
             per_example = optax.softmax_cross_entropy(outputs, targets)
         else:
             per_example = optax.softmax_cross_entropy_with_integer_labels(outputs, y)
@@ -149,8 +211,9 @@ def _supervised(model, data: Dataset, batch_size, loss_fn, optimizer, learning_r
         params = state["params"]
 
         def objective(p):
-            outputs, updates = apply({**state, "params": p}, x, hparams, True, dropout_key,
-                                     hparams["dropout"])
+            outputs, updates = apply(
+                {**state, "params": p}, x, hparams, True, dropout_key, hparams["dropout"]
+            )
             loss = batch_loss(outputs, y, hparams)
             total = loss
             if "l1" in hparams:
@@ -159,11 +222,14 @@ def _supervised(model, data: Dataset, batch_size, loss_fn, optimizer, learning_r
             return total, (loss, updates)
 
         (_, (loss, updates)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        member_optimizer = optim.member_optimizer(hparams, learning_rate(hparams, step),
-                                                  optimizer)
+        member_optimizer = optim.member_optimizer(hparams, learning_rate(hparams, step), optimizer)
         param_updates, opt_state = member_optimizer.update(grads, state["opt_state"], params)
-        new_state = {**state, **updates, "params": optax.apply_updates(params, param_updates),
-                     "opt_state": opt_state}
+        new_state = {
+            **state,
+            **updates,
+            "params": optax.apply_updates(params, param_updates),
+            "opt_state": opt_state,
+        }
         return new_state, {"loss": loss}
 
     def evaluate(state, hparams, key, split):
@@ -190,8 +256,7 @@ def _supervised(model, data: Dataset, batch_size, loss_fn, optimizer, learning_r
             correct = jnp.sum(keep & (jnp.argmax(outputs, axis=-1) == yc))
             return {"loss": loss_sum, "accuracy": totals["accuracy"] + correct}, None
 
-        start = {"loss": jnp.float32(0.0), **({"accuracy": jnp.float32(0.0)} if classify
-                                              else {})}
+        start = {"loss": jnp.float32(0.0), **({"accuracy": jnp.float32(0.0)} if classify else {})}
         totals, _ = jax.lax.scan(body, start, (chunked(x), chunked(y), valid))
         return {name: total / count for name, total in totals.items()}
 
@@ -199,9 +264,16 @@ def _supervised(model, data: Dataset, batch_size, loss_fn, optimizer, learning_r
         fraction = np.asarray(hparams.get("batch_fraction", 1.0))
         return np.clip(np.round(fraction * batch_size), 1, batch_size) / num_train
 
-    return Task(init=init, train=train_step, evaluate=evaluate, fitness=fitness,
-                minimize=minimize, data=splits, epochs_per_step=epochs_per_step,
-                name="classification" if classify else "regression")
+    return Task(
+        init=init,
+        train=train_step,
+        evaluate=evaluate,
+        fitness=fitness,
+        minimize=minimize,
+        data=splits,
+        epochs_per_step=epochs_per_step,
+        name="classification" if classify else "regression",
+    )
 
 
 def _collections(state) -> dict:

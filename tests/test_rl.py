@@ -1,0 +1,120 @@
+"""PPO agents on gymnax as a population: they learn, PBT copies whole agents, a killed run
+resumes bit-identically."""
+
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import popjax
+
+from conftest import final_state, popjax_cli, wait_for_checkpoints
+
+gymnax = pytest.importorskip("gymnax")
+
+SMALL = {"num_envs": 4, "rollout_steps": 64, "eval_episodes": 8}
+
+
+def random_policy_return(episodes: int = 64) -> float:
+    """CartPole's mean return under uniformly random actions, played with gymnax directly."""
+    env, params = gymnax.make("CartPole-v1")
+
+    def episode(key):
+        reset_key, play_key = jax.random.split(key)
+        obs, state = env.reset(reset_key, params)
+
+        def step(carry, key):
+            state, total, running = carry
+            action_key, step_key = jax.random.split(key)
+            action = jax.random.randint(action_key, (), 0, 2)
+            _, state, reward, done, _ = env.step(step_key, state, action, params)
+            return (state, total + reward * running, running & ~done), None
+
+        (_, total, _), _ = jax.lax.scan(
+            step, (state, 0.0, jnp.bool_(True)), jax.random.split(play_key, 500)
+        )
+        return total
+
+    return float(
+        jax.jit(jax.vmap(episode))(jax.random.split(jax.random.PRNGKey(9), episodes)).mean()
+    )
+
+
+def test_a_population_of_ppo_agents_learns_cartpole():
+    task = popjax.tasks.rl.ppo("CartPole-v1", **SMALL)
+    result = popjax.run(
+        task=task, population=4, steps=48, interval=8, write=False, progress=False, seed=0
+    )
+    chance = random_policy_return()
+    assert 15 < chance < 30  # CartPole's random policy lasts about 22 steps
+    assert result.best_val["return"] > 4 * chance
+    last = result.history[-1]
+    assert last["val_env_steps"] == [48 * 4 * 64] * 4
+    assert last["selects_on"] == "val_return" and not last["minimize"]
+
+
+def test_pbt_copies_a_whole_agent_and_the_copy_plays_on_with_its_own_keys():
+    from popjax.config import PBTConfig
+    from popjax.pbt import pbt_step
+    from popjax.population import init_population, select
+    from popjax.train import make_segment
+
+    task = popjax.tasks.rl.ppo("CartPole-v1", num_envs=2, rollout_steps=16)
+    space = popjax.SearchSpace(task.space, builtin=False)
+    step = jax.jit(make_segment(task, 1))
+    population, _ = step(init_population(jax.random.PRNGKey(0), task, space, 4))
+    new, source, replaced = pbt_step(
+        jax.random.PRNGKey(3), population, jnp.arange(4.0), space, PBTConfig(), active=True
+    )
+    copy = int(np.flatnonzero(np.asarray(replaced))[0])
+    parent = int(source[copy])
+    assert parent != copy
+    want, got = select(population, parent), select(new, copy)
+    leaves = jax.tree_util.tree_leaves_with_path(got.state)
+    assert any("env_state" in jax.tree_util.keystr(path) for path, _ in leaves)
+    for (path, a), b in zip(leaves, jax.tree_util.tree_leaves(want.state)):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_array_equal(got.rng, population.rng[copy])  # its own key stream
+    after, _ = step(new)
+    # Same agent, same environments, other keys: the next rollouts part ways.
+    assert not np.array_equal(after.state["obs"][copy], after.state["obs"][parent])
+
+
+RL_TOML = """
+population = 2
+steps = 40
+interval = 2
+checkpoint_every = 1
+keep_checkpoints = 3
+
+[task]
+name = "popjax.tasks.rl:ppo"
+env = "CartPole-v1"
+num_envs = 2
+rollout_steps = 16
+eval_episodes = 2
+"""
+
+
+def test_a_killed_ppo_run_resumes_bit_identically(tmp_path):
+    (tmp_path / "rl.toml").write_text(RL_TOML)
+    whole = popjax_cli("run", "rl.toml", "--out", "whole", cwd=tmp_path)
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    process = popjax_cli("run", "rl.toml", "--out", "killed", cwd=tmp_path)
+    wait_for_checkpoints(tmp_path / "killed", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    rounds, leaves = final_state(tmp_path / "killed")
+    whole_rounds, whole_leaves = final_state(tmp_path / "whole")
+    assert rounds == whole_rounds == 20
+    for got, want in zip(leaves, whole_leaves, strict=True):
+        np.testing.assert_array_equal(got, want)
+    history = (tmp_path / "killed" / "metrics.jsonl").read_text()
+    assert history == (tmp_path / "whole" / "metrics.jsonl").read_text()
