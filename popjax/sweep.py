@@ -158,8 +158,8 @@ def run(
     checkpointing = write and jax.process_count() == 1
     if resume is not None and not checkpointing:
         raise PopjaxError("resuming needs a single-process run that writes its folder")
-    checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     if resume is not None:
+        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints)
         first_round, states, lineage, history = restore(checkpoints, programs, members)
         folder = RunFolder.reopen(run_dir, history)
     else:
@@ -168,7 +168,8 @@ def run(
         lineage = Lineage(
             config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
         )
-        folder = RunFolder(run_dir, config.to_toml()) if write else None
+        folder = RunFolder(run_dir, config.to_toml()) if write else None  # before checkpoints/
+        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
     round_callbacks = [on_round] if on_round and is_main_process() else []
     if tensorboard and write:
         round_callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))

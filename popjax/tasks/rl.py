@@ -105,7 +105,15 @@ def ppo(
         raise PopjaxError(
             f"num_envs * rollout_steps ({batch}) must divide into {minibatches} minibatches"
         )
-    step_envs = jax.vmap(environment.step, in_axes=(0, 0, 0, None))
+    step_batch = jax.vmap(environment.step, in_axes=(0, 0, 0, None))
+
+    def step_envs(keys, env_state, action, params):
+        """``(obs, state, reward, done)``; gymnax 1.0 reports terminated and truncated apart,
+        and an episode ends on either (its environments reset themselves)."""
+        out = step_batch(keys, env_state, action, params)
+        done = out[3] | out[4] if len(out) == 6 else out[3]
+        return out[0], out[1], out[2], done.astype(jnp.float32)
+
     reset_envs = jax.vmap(environment.reset, in_axes=(0, None))
 
     def optimizer(hparams):
@@ -139,13 +147,13 @@ def ppo(
             logits, value = network.apply(state["params"], obs)
             action = jax.random.categorical(action_key, logits)
             log_prob = jax.nn.log_softmax(logits)[jnp.arange(num_envs), action]
-            next_obs, env_state, reward, done, _ = step_envs(
+            next_obs, env_state, reward, done = step_envs(
                 jax.random.split(env_key, num_envs), env_state, action, env_params
             )
             episode_return = episode_return + reward
-            finished = jnp.where(done, episode_return, 0.0)
+            finished = jnp.where(done > 0, episode_return, 0.0)
             transition = (obs, action, reward, done, value, log_prob, finished)
-            return (env_state, next_obs, jnp.where(done, 0.0, episode_return)), transition
+            return (env_state, next_obs, jnp.where(done > 0, 0.0, episode_return)), transition
 
         carry = (state["env_state"], state["obs"], state["episode_return"])
         carry, transitions = jax.lax.scan(one_step, carry, jax.random.split(key, rollout_steps))
@@ -242,11 +250,11 @@ def ppo(
             action_key, env_key = jax.random.split(step_key)
             logits, _ = network.apply(state["params"], obs)
             action = jax.random.categorical(action_key, logits)
-            obs, env_state, reward, done, _ = step_envs(
+            obs, env_state, reward, done = step_envs(
                 jax.random.split(env_key, eval_episodes), env_state, action, env_params
             )
             total = total + reward * running  # each environment's first episode only
-            return (env_state, obs, total, running & ~done), None
+            return (env_state, obs, total, running & (done == 0)), None
 
         start = (env_state, obs, jnp.zeros(eval_episodes), jnp.ones(eval_episodes, bool))
         (_, _, total, _), _ = jax.lax.scan(one_step, start, jax.random.split(play_key, max_episode))
