@@ -47,7 +47,13 @@ ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-5, "weight_decay": 0.0}
 
 
 class ActorCritic(nn.Module):
-    """Separate tanh MLPs for the policy's logits and the state's value."""
+    """Separate tanh MLPs for the policy's logits and the state's value.
+
+    Kernels are drawn normal with the scales of single-file PPO's orthogonal init (sqrt 2 in
+    the hidden layers, 0.01 for the logits, so the first policy is near uniform). Not the
+    orthogonal init itself: its QR decomposition, sharded over several CPU devices, never
+    returns on jax 0.10.
+    """
 
     num_actions: int
     hidden: int = 64
@@ -55,7 +61,9 @@ class ActorCritic(nn.Module):
     @nn.compact
     def __call__(self, obs):
         def dense(features, scale):
-            return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale))
+            return nn.Dense(
+                features, kernel_init=nn.initializers.variance_scaling(scale**2, "fan_in", "normal")
+            )
 
         actor = nn.tanh(dense(self.hidden, np.sqrt(2))(obs))
         actor = nn.tanh(dense(self.hidden, np.sqrt(2))(actor))
