@@ -123,15 +123,21 @@ def mnist1d(*, val_fraction=0.1, seed=0) -> Dataset:
     )
 
 
+def split_off_test(count: int, test_fraction: float, seed: int):
+    """``(test, rest)`` indices of a data set that ships without a test split: a fixed shuffle
+    of the seed, so every run of it holds out the same examples."""
+    order = np.random.default_rng(seed + 1).permutation(count)
+    num_test = int(round(count * test_fraction))
+    return order[:num_test], order[num_test:]
+
+
 def digits(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
     """sklearn's 8x8 digits (1,797 images, shipped with sklearn), inputs scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
     raw = load_digits()
     x, y = raw.images.astype(np.float32) / 16.0, raw.target
-    order = np.random.default_rng(seed + 1).permutation(len(x))
-    num_test = int(round(len(x) * test_fraction))
-    test, rest = order[:num_test], order[num_test:]
+    test, rest = split_off_test(len(x), test_fraction, seed)
     return from_arrays(
         x[rest], y[rest], x[test], y[test], val_fraction=val_fraction, seed=seed, name="digits"
     )
@@ -147,9 +153,7 @@ def diabetes(*, val_fraction=0.1, seed=0, test_fraction=0.2) -> Dataset:
 
     raw = load_diabetes()
     x, y = raw.data.astype(np.float32), raw.target.astype(np.float32)
-    order = np.random.default_rng(seed + 1).permutation(len(x))
-    num_test = int(round(len(x) * test_fraction))
-    test, rest = order[:num_test], order[num_test:]
+    test, rest = split_off_test(len(x), test_fraction, seed)
     mean, std = y[rest].mean(), y[rest].std()
     x = (x - x[rest].mean(axis=0)) / x[rest].std(axis=0)
     return from_arrays(

@@ -70,7 +70,7 @@ def reinitialize(params, mode, distribution, scale):
     return jax.tree_util.tree_map_with_path(kernel, params)
 
 
-def batch_norm(x, train: bool):
+def normalize_batch(x, train: bool):
     """Batch normalization that keeps running statistics (``batch_stats``) in the member's
     state: training normalizes with the batch's statistics and updates the running ones;
     evaluation uses the running ones, so an example's output does not depend on the others
@@ -101,7 +101,7 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.Dense(width, dtype=self.dtype)(x)
-            x = activate(batch_norm(x, train) if self.batch_norm else x, activation)
+            x = activate(normalize_batch(x, train) if self.batch_norm else x, activation)
             x = Dropout()(x, dropout_rate, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -157,7 +157,7 @@ class CNN1D(nn.Module):
             x = x[..., None]  # [batch, length] -> [batch, length, 1 channel]
         for channels in self.channels:
             x = Conv1D(channels, kernel_size=5, stride=2, dtype=self.dtype)(x)
-            x = activate(batch_norm(x, train) if self.batch_norm else x, activation)
+            x = activate(normalize_batch(x, train) if self.batch_norm else x, activation)
         x = x.reshape((x.shape[0], -1))
         x = activate(nn.Dense(self.hidden, dtype=self.dtype)(x), activation)
         x = Dropout()(x, dropout_rate, train)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from popjax.lineage import Lineage
+from popjax.records import selected_metric
 
 
 def _pyplot():
@@ -39,18 +40,16 @@ def _colours(plt, size: int):
     return [cmap(i / max(size - 1, 1)) if size > 20 else cmap(i) for i in range(size)]
 
 
-def selected_metric(record: dict) -> tuple[str, np.ndarray]:
-    """What PBT selected on, as a label ("validation accuracy") and each member's values."""
-    key = record.get("selects_on", "val_accuracy")
-    values = np.array([np.nan if v is None else v for v in record[key]], dtype=float)
-    return "validation " + key.removeprefix("val_"), values
+def metric_label(record: dict) -> str:
+    """The selected metric as an axis reads it: "validation accuracy"."""
+    return "validation " + selected_metric(record)[0].removeprefix("val_")
 
 
 def fitness_over_steps(history: list[dict], path: Path) -> None:
     """The best, median and range of the selected metric over the run."""
     plt = _pyplot()
     steps = [r["step"] for r in history]
-    label = selected_metric(history[0])[0]
+    label = metric_label(history[0])
     values = np.array([selected_metric(r)[1] for r in history], dtype=float)
     best = np.nanmin if history[0].get("minimize") else np.nanmax
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -153,7 +152,7 @@ def final_hyperparameters(
     """Each final hyperparameter against the member's final selected metric."""
     plt = _pyplot()
     names = list(last_round["hparams"])
-    label, accuracy = selected_metric(last_round)
+    label, accuracy = metric_label(last_round), selected_metric(last_round)[1]
     columns = min(len(names), 3)
     rows = -(-len(names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)

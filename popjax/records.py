@@ -28,21 +28,13 @@ def check_not_all_diverged(record: dict, space, group: str | None = None) -> Non
     raise PopjaxError(f"{who} diverged (non-finite metrics) by step {record['step']}{hint}")
 
 
-def round_record(
-    round_index: int,
-    interval: int,
-    host,
-    last_epochs,
-    epochs_per_step,
-    selects_on: str,
-    minimize: bool,
-) -> dict:
+def round_record(round_index: int, interval: int, host, last_epochs, task) -> dict:
     """One line of metrics.jsonl from the round's host copy: plain lists, one value per member.
 
     Each metric appears as ``train_<name>`` (averaged over the round) and ``val_<name>``.
     ``epochs`` counts the passes over the training split that each member's weights have had,
     through every copy (a copied member inherits its source's count); it needs the task's
-    ``epochs_per_step``.
+    ``epochs_per_step``. ``task`` is the group's ``popjax.Task``.
     """
     output, hparams = host
     parents = np.asarray(output.source)
@@ -50,16 +42,16 @@ def round_record(
         "round": round_index,
         "step": (round_index + 1) * interval,
         "parents": [int(p) for p in parents],
-        "selects_on": f"val_{selects_on}",
-        "minimize": bool(minimize),
+        "selects_on": f"val_{task.fitness}",
+        "minimize": bool(task.minimize),
     }
     for prefix, metrics in (("train", output.train), ("val", output.val)):
         for name, values in metrics.items():
             record[f"{prefix}_{name}"] = [float(x) for x in values]
     record["diverged"] = [not bool(np.isfinite(x)) for x in output.fitness]
     record["stopped"] = [bool(x) for x in output.stopped]
-    if epochs_per_step is not None:
-        per_step = epochs_per_step({k: np.asarray(v) for k, v in hparams.items()})
+    if task.epochs_per_step is not None:
+        per_step = task.epochs_per_step({k: np.asarray(v) for k, v in hparams.items()})
         trained = np.where(
             np.asarray(output.stopped), 0.0, interval * np.broadcast_to(per_step, parents.shape)
         )
@@ -92,9 +84,15 @@ def merge_records(records: list[dict], groups) -> dict:
     return merged
 
 
+def selected_metric(record: dict) -> tuple[str, np.ndarray]:
+    """The metric PBT selected on (``"val_accuracy"``) and each member's value; NaN where a
+    group lacks it."""
+    key = record.get("selects_on", "val_accuracy")  # runs written before tasks had it
+    return key, np.array([np.nan if v is None else v for v in record[key]], dtype=float)
+
+
 def fitness_values(record: dict) -> np.ndarray:
     """Each member's selected metric, oriented so that higher is better; diverged: -inf."""
-    key = record.get("selects_on", "val_accuracy")  # runs written before tasks had it
-    values = np.array([np.nan if v is None else v for v in record[key]], dtype=float)
+    values = selected_metric(record)[1]
     values = -values if record.get("minimize") else values
     return np.where(np.asarray(record["diverged"]) | np.isnan(values), -np.inf, values)

@@ -103,9 +103,10 @@ def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
     copies = sum(p != m for parents in lineage.parents for m, p in enumerate(parents))
     ancestry = lineage.ancestry(best)
     switches = sum(a != b for a, b in zip(ancestry, ancestry[1:]))
-    from popjax.plots import selected_metric
+    from popjax.plots import metric_label
+    from popjax.records import selected_metric
 
-    label = selected_metric(history[0])[0]
+    label = metric_label(history[0])
     values = np.array([selected_metric(r)[1] for r in history], dtype=float)
     best_of = np.nanmin if history[0].get("minimize") else np.nanmax
     metrics = "\n".join(

@@ -29,7 +29,13 @@ from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
 from popjax.plan import GroupTask, Plan
 from popjax.population import Population, init_population
-from popjax.records import check_not_all_diverged, fitness_values, merge_records, round_record
+from popjax.records import (
+    check_not_all_diverged,
+    fitness_values,
+    merge_records,
+    round_record,
+    selected_metric,
+)
 from popjax.round import Standing, make_round
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
 from popjax.task import Task
@@ -149,8 +155,9 @@ def run(
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    place = Placement(mesh)
     programs = [
-        GroupProgram.build(group_task, index, init_key, pbt_key, members, mesh, len(group_tasks))
+        GroupProgram.build(group_task, index, init_key, pbt_key, members, place, len(group_tasks))
         for index, group_task in enumerate(group_tasks)
     ]
 
@@ -254,25 +261,16 @@ def play_round(programs, states, round_index: int, history: list[dict], plan: Pl
             if history and "epochs" in history[-1]
             else None
         )
-        task = program.task
         records.append(
-            round_record(
-                round_index,
-                plan.config.interval,
-                host,
-                last_epochs,
-                task.epochs_per_step,
-                task.fitness,
-                task.minimize,
-            )
+            round_record(round_index, plan.config.interval, host, last_epochs, program.task)
         )
     return merge_records(records, plan.groups)
 
 
 def progress_figures(record: dict) -> dict[str, str]:
     """The best and median member's selected metric, for the progress bar."""
-    values = np.array(record[record["selects_on"]], dtype=float)
-    best = np.nanmin(values) if record["minimize"] else np.nanmax(values)
+    values = selected_metric(record)[1]
+    best = values[np.argmax(fitness_values(record))]
     return {"best": f"{best:.4g}", "median": f"{np.nanmedian(values):.4g}"}
 
 
@@ -316,6 +314,19 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
     )
 
 
+class Placement:
+    """Host arrays replicated over the mesh, each once: groups built from one dataset share
+    its arrays, so they share one copy on the devices."""
+
+    def __init__(self, mesh):
+        self.mesh, self.placed = mesh, {}
+
+    def __call__(self, array):
+        if id(array) not in self.placed:  # the tasks keep their arrays alive meanwhile
+            self.placed[id(array)] = meshes.put_replicated(array, self.mesh)
+        return self.placed[id(array)]
+
+
 @dataclass
 class GroupProgram:
     """One group's compiled pieces: init, the round, the test; and its data on the devices."""
@@ -334,17 +345,13 @@ class GroupProgram:
 
     @classmethod
     def build(
-        cls, group_task: GroupTask, index: int, init_key, pbt_key, members, mesh, num_groups: int
+        cls, group_task: GroupTask, index: int, init_key, pbt_key, members, place, num_groups: int
     ) -> GroupProgram:
         group, task, space = group_task.group, group_task.task, group_task.space
         config = group.config
         if num_groups > 1:  # one group keeps the sweep's own keys
             init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
-        data = (
-            jax.tree_util.tree_map(lambda a: meshes.put_replicated(a, mesh), task.data)
-            if task.data is not None
-            else None
-        )
+        data = jax.tree_util.tree_map(place, task.data) if task.data is not None else None
 
         def init(train_data):
             population = init_population(init_key, task, space, config.population, train_data)

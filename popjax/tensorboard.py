@@ -33,11 +33,10 @@ class TensorBoardLogger:
         self.writer = summary_writer_class()(str(self.log_dir))
 
     def __call__(self, record: dict) -> None:
-        from popjax.records import fitness_values
+        from popjax.records import fitness_values, selected_metric
 
         step = record["step"]
-        key = record["selects_on"]
-        values = np.asarray(record[key], dtype=float)
+        key, values = selected_metric(record)
         best = int(np.argmax(fitness_values(record)))
         medians = {
             f"{name}/median": np.nanmedian(np.asarray(v, dtype=float))

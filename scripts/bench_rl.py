@@ -46,9 +46,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    task = ppo(args.env)
+    num_envs, rollout_steps = 4, 128  # the task's defaults, named to count its steps
+    task = ppo(args.env, num_envs=num_envs, rollout_steps=rollout_steps)
     space = SearchSpace(task.space, builtin=False)
-    per_update = 4 * 128  # the task's num_envs * rollout_steps
+    per_update = num_envs * rollout_steps
 
     one = select(init_population(jax.random.PRNGKey(0), task, space, 1), 0)
     update = jax.jit(task.train)

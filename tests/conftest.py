@@ -80,6 +80,18 @@ def segment_of(task, steps):
     return lambda population: segment(population, task.data.train)
 
 
+def popjax_command(*args, cwd, timeout=300, **env):
+    """``popjax ARGS`` run to its end in a subprocess; ``env`` adds environment variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "popjax", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
 def popjax_cli(*args, cwd, report=False, **env):
     """``popjax ARGS`` in a subprocess on one CPU device, as in this test process, which reads
     the checkpoints back; ``env`` adds environment variables."""

@@ -2,12 +2,12 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
 from popjax.mesh import cpu_cores
+
+from conftest import popjax_command
 
 TINY_TOML = """
 name = "tiny"
@@ -30,19 +30,9 @@ high = 0.3
 """
 
 
-def popjax(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "popjax", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_run_writes_the_run_folder(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
-    done = popjax("run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path)
+    done = popjax_command("run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run1"
     assert {p.name for p in run.iterdir()} == {
@@ -72,7 +62,7 @@ def test_run_writes_the_run_folder(tmp_path):
     assert "seed = 3" in (run / "config.toml").read_text()
     assert "best member" in done.stdout and "val acc" in done.stdout
     # The resolved config runs again as it is, into a new folder.
-    again = popjax(
+    again = popjax_command(
         "run", "run1/config.toml", "--out", "run2", "--quiet", "--no-report", cwd=tmp_path
     )
     assert again.returncode == 0, again.stderr
@@ -98,7 +88,7 @@ def test_run_writes_the_run_folder(tmp_path):
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, toml, args, message):
     (tmp_path / "bad.toml").write_text(toml)
-    done = popjax("run", "bad.toml", "--out", "run", *args, cwd=tmp_path)
+    done = popjax_command("run", "bad.toml", "--out", "run", *args, cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -109,7 +99,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, toml, args, message)
 def test_an_existing_run_folder_is_never_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("keep me")
-    done = popjax("run", "--out", "run", cwd=tmp_path)
+    done = popjax_command("run", "--out", "run", cwd=tmp_path)
     assert done.returncode == 2 and "already exists" in done.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == "keep me"
 
@@ -130,7 +120,7 @@ def test_data_that_does_not_fit_the_model_is_one_line(tmp_path):
         "population = 2\nsteps = 20\ninterval = 10\n[data]\nname = 'npz'\npath = 'bad.npz'\n"
         "[model]\nname = 'cnn'\n"
     )
-    done = popjax("run", "bad.toml", "--out", "run", cwd=tmp_path)
+    done = popjax_command("run", "bad.toml", "--out", "run", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "the model cannot take inputs of shape (4, 4, 4, 4)" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -139,7 +129,7 @@ def test_data_that_does_not_fit_the_model_is_one_line(tmp_path):
 
 def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = popjax("run", "--resume", "empty", cwd=tmp_path)
+    done = popjax_command("run", "--resume", "empty", cwd=tmp_path)
     assert done.returncode == 2 and "is not a run folder" in done.stderr
     assert list((tmp_path / "empty").iterdir()) == []
 
@@ -156,7 +146,7 @@ population = 3
 population = 2
 """
     )
-    done = popjax("run", "odd.toml", "--out", "run", "--quiet", "--no-report", cwd=tmp_path)
+    done = popjax_command("run", "odd.toml", "--out", "run", "--quiet", "--no-report", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["groups"] == {"group0": [0, 3], "group1": [3, 5]}

@@ -2,11 +2,12 @@
 command line."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import popjax_command
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -31,13 +32,8 @@ def test_the_readme_task_runs_from_python_and_from_the_command(tmp_path):
     assert val_loss < 0.05 and test_loss < 0.05  # the noise alone costs 0.01
 
     (tmp_path / "my.toml").write_text(code_block("# my.toml", "toml"))
-    done = subprocess.run(
-        [sys.executable, "-m", "popjax", "run", "my.toml", "--out", "run", "--quiet"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"},
+    done = popjax_command(
+        "run", "my.toml", "--out", "run", "--quiet", cwd=tmp_path, JAX_NUM_CPU_DEVICES="1"
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

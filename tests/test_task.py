@@ -3,7 +3,6 @@
 killed run of it resumes bit-identically. Bad tasks fail in one line."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -16,6 +15,8 @@ import numpy as np
 import pytest
 
 import popjax
+
+from conftest import popjax_command
 
 NOISE = 0.1
 
@@ -195,13 +196,8 @@ def test_a_killed_task_run_resumes_bit_identically(tmp_path, cli_run):
 )
 def test_a_bad_task_stops_in_one_line_and_writes_nothing(tmp_path, factory, message):
     (tmp_path / "task.toml").write_text(TOML.format(steps=40, factory=factory))
-    done = subprocess.run(
-        [sys.executable, "-m", "popjax", "run", "task.toml", "--out", "run"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": TESTS},
+    done = popjax_command(
+        "run", "task.toml", "--out", "run", cwd=tmp_path, timeout=120, PYTHONPATH=TESTS
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

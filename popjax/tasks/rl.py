@@ -138,10 +138,11 @@ def ppo(
         net_key, env_key = jax.random.split(key)
         params = network.init(net_key, jnp.zeros(obs_shape))
         obs, env_state = reset_envs(jax.random.split(env_key, num_envs), env_params)
-        names = {**ADAM, "learning_rate": 0.0, "grad_clip": 0.0}
+        # The state's shape depends on the chain, not on the coefficients' values.
+        opt_state = optimizer({"learning_rate": 0.0, "max_grad_norm": 0.0}).init(params)
         return {
             "params": params,
-            "opt_state": optim.init_state(params, names, "adam"),
+            "opt_state": opt_state,
             "env_state": env_state,
             "obs": obs,
             "episode_return": jnp.zeros(num_envs),
