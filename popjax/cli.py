@@ -39,6 +39,13 @@ def main(argv=None) -> int:
         help="also stream metrics to TensorBoard event files in RUN/tensorboard",
     )
     run.add_argument(
+        "--no-cache",
+        action="store_false",
+        dest="cache",
+        help="compile every program and generate the data anew, without popjax's cache "
+        "(also: POPJAX_CACHE=off)",
+    )
+    run.add_argument(
         "--cpu-devices",
         choices=("cores", "one"),
         default="cores",
@@ -110,6 +117,7 @@ def run_command(args) -> int:
         distributed=distributed,
         resume=args.resume,
         tensorboard=args.tensorboard,
+        cache=args.cache,
         population=args.population,
         steps=args.steps,
         interval=args.interval,

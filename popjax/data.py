@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from popjax.cache import cached_arrays
 from popjax.errors import PopjaxError, unknown_name_error
 
 
@@ -108,10 +109,22 @@ def from_arrays(
 
 
 def mnist1d(*, val_fraction=0.1, seed=0) -> Dataset:
-    """MNIST-1D (4,000 train, 1,000 test, length 40), generated locally; nothing downloads."""
+    """MNIST-1D (4,000 train, 1,000 test, length 40), generated locally; nothing downloads.
+
+    Generating it takes seconds, so it is kept in popjax's cache (``popjax.cache``), keyed by
+    the generator's arguments and mnist1d's version.
+    """
+    from importlib.metadata import version
+
     from mnist1d.data import get_dataset_args, make_dataset
 
-    raw = make_dataset(get_dataset_args())
+    args = get_dataset_args()
+    names = ("x", "y", "x_test", "y_test")
+    raw = cached_arrays(
+        "mnist1d",
+        {"args": vars(args), "mnist1d": version("mnist1d")},
+        lambda: {k: v for k, v in make_dataset(args).items() if k in names},
+    )
     return from_arrays(
         raw["x"],
         raw["y"],

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from popjax import cache as caches
 from popjax import data as datasets
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
@@ -96,6 +97,7 @@ def run(
     resume: str | Path | None = None,
     tensorboard: bool = False,
     on_round: Callable[[dict], None] | None = None,
+    cache: bool = True,
     **overrides,
 ) -> SweepResult:
     """Runs a whole sweep and returns its result.
@@ -116,6 +118,8 @@ def run(
       tensorboard: also stream each round's figures to TensorBoard event files in
         ``<run folder>/tensorboard`` (needs tensorboardX).
       on_round: called on the main process with each round's record (a metrics.jsonl line).
+      cache: keep compiled programs and generated datasets in popjax's per-user cache
+        (``popjax.cache``), so that a rerun compiles and generates nothing twice.
       **overrides: config fields to change, e.g. ``population=8, steps=200``.
 
     Raises:
@@ -127,6 +131,9 @@ def run(
       >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
     """
     start = time.perf_counter()
+    if not cache:
+        caches.disable()
+    caches.enable_compilation_cache()
     if isinstance(task, (str, dict)):  # a config's task: "regression", "package.module:factory"
         overrides["task"], task = task, None
     if resume is not None:

@@ -243,7 +243,9 @@ def measure_population(task, size, args, budget) -> dict:
     lowered_step = per_step.lower(
         population.state, population.hparams, population.rng, population.step, data.train
     )
+    # XLA counts the FLOPs of one device's share of a sharded program.
     flops = flops_of(lowered_step.compile())
+    flops = flops * mesh.size if flops else None
     estimate = (flops or 0) * args.steps * (args.repeats + 1) / budget["flops_per_s"]
     if estimate > args.max_seconds:
         return {**row, "skipped": f"estimated {estimate:.0f} s > --max-seconds"}
