@@ -1,8 +1,10 @@
 """Small shared pieces: tests use tiny populations and few steps to stay quick on a CPU."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -12,6 +14,16 @@ import pytest
 
 from popjax import data as datasets
 from popjax.nn import MLP
+
+# popjax's cache (compiled programs, MNIST-1D) in a folder of the session's own, shared by the
+# popjax processes the tests start, and removed at the end: nothing is left in the user's cache.
+SESSION_CACHE = tempfile.mkdtemp(prefix="popjax-test-cache-")
+os.environ["POPJAX_CACHE_DIR"] = SESSION_CACHE
+os.environ.pop("POPJAX_CACHE", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
