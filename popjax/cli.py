@@ -14,7 +14,17 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train a population with PBT")
     run.add_argument("config", nargs="?", help="a TOML config; the built-in default if omitted")
-    run.add_argument("--population", type=int, help="members trained together")
+    run.add_argument(
+        "--population",
+        type=population_arg,
+        help='members trained together; "auto" for as many as fit in a device\'s memory',
+    )
+    run.add_argument(
+        "--memory-limit",
+        dest="memory_limit",
+        help='memory one device may use, e.g. "2GiB" (default: what the device has); a '
+        "population that needs more trains in slices of members",
+    )
     run.add_argument("--steps", type=int, help="training steps per member")
     run.add_argument("--interval", type=int, help="steps between PBT rounds")
     run.add_argument("--batch-size", type=int, dest="batch_size", help="examples per step")
@@ -119,6 +129,7 @@ def run_command(args) -> int:
         tensorboard=args.tensorboard,
         cache=args.cache,
         population=args.population,
+        memory_limit=args.memory_limit,
         steps=args.steps,
         interval=args.interval,
         batch_size=args.batch_size,
@@ -178,6 +189,17 @@ def replay_command(args) -> int:
     return 0
 
 
+def population_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'give a whole number of members or "auto" (got {text!r})'
+        ) from None
+
+
 def planned_population(args) -> int | None:
     """What the device count must divide, read before JAX starts: the population, or with
     groups the greatest common divisor of theirs. None if the config is bad (``run`` then
@@ -190,6 +212,8 @@ def planned_population(args) -> int | None:
     source = Path(args.resume) / "config.toml" if args.resume else args.config
     try:
         plan = Plan.from_config(source, population=args.population)
+        if plan.config.auto_population:
+            return None  # every core: the population is sized to a multiple of them
         return math.gcd(*(g.config.population for g in plan.groups))
     except (PopjaxError, OSError):
         return None

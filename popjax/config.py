@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from popjax.errors import PopjaxError, unknown_name_error
+from popjax.memory import parse_bytes
 from popjax.space import SearchSpace
 
 if sys.version_info >= (3, 11):
@@ -59,7 +60,8 @@ class SweepConfig:
 
     Attributes:
       name: names the run folder, ``runs/<name>-<timestamp>``; ``<data>-<model>`` if empty.
-      population: members trained together.
+      population: members trained together; "auto" for the most whose round fits in a
+        device's memory at full speed (see ``popjax.memory``).
       steps: SGD steps per member in the whole run.
       epochs: the run's length in passes over the training split instead (0: use ``steps``);
         rounded to whole rounds once the data is known.
@@ -70,6 +72,8 @@ class SweepConfig:
         names its fitness itself.
       checkpoint_every: rounds between checkpoints (one is always taken at the end).
       keep_checkpoints: how many of the newest checkpoints to keep.
+      memory_limit: the memory one device may use, e.g. "2GiB"; empty for what the device
+        has. A population whose round needs more trains in slices of members.
       task: ``{"name": "classification" | "regression" | "package.module:factory", **fields}``;
         a task of one's own is built as ``factory(**fields)`` (see ``popjax.Task``).
       data: ``{"name": "mnist1d" | "digits" | "diabetes" | "npz", "path": ...,
@@ -85,7 +89,7 @@ class SweepConfig:
 
     name: str = ""
     seed: int = 0
-    population: int = 32
+    population: int | str = 32
     steps: int = 6000
     epochs: float = 0.0
     interval: int = 250
@@ -93,6 +97,7 @@ class SweepConfig:
     metric: str = ""
     checkpoint_every: int = 4
     keep_checkpoints: int = 3
+    memory_limit: str = ""
     task: dict = field(default_factory=lambda: {"name": "classification"})
     data: dict = field(default_factory=dict)
     model: dict = field(default_factory=lambda: {"name": "mlp", "hidden": [256, 256]})
@@ -104,6 +109,10 @@ class SweepConfig:
     @property
     def rounds(self) -> int:
         return self.steps // self.interval
+
+    @property
+    def auto_population(self) -> bool:
+        return self.population == "auto"
 
     @property
     def builtin_task(self) -> bool:
@@ -122,11 +131,13 @@ class SweepConfig:
 
     def validate(self) -> SweepConfig:
         """Checks every field; returns the config with its name filled in."""
-        for key in ("seed", *_COUNTS):
+        counts = [k for k in _COUNTS if not (k == "population" and self.auto_population)]
+        for key in ("seed", *counts):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{key} must be a whole number (got {value!r})")
-        for key in _COUNTS:
+                extra = ', or "auto"' if key == "population" else ""
+                raise ConfigError(f"{key} must be a whole number{extra} (got {value!r})")
+        for key in counts:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1 (got {getattr(self, key)})")
         if self.interval > self.steps:
@@ -146,6 +157,15 @@ class SweepConfig:
             or self.epochs < 0
         ):
             raise ConfigError(f"epochs must be a number >= 0 (got {self.epochs!r}); 0 uses steps")
+        if self.memory_limit:
+            try:
+                parse_bytes(self.memory_limit)
+            except PopjaxError as error:
+                raise ConfigError(str(error)) from None
+        if self.auto_population and self.groups:
+            raise ConfigError(
+                'population "auto" sizes one population: give each group its own population'
+            )
         config = self._with_task_defaults()
         _check_pbt(self.pbt)
         _check_data(config.data)

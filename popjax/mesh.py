@@ -11,6 +11,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -74,6 +75,59 @@ def check_population_size(size: int, num_devices: int) -> None:
     raise PopjaxError(
         f"population {size} does not divide over {num_devices} devices: use {options}"
     )
+
+
+def take_members(tree, source, rank, mesh: Mesh | None = None):
+    """``leaf[source]`` for every leaf of a member-sharded ``tree``: member ``i`` of the result
+    is member ``source[i]`` of the input (``source`` replicated, ``[P]``), for a ``source``
+    that only ever points to a member ranked higher in ``rank`` (the members from worst to
+    best), as PBT's exploit does.
+
+    A gather would hold a second copy of every member's state at once. On one device the
+    members are instead rewritten in place, one at a time from the worst up: a source ranks
+    above the member copying it, so it is still unchanged when read. Over several devices, a
+    gather along the sharded axis would have XLA collect the whole population on every
+    device; instead each leaf's members pass once around a ring of the devices, and every
+    device takes what it needs from each block as it passes.
+    """
+    if mesh is None or mesh.size == 1:
+
+        def rewrite(turn, tree):
+            member = rank[turn]
+            return jax.tree_util.tree_map(
+                lambda leaf: jax.lax.dynamic_update_index_in_dim(
+                    leaf, leaf[source[member]], member, axis=0
+                ),
+                tree,
+            )
+
+        return jax.lax.fori_loop(0, source.shape[0], rewrite, tree)
+    size = mesh.size
+    ring = [(i, (i + 1) % size) for i in range(size)]
+
+    def local_leaf(leaf, source):
+        me = jax.lax.axis_index(AXIS)
+        count = leaf.shape[0]
+        wanted = jax.lax.dynamic_slice_in_dim(source, me * count, count)
+
+        def visit(turn, carry):
+            block, taken = carry
+            owner = (me - turn) % size  # whose members ``block`` holds on this turn
+            index = wanted - owner * count
+            here = (index >= 0) & (index < count)
+            picked = block[jnp.clip(index, 0, count - 1)]
+            taken = jnp.where(here.reshape((-1,) + (1,) * (leaf.ndim - 1)), picked, taken)
+            return jax.lax.ppermute(block, AXIS, ring), taken
+
+        return jax.lax.fori_loop(0, size, visit, (leaf, leaf))[1]
+
+    take = jax.shard_map(
+        local_leaf,
+        mesh=mesh,
+        in_specs=(PartitionSpec(AXIS), PartitionSpec()),
+        out_specs=PartitionSpec(AXIS),
+    )
+    return jax.tree_util.tree_map(lambda leaf: take(leaf, source), tree)
 
 
 def put_replicated(array, mesh: Mesh) -> jax.Array:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from popjax.mesh import take_members
 from popjax.population import Population
 from popjax.space import Choice, Fixed, SearchSpace
 
@@ -66,15 +67,16 @@ def exploit_sources(key, fitness, config: PBTConfig):
     return source, replaced | diverged
 
 
-def copy_members(population: Population, source) -> Population:
-    """Members take their whole task state (every leaf) and hyperparameters from ``source``.
+def copy_members(population: Population, source, rank, mesh=None) -> Population:
+    """Members take their whole task state (every leaf) and hyperparameters from ``source``,
+    which always ranks higher in ``rank`` (member indices from worst to best).
 
     Each keeps its own key stream, id and step count, so a copy does not replay its source's
-    batches and dropout masks.
+    batches and dropout masks. The states are copied without a second copy of the population
+    (see ``popjax.mesh.take_members``).
     """
-    take = lambda leaf: leaf[source]  # noqa: E731
     return population._replace(
-        state=jax.tree_util.tree_map(take, population.state),
+        state=take_members(population.state, source, rank, mesh),
         hparams={name: value[source] for name, value in population.hparams.items()},
     )
 
@@ -111,17 +113,27 @@ def explore(
 
 
 def pbt_step(
-    key, population: Population, fitness, space: SearchSpace, config: PBTConfig, active=True
+    key,
+    population: Population,
+    fitness,
+    space: SearchSpace,
+    config: PBTConfig,
+    active=True,
+    mesh=None,
 ):
     """One exploit + explore. Returns ``(population, source [P], replaced [P])``.
 
     ``active`` (a traced bool) switches the step off without a second compiled program: the
-    first round has no fitness to select on yet.
+    first round has no fitness to select on yet. ``mesh``: the devices the members are spread
+    over, if several.
     """
     exploit_key, explore_key = jax.random.split(key)
     source, replaced = exploit_sources(exploit_key, fitness, config)
     replaced = replaced & active
     source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
-    population = copy_members(population, source)
+    # Every exploit method copies from a member ranked strictly higher (diverged members
+    # rank lowest and copy the best), in the order the stable sort gives ties.
+    rank = jnp.argsort(safe_fitness(fitness)).astype(jnp.int32)
+    population = copy_members(population, source, rank, mesh)
     hparams = explore(explore_key, population.hparams, space, replaced, config)
     return population._replace(hparams=hparams), source, replaced

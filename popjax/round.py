@@ -48,14 +48,26 @@ class Standing(NamedTuple):
         )
 
 
-def make_round(task: Task, interval: int, space: SearchSpace, pbt: PBTConfig, pbt_key):
+def make_round(
+    task: Task,
+    interval: int,
+    space: SearchSpace,
+    pbt: PBTConfig,
+    pbt_key,
+    chunks: int = 1,
+    mesh=None,
+):
     """``round(population, standing, round_index, data) -> (population, standing, output)``.
 
     ``data`` is the task's ``TaskData`` (None for a task without data). The round index is
-    traced, so every round runs the same compiled program.
+    traced, so every round runs the same compiled program. ``mesh``: the devices the member
+    axis is split over, if several. Training and validation run ``chunks`` slices of the
+    members one after another, each spread over those devices (see
+    ``popjax.train.in_chunks``).
     """
-    segment = make_segment(task, interval)
-    evaluate = make_evaluate(task)
+    shards = mesh.size if mesh is not None else 1
+    segment = make_segment(task, interval, chunks, shards)
+    evaluate = make_evaluate(task, chunks, shards)
 
     def round_fn(population: Population, standing: Standing, round_index, data=None):
         stopped = early_stopped(population.hparams, standing)
@@ -70,6 +82,7 @@ def make_round(task: Task, interval: int, space: SearchSpace, pbt: PBTConfig, pb
                 space,
                 pbt,
                 active=round_index > 0,
+                mesh=mesh,
             )
             standing = Standing(
                 standing.fitness,

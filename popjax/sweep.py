@@ -7,6 +7,8 @@ member) to log, record the lineage (``popjax.records``), checkpoint and draw pro
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 
 from popjax import cache as caches
 from popjax import data as datasets
+from popjax import memory
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
@@ -63,6 +66,8 @@ class SweepResult:
     groups: dict[str, list[int]] | None = None  # name -> [first member, end)
     selects_on: str = "accuracy"  # the metric PBT selected on, on the validation data
     minimize: bool = False
+    # Per group: the slices of members its round ran in and XLA's plan of its bytes per device.
+    memory: dict | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -80,6 +85,7 @@ class SweepResult:
             "devices": self.devices,
             "compilations": self.compilations,
             "groups": self.groups,
+            "memory": self.memory,
         }
 
 
@@ -155,16 +161,26 @@ def run(
         summary_writer_class()  # a missing package is an error before anything is written
 
     plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
+    mesh = meshes.population_mesh(devices)
+    members = meshes.member_sharding(mesh)
+    init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
+    place = Placement(mesh)
+    budget = memory.device_budget(plan.config.memory_limit, devices)
+    if plan.config.auto_population:
+        plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
     config = plan.config
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
-
-    mesh = meshes.population_mesh(devices)
-    members = meshes.member_sharding(mesh)
-    init_key, pbt_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    place = Placement(mesh)
     programs = [
-        GroupProgram.build(group_task, index, init_key, pbt_key, members, place, len(group_tasks))
+        fit_program(
+            group_task,
+            index,
+            (init_key, pbt_key),
+            members,
+            place,
+            len(group_tasks),
+            budget * group_task.group.config.population // config.population,
+        )
         for index, group_task in enumerate(group_tasks)
     ]
 
@@ -241,13 +257,7 @@ def run(
 def restore(checkpoints: SweepCheckpoints, programs, members):
     """``(first round, states, lineage, history)`` from the newest readable checkpoint; arrays
     come back with the member sharding."""
-    abstract = [
-        jax.tree_util.tree_map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(program.init, program.train_data),
-        )
-        for program in programs
-    ]
+    abstract = [program.abstract_state(members) for program in programs]
     first_round, states, meta = checkpoints.restore_latest(abstract)
     return first_round, states, Lineage.from_dict(meta["lineage"]), meta["history"]
 
@@ -318,6 +328,13 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
         groups=plan.member_ranges(),
         selects_on=task.fitness,
         minimize=task.minimize,
+        memory={
+            program.group.name: {
+                "slices": program.slices,
+                "round_bytes": program.round_bytes_planned,
+            }
+            for program in programs
+        },
     )
 
 
@@ -345,14 +362,37 @@ class GroupProgram:
     init: Callable
     round_fn: Callable
     test: Callable
+    slices: int = 1  # slices of members the round runs one after another
+    round_bytes_planned: int | None = None  # XLA's plan of the round's memory per device
 
     @property
     def train_data(self):
         return self.data.train if self.data is not None else None
 
+    def abstract_state(self, members):
+        """The shapes, dtypes and sharding of ``(population, standing)``, nothing allocated."""
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
+            jax.eval_shape(self.init, self.train_data),
+        )
+
+    def round_bytes(self, members) -> int | None:
+        """XLA's plan of the round's memory on one device. Compiling it here costs nothing
+        later: the first round's call finds the program compiled."""
+        compiled = self.round_fn.lower(*self.abstract_state(members), 0, self.data).compile()
+        return memory.compiled_bytes(compiled)
+
     @classmethod
     def build(
-        cls, group_task: GroupTask, index: int, init_key, pbt_key, members, place, num_groups: int
+        cls,
+        group_task: GroupTask,
+        index: int,
+        init_key,
+        pbt_key,
+        members,
+        place,
+        num_groups: int,
+        chunks: int = 1,
     ) -> GroupProgram:
         group, task, space = group_task.group, group_task.task, group_task.space
         config = group.config
@@ -364,7 +404,8 @@ class GroupProgram:
             population = init_population(init_key, task, space, config.population, train_data)
             return population, Standing.initial(config.population)
 
-        evaluate = make_evaluate(task)
+        shards = members.mesh.size
+        evaluate = make_evaluate(task, chunks, shards)
         return cls(
             group=group,
             task=task,
@@ -372,7 +413,7 @@ class GroupProgram:
             data=data,
             init=jax.jit(init, out_shardings=members),
             round_fn=jax.jit(
-                make_round(task, config.interval, space, config.pbt, pbt_key),
+                make_round(task, config.interval, space, config.pbt, pbt_key, chunks, members.mesh),
                 out_shardings=members,
                 donate_argnums=(0, 1),
             ),
@@ -381,6 +422,62 @@ class GroupProgram:
                 out_shardings=members,
             ),
         )
+
+
+def fit_program(group_task, index, keys, members, place, num_groups, budget) -> GroupProgram:
+    """The group's program in the fewest slices of members whose round fits in ``budget``
+    bytes per device (one slice, the whole population at once, when it fits)."""
+    built = {}
+
+    def bytes_with(chunks):
+        built[chunks] = GroupProgram.build(
+            group_task, index, *keys, members, place, num_groups, chunks
+        )
+        return built[chunks].round_bytes(members)
+
+    population = group_task.group.config.population
+    chunks, planned = memory.choose_chunks(
+        bytes_with, population // members.mesh.size, budget, population
+    )
+    return dataclasses.replace(built[chunks], slices=chunks, round_bytes_planned=planned)
+
+
+def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
+    """The plan with ``population = "auto"`` replaced by the most members whose whole round
+    fits in ``budget`` bytes per device; says what it chose."""
+
+    def resized(size):
+        config = dataclasses.replace(plan.config, population=size)
+        return dataclasses.replace(
+            plan,
+            config=config,
+            groups=tuple(dataclasses.replace(g, config=config) for g in plan.groups),
+        )
+
+    def task_of(sized: Plan) -> GroupTask:
+        return dataclasses.replace(group_task, group=sized.groups[0])
+
+    def bytes_at(size):
+        program = GroupProgram.build(
+            task_of(resized(size)),
+            0,
+            jax.random.PRNGKey(0),
+            jax.random.PRNGKey(0),
+            members,
+            place,
+            1,
+        )
+        return program.round_bytes(members)
+
+    size, per_member = memory.largest_population(bytes_at, members.mesh.size, budget)
+    if is_main_process():
+        print(
+            f"popjax: population auto: {size} members fit in {memory.format_bytes(budget)} "
+            f"per device at full speed (about {memory.format_bytes(per_member)} a member)",
+            file=sys.stderr,
+        )
+    sized = resized(size)
+    return sized, [task_of(sized)]
 
 
 def resume_target(config, resume, overrides):

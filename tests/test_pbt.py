@@ -67,11 +67,21 @@ def test_tournament_copies_only_better_members():
     assert not replaced[15]  # the best has nobody better to copy
 
 
-def test_copy_takes_every_leaf_of_the_state_and_hparams_exactly():
+# (fitness, source): sources always rank higher, as every exploit method makes them; the
+# second case is a chain (0 copies 3, which copies 5, which copies 7) as a tournament makes.
+COPIES = [
+    ([5, 0, 5, 5, 5, 1, 6, 7], [0, 6, 2, 3, 4, 7, 6, 7]),
+    ([0, 4, 1, 3, 2, 5, 6, 7], [3, 1, 2, 5, 4, 7, 6, 7]),
+]
+
+
+@pytest.mark.parametrize("fitness, source", COPIES)
+def test_copy_takes_every_leaf_of_the_state_and_hparams_exactly(fitness, source):
     population = population_of(8)
     assert set(population.state) == {"params", "opt_state", "batch_stats"}
-    source = jnp.array([0, 6, 2, 3, 4, 7, 6, 7])
-    copied = jax.jit(copy_members)(population, source)
+    source = jnp.array(source)
+    rank = jnp.argsort(jnp.asarray(fitness, jnp.float32))
+    copied = jax.jit(copy_members)(population, source, rank)
     for member, src in enumerate(np.asarray(source)):
         want, got = select(population, int(src)), select(copied, member)
         assert tree_equal(got.state, want.state)
@@ -79,6 +89,34 @@ def test_copy_takes_every_leaf_of_the_state_and_hparams_exactly():
         # A member keeps its own key stream and id.
         assert np.array_equal(got.rng, population.rng[member])
         assert int(got.member_ids) == member
+
+
+RING = """
+import jax, jax.numpy as jnp, numpy as np
+from popjax.mesh import member_sharding, population_mesh, take_members
+mesh = population_mesh()
+tree = {"w": jnp.arange(16 * 3 * 2, dtype=jnp.float32).reshape(16, 3, 2), "b": jnp.arange(16)}
+source = jnp.asarray(np.random.default_rng(0).integers(0, 16, 16), jnp.int32)
+sharded = jax.device_put(tree, member_sharding(mesh))
+taken = jax.jit(take_members, static_argnums=3)(sharded, source, jnp.arange(16), mesh)
+for name in tree:
+    assert np.array_equal(taken[name], np.asarray(tree[name])[np.asarray(source)]), name
+assert taken["w"].sharding.spec == member_sharding(mesh).spec
+print("ok", jax.device_count())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_members_copied_across_devices_arrive_whole_and_stay_sharded():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-c", RING], env=env, capture_output=True, text=True, timeout=100
+    )
+    assert done.stdout.strip() == "ok 4", done.stderr[-2000:]
 
 
 def test_explore_moves_by_the_factors_and_stays_in_bounds():

@@ -1,0 +1,145 @@
+"""How many members a device holds: XLA's memory analysis of the compiled round, per device,
+against the memory one device may use.
+
+A round that would not fit runs its members in slices, one after another
+(``popjax.train.in_chunks``): the weights and optimizer state of every member stay on the
+device, the activations and gradients of one slice at a time. ``population = "auto"`` picks the
+largest population whose round fits whole, that is at full speed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from popjax.errors import PopjaxError
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+# XLA's plan leaves out the runtime's own buffers and fragmentation.
+HEADROOM = 0.9
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"2GiB"``, ``"512 MB"`` or a whole number of bytes."""
+    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b|b)?\s*", str(text).lower())
+    if not match or float(match.group(1)) <= 0:
+        raise PopjaxError(
+            f'memory_limit must be an amount such as "2GiB" or "512MB" (got {text!r})'
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+
+
+def format_bytes(count: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
+
+
+def device_budget(limit: str | int = "", devices=None) -> int:
+    """Bytes one device may use: ``limit`` if given, else what the device reports (an
+    accelerator's memory), else the machine's memory shared by its CPU devices."""
+    import jax
+
+    if limit:
+        return parse_bytes(limit)
+    devices = devices if devices is not None else jax.local_devices()
+    stats = devices[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] * HEADROOM)
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(machine * HEADROOM / max(1, len(devices)))
+
+
+def compiled_bytes(compiled) -> int | None:
+    """Bytes XLA plans for one device's share of a compiled call: arguments, outputs and
+    temporaries, less the outputs written over donated arguments. None where the backend does
+    not report it."""
+    try:
+        stats = compiled.memory_analysis()
+        return int(
+            stats.argument_size_in_bytes
+            + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes
+            - stats.alias_size_in_bytes
+        )
+    except Exception:  # backends without a memory analysis
+        return None
+
+
+def slice_counts(local_members: int) -> list[int]:
+    """How many slices a device's members may run in: 1, then doubling, then one at a time."""
+    counts, count = [], 1
+    while count < local_members:
+        if local_members % count == 0:
+            counts.append(count)
+        count *= 2
+    return [*counts, local_members]
+
+
+def choose_chunks(
+    bytes_with: Callable[[int], int | None], local_members: int, budget: int, population: int
+) -> tuple[int, int | None]:
+    """``(chunks, bytes)``: the fewest slices whose round fits in ``budget`` per device.
+
+    ``bytes_with(chunks)`` compiles the round in that many slices and returns its bytes.
+    """
+    tried = []
+    for chunks in slice_counts(local_members):
+        size = bytes_with(chunks)
+        if size is None or size <= budget:
+            return chunks, size
+        tried.append(size)
+    # Even one member at a time is too much: the state of every member alone does not fit.
+    raise PopjaxError(
+        f"population {population} needs {format_bytes(tried[-1])} per device even one member "
+        f"at a time, more than the {format_bytes(budget)} a device may use: use fewer members "
+        'or a smaller model (population = "auto" finds how many fit)'
+    )
+
+
+def largest_population(
+    bytes_at: Callable[[int], int | None], num_devices: int, budget: int
+) -> tuple[int, int]:
+    """``(population, bytes a member)``: the most members whose whole round fits.
+
+    ``bytes_at(population)`` compiles the round for that many members (a multiple of
+    ``num_devices``) and returns its bytes per device. The footprint is measured at 4 and 8
+    members a device and extrapolated; compiling around that guess then finds the exact
+    answer in a few steps.
+    """
+    measured = {}
+
+    def fits(local: int) -> bool:
+        if local not in measured:
+            measured[local] = bytes_at(local * num_devices)
+        if measured[local] is None:
+            raise PopjaxError(
+                "this backend reports no memory analysis, so popjax cannot size the "
+                "population: give population as a number"
+            )
+        return measured[local] <= budget
+
+    fits(4), fits(8)
+    per_member = max(1.0, (measured[8] - measured[4]) / 4)  # per member on a device
+    if not fits(1):
+        raise PopjaxError(
+            f"not one member a device fits in {format_bytes(budget)} (about "
+            f"{format_bytes(per_member)} a member): raise memory_limit or use a smaller model"
+        )
+    guess = max(1, int((budget - (measured[4] - 4 * per_member)) // per_member))
+    # A bracket: ``low`` fits, ``high`` does not, widened from the guess, then halved.
+    low, high = 1, guess
+    while fits(high):
+        low, high = high, high * 2
+    probe = max(low, high - 1)
+    if probe > low and fits(probe):
+        low = probe  # the guess is usually one off at most
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low * num_devices, int(per_member)

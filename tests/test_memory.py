@@ -1,0 +1,139 @@
+"""Populations as large as the device holds: a round too large for the memory limit runs its
+members in slices with the same results, ``population = "auto"`` finds the most that fit whole,
+and what cannot fit ends in a one-line error."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import popjax
+from popjax.config import ConfigError, SweepConfig
+from popjax.errors import PopjaxError
+from popjax.memory import parse_bytes, slice_counts
+from popjax.nn import MLP
+from popjax.train import in_chunks
+
+from conftest import popjax_command
+
+# Activations dominate this round (large batches of a small MLP), so slices save most of it.
+SWEEP = dict(
+    steps=20,
+    interval=10,
+    batch_size=512,
+    write=False,
+    progress=False,
+    model=MLP(hidden=(32,)),
+)
+
+
+@pytest.mark.parametrize(
+    "text, count", [("2GiB", 2 * 2**30), ("512MB", 512 * 10**6), ("1.5 kib", 1536), (4096, 4096)]
+)
+def test_amounts_of_memory_read_as_bytes(text, count):
+    assert parse_bytes(text) == count
+
+
+@pytest.mark.parametrize("text", ["lots", "-1GB", "0", "2 GiBs", ""])
+def test_unreadable_amounts_name_the_setting(text):
+    with pytest.raises(PopjaxError, match="memory_limit must be an amount"):
+        parse_bytes(text)
+    if text:
+        with pytest.raises(ConfigError, match="memory_limit"):
+            SweepConfig(memory_limit=text).validate()
+
+
+def test_slices_divide_the_members_of_a_device():
+    assert slice_counts(12) == [1, 2, 4, 12]
+    assert slice_counts(8) == [1, 2, 4, 8]
+    assert slice_counts(1) == [1]
+
+
+@pytest.mark.parametrize("chunks, shards", [(2, 1), (4, 2), (3, 4)])
+def test_slices_keep_every_member_in_its_place(chunks, shards):
+    size = 24
+    members = jnp.arange(size)
+    seen_together = []
+
+    def fn(part, offset):
+        seen_together.append(part.shape[0])
+        return part * 10 + offset, {"id": part}
+
+    out, metrics = jax.jit(in_chunks(fn, chunks, shards))(members, 1)
+    assert np.array_equal(out, np.arange(size) * 10 + 1)
+    assert np.array_equal(metrics["id"], np.arange(size))
+    assert seen_together[-1] == size // chunks
+    # Each slice takes the same share of every shard's block of members.
+    layout = np.arange(size).reshape(shards, chunks, -1)
+    first_slice = layout[:, 0].ravel()
+    assert len(set(first_slice // (size // shards))) == shards
+
+
+def test_a_round_over_the_limit_runs_in_slices_with_the_same_results():
+    whole = popjax.run(population=4 * jax.device_count(), **SWEEP)
+    assert whole.memory["all"]["slices"] == 1
+    needed = whole.memory["all"]["round_bytes"]
+    sliced = popjax.run(population=4 * jax.device_count(), memory_limit=needed - 1, **SWEEP)
+    assert sliced.memory["all"]["slices"] > 1
+    assert sliced.memory["all"]["round_bytes"] < needed
+    assert sliced.compilations == 1
+    # The same members, keys and PBT choices; the weights agree to float rounding (the
+    # members' matmuls are batched in other shapes).
+    assert [r["parents"] for r in sliced.history] == [r["parents"] for r in whole.history]
+    for a, b in zip(
+        jax.tree_util.tree_leaves(whole.population), jax.tree_util.tree_leaves(sliced.population)
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_finds_the_most_members_whose_round_fits_whole():
+    devices = jax.device_count()
+    reference = popjax.run(population=6 * devices, **SWEEP)
+    limit = reference.memory["all"]["round_bytes"]
+    auto = popjax.run(population="auto", memory_limit=limit, **SWEEP)
+    size = auto.config.population
+    assert size >= 6 * devices and size % devices == 0
+    assert auto.memory["all"] == {"slices": 1, "round_bytes": auto.memory["all"]["round_bytes"]}
+    assert auto.memory["all"]["round_bytes"] <= limit
+    # One more member a device no longer fits whole: that sweep runs in slices.
+    more = popjax.run(population=size + devices, memory_limit=limit, **SWEEP)
+    assert more.memory["all"]["slices"] > 1
+
+
+def test_auto_population_is_for_one_population():
+    with pytest.raises(ConfigError, match="auto"):
+        SweepConfig(
+            population="auto", groups=[{"name": "a", "population": 2}, {"name": "b"}]
+        ).validate()
+
+
+def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path):
+    args = ["run", "--steps", "20", "--interval", "10", "--quiet", "--no-report"]
+    env = {"JAX_NUM_CPU_DEVICES": "1"}
+    done = popjax_command(
+        *args, "--population", "4", "--memory-limit", "64KiB", "--out", "small", cwd=tmp_path, **env
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "per device even one member at a time" in done.stderr
+    assert not (tmp_path / "small").exists()
+
+    done = popjax_command(
+        *args,
+        "--population",
+        "auto",
+        "--memory-limit",
+        "24MiB",
+        "--out",
+        "auto",
+        cwd=tmp_path,
+        **env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "population auto:" in done.stderr
+    written = SweepConfig.from_toml(tmp_path / "auto" / "config.toml")
+    summary = popjax.runfolder.read_summary(tmp_path / "auto")
+    assert isinstance(written.population, int) and written.population == summary["population"]
+    assert summary["memory"]["all"]["round_bytes"] <= 24 * 2**20
+
+    done = popjax_command(*args, "--population", "many", cwd=tmp_path, **env)
+    assert done.returncode == 2 and 'or "auto"' in done.stderr
