@@ -126,19 +126,24 @@ def largest_population(
 
     fits(4), fits(8)
     per_member = max(1.0, (measured[8] - measured[4]) / 4)  # per member on a device
-    if not fits(1):
-        raise PopjaxError(
-            f"not one member a device fits in {format_bytes(budget)} (about "
-            f"{format_bytes(per_member)} a member): raise memory_limit or use a smaller model"
-        )
     guess = max(1, int((budget - (measured[4] - 4 * per_member)) // per_member))
-    # A bracket: ``low`` fits, ``high`` does not, widened from the guess, then halved.
-    low, high = 1, guess
-    while fits(high):
-        low, high = high, high * 2
-    probe = max(low, high - 1)
-    if probe > low and fits(probe):
-        low = probe  # the guess is usually one off at most
+    # Gallop from the guess (usually one off at most) to a bracket: ``low`` fits, ``high``
+    # does not; then halve it.
+    low, high, step = (guess, None, 1) if fits(guess) else (None, guess, 1)
+    while low is None or high is None:
+        if high is None:
+            low, high = (low + step, None) if fits(low + step) else (low, low + step)
+        elif high - step < 1:
+            if not fits(1):
+                raise PopjaxError(
+                    f"not one member a device fits in {format_bytes(budget)} (about "
+                    f"{format_bytes(per_member)} a member): raise memory_limit or use a "
+                    "smaller model"
+                )
+            low = 1
+        else:
+            low, high = (high - step, high) if fits(high - step) else (None, high - step)
+        step *= 2
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)

@@ -165,7 +165,7 @@ def run(
     members = meshes.member_sharding(mesh)
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
     place = Placement(mesh)
-    budget = memory.device_budget(plan.config.memory_limit, devices)
+    budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
     if plan.config.auto_population:
         plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
     config = plan.config

@@ -10,7 +10,7 @@ import pytest
 import popjax
 from popjax.config import ConfigError, SweepConfig
 from popjax.errors import PopjaxError
-from popjax.memory import parse_bytes, slice_counts
+from popjax.memory import choose_chunks, largest_population, parse_bytes, slice_counts
 from popjax.nn import MLP
 from popjax.train import in_chunks
 
@@ -23,7 +23,7 @@ SWEEP = dict(
     batch_size=512,
     write=False,
     progress=False,
-    model=MLP(hidden=(32,)),
+    model=MLP(hidden=(16,)),
 )
 
 
@@ -108,10 +108,12 @@ def test_auto_population_is_for_one_population():
 
 
 def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path):
-    args = ["run", "--steps", "20", "--interval", "10", "--quiet", "--no-report"]
+    config = tmp_path / "small.toml"
+    config.write_text("steps = 20\ninterval = 10\nbatch_size = 256\n[model]\nhidden = [16]\n")
+    args = ["run", str(config), "--quiet", "--no-report"]
     env = {"JAX_NUM_CPU_DEVICES": "1"}
     done = popjax_command(
-        *args, "--population", "4", "--memory-limit", "64KiB", "--out", "small", cwd=tmp_path, **env
+        *args, "--population", "2", "--memory-limit", "64KiB", "--out", "small", cwd=tmp_path, **env
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "per device even one member at a time" in done.stderr
@@ -122,7 +124,7 @@ def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path)
         "--population",
         "auto",
         "--memory-limit",
-        "24MiB",
+        "4MiB",
         "--out",
         "auto",
         cwd=tmp_path,
@@ -133,7 +135,30 @@ def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path)
     written = SweepConfig.from_toml(tmp_path / "auto" / "config.toml")
     summary = popjax.runfolder.read_summary(tmp_path / "auto")
     assert isinstance(written.population, int) and written.population == summary["population"]
-    assert summary["memory"]["all"]["round_bytes"] <= 24 * 2**20
+    assert summary["memory"]["all"]["round_bytes"] <= 4 * 2**20
 
     done = popjax_command(*args, "--population", "many", cwd=tmp_path, **env)
     assert done.returncode == 2 and 'or "auto"' in done.stderr
+
+
+@pytest.mark.parametrize("fixed, per, bend", [(500, 7, 0), (5000, 3, 0), (500, 7, 0.1)])
+@pytest.mark.parametrize("devices", [1, 4])
+def test_the_search_finds_the_largest_population_a_brute_force_finds(fixed, per, bend, devices):
+    def bytes_at(size):  # per device, for ``size`` members over ``devices``
+        local = size // devices
+        return int(fixed + per * local + bend * local * local)
+
+    budget = 9000
+    size, _ = largest_population(bytes_at, devices, budget)
+    fitting = [local for local in range(1, 2000) if bytes_at(local * devices) <= budget]
+    assert size == max(fitting) * devices
+
+
+def test_slices_chosen_are_the_fewest_that_fit():
+    def bytes_with(chunks):  # state 1000 a device, activations 800 shared by the slices
+        return 1000 + 800 // chunks
+
+    assert choose_chunks(bytes_with, 8, 1900, 8) == (1, 1800)
+    assert choose_chunks(bytes_with, 8, 1300, 8) == (4, 1200)
+    with pytest.raises(PopjaxError, match="even one member at a time"):
+        choose_chunks(bytes_with, 8, 1000, 8)
