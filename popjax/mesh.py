@@ -83,17 +83,22 @@ def take_members(tree, source, rank, mesh: Mesh | None = None):
     that only ever points to a member ranked higher in ``rank`` (the members from worst to
     best), as PBT's exploit does.
 
-    A gather would hold a second copy of every member's state at once. On one device the
+    A gather would hold a second copy of every member's state at once. On a one-device mesh the
     members are instead rewritten in place, one at a time from the worst up: a source ranks
     above the member copying it, so it is still unchanged when read. Over several devices, a
     gather along the sharded axis would have XLA collect the whole population on every
     device; instead each leaf's members pass once around a ring of the devices, and every
     device takes what it needs from each block as it passes.
     """
-    if mesh is None or mesh.size == 1:
+    if mesh is None:  # where the members are is not known: a plain gather
+        return jax.tree_util.tree_map(lambda leaf: leaf[source], tree)
+    if mesh.size == 1:
+        # Only the members that take another's state, still worst first.
+        moves = source[rank] != rank
+        order = rank[jnp.argsort(~moves, stable=True)]
 
         def rewrite(turn, tree):
-            member = rank[turn]
+            member = order[turn]
             return jax.tree_util.tree_map(
                 lambda leaf: jax.lax.dynamic_update_index_in_dim(
                     leaf, leaf[source[member]], member, axis=0
@@ -101,7 +106,7 @@ def take_members(tree, source, rank, mesh: Mesh | None = None):
                 tree,
             )
 
-        return jax.lax.fori_loop(0, source.shape[0], rewrite, tree)
+        return jax.lax.fori_loop(0, moves.sum(), rewrite, tree)
     size = mesh.size
     ring = [(i, (i + 1) % size) for i in range(size)]
 

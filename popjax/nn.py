@@ -130,7 +130,7 @@ class MLP(nn.Module):
 
 
 class Conv1D(nn.Module):
-    """A 1-D convolution with SAME padding, computed as a matmul over gathered patches.
+    """A 1-D convolution with SAME padding, computed as a matmul over its patches.
 
     Same parameters (``kernel [size, in, out]``, ``bias``) and outputs as ``flax.linen.Conv``,
     but XLA's CPU backend runs a convolution inside a scanned training loop about ten times

@@ -251,7 +251,9 @@ def measure_population(task, size, args, budget) -> dict:
         return {**row, "skipped": f"estimated {estimate:.0f} s > --max-seconds"}
 
     round_fn = jax.jit(
-        make_round(task, args.steps, SPACE, pbt, pbt_key), out_shardings=members, donate_argnums=0
+        make_round(task, args.steps, SPACE, pbt, pbt_key, mesh=mesh),
+        out_shardings=members,
+        donate_argnums=0,
     )
     start = time.perf_counter()
     try:
@@ -275,7 +277,7 @@ def measure_population(task, size, args, budget) -> dict:
     evaluate = make_evaluate(task)
 
     def pbt_and_validation(population, fitness, key):
-        population, _, _ = pbt_step(key, population, fitness, SPACE, pbt)
+        population, _, _ = pbt_step(key, population, fitness, SPACE, pbt, mesh=mesh)
         return evaluate(population, data.val)
 
     pbt_only = (

@@ -45,7 +45,7 @@ def main() -> None:
     members = member_sharding(mesh)
     place = sweep.Placement(mesh)
     model = {"name": "mlp", "hidden": [args.hidden, args.hidden]}
-    settings = dict(model=model, batch_size=args.batch_size, steps=args.steps)
+    settings = dict(model=model, batch_size=args.batch_size, steps=args.steps, interval=args.steps)
     _, (group_task,) = Plan.from_config(population=mesh.size, **settings).build()
     keys = (jax.random.PRNGKey(0), jax.random.PRNGKey(1))
 

@@ -9,6 +9,7 @@ import pytest
 from popjax.config import PBTConfig
 from popjax.data import Dataset
 from popjax.lineage import Lineage
+from popjax.mesh import population_mesh
 from popjax.nn import MLP
 from popjax.pbt import copy_members, explore, pbt_step, tournament_sources, truncation_sources
 from popjax.population import select
@@ -81,7 +82,8 @@ def test_copy_takes_every_leaf_of_the_state_and_hparams_exactly(fitness, source)
     assert set(population.state) == {"params", "opt_state", "batch_stats"}
     source = jnp.array(source)
     rank = jnp.argsort(jnp.asarray(fitness, jnp.float32))
-    copied = jax.jit(copy_members)(population, source, rank)
+    one_device = population_mesh(jax.devices()[:1])  # copied in place, worst first
+    copied = jax.jit(copy_members, static_argnums=3)(population, source, rank, one_device)
     for member, src in enumerate(np.asarray(source)):
         want, got = select(population, int(src)), select(copied, member)
         assert tree_equal(got.state, want.state)
