@@ -12,6 +12,7 @@ from popjax.config import ConfigError, SweepConfig
 from popjax.errors import PopjaxError
 from popjax.memory import choose_chunks, largest_population, parse_bytes, slice_counts
 from popjax.nn import MLP
+from popjax.runfolder import read_summary
 from popjax.train import in_chunks
 
 from conftest import popjax_command
@@ -133,7 +134,7 @@ def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "population auto:" in done.stderr
     written = SweepConfig.from_toml(tmp_path / "auto" / "config.toml")
-    summary = popjax.runfolder.read_summary(tmp_path / "auto")
+    summary = read_summary(tmp_path / "auto")
     assert isinstance(written.population, int) and written.population == summary["population"]
     assert summary["memory"]["all"]["round_bytes"] <= 4 * 2**20
 
