@@ -7,8 +7,6 @@ member) to log, record the lineage (``popjax.records``), checkpoint and draw pro
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +26,11 @@ from popjax.config import PYTHON_TASK, SweepConfig
 from popjax.distributed import Distributed, is_main_process
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
-from popjax.groups import Group
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
-from popjax.plan import GroupTask, Plan
-from popjax.population import Population, init_population
+from popjax.plan import Plan
+from popjax.population import Population
+from popjax.programs import Placement, fit_program, size_population
 from popjax.records import (
     check_not_all_diverged,
     fitness_values,
@@ -40,10 +38,8 @@ from popjax.records import (
     round_record,
     selected_metric,
 )
-from popjax.round import Standing, make_round
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
 from popjax.task import Task
-from popjax.train import make_evaluate
 
 
 @dataclass
@@ -336,148 +332,6 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
             for program in programs
         },
     )
-
-
-class Placement:
-    """Host arrays replicated over the mesh, each once: groups built from one dataset share
-    its arrays, so they share one copy on the devices."""
-
-    def __init__(self, mesh):
-        self.mesh, self.placed = mesh, {}
-
-    def __call__(self, array):
-        if id(array) not in self.placed:  # the tasks keep their arrays alive meanwhile
-            self.placed[id(array)] = meshes.put_replicated(array, self.mesh)
-        return self.placed[id(array)]
-
-
-@dataclass
-class GroupProgram:
-    """One group's compiled pieces: init, the round, the test; and its data on the devices."""
-
-    group: Group
-    task: Task
-    space: Any
-    data: Any  # the task's TaskData, replicated over the mesh (None without data)
-    init: Callable
-    round_fn: Callable
-    test: Callable
-    slices: int = 1  # slices of members the round runs one after another
-    round_bytes_planned: int | None = None  # XLA's plan of the round's memory per device
-
-    @property
-    def train_data(self):
-        return self.data.train if self.data is not None else None
-
-    def abstract_state(self, members):
-        """The shapes, dtypes and sharding of ``(population, standing)``, nothing allocated."""
-        return jax.tree_util.tree_map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(self.init, self.train_data),
-        )
-
-    def round_bytes(self, members) -> int | None:
-        """XLA's plan of the round's memory on one device. Compiling it here costs nothing
-        later: the first round's call finds the program compiled."""
-        compiled = self.round_fn.lower(*self.abstract_state(members), 0, self.data).compile()
-        return memory.compiled_bytes(compiled)
-
-    @classmethod
-    def build(
-        cls,
-        group_task: GroupTask,
-        index: int,
-        init_key,
-        pbt_key,
-        members,
-        place,
-        num_groups: int,
-        chunks: int = 1,
-    ) -> GroupProgram:
-        group, task, space = group_task.group, group_task.task, group_task.space
-        config = group.config
-        if num_groups > 1:  # one group keeps the sweep's own keys
-            init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
-        data = jax.tree_util.tree_map(place, task.data) if task.data is not None else None
-
-        def init(train_data):
-            population = init_population(init_key, task, space, config.population, train_data)
-            return population, Standing.initial(config.population)
-
-        shards = members.mesh.size
-        evaluate = make_evaluate(task, chunks, shards)
-        return cls(
-            group=group,
-            task=task,
-            space=space,
-            data=data,
-            init=jax.jit(init, out_shardings=members),
-            round_fn=jax.jit(
-                make_round(task, config.interval, space, config.pbt, pbt_key, chunks, members.mesh),
-                out_shardings=members,
-                donate_argnums=(0, 1),
-            ),
-            test=jax.jit(
-                lambda population, split: evaluate(population, split, False)[1],
-                out_shardings=members,
-            ),
-        )
-
-
-def fit_program(group_task, index, keys, members, place, num_groups, budget) -> GroupProgram:
-    """The group's program in the fewest slices of members whose round fits in ``budget``
-    bytes per device (one slice, the whole population at once, when it fits)."""
-    built = {}
-
-    def bytes_with(chunks):
-        built[chunks] = GroupProgram.build(
-            group_task, index, *keys, members, place, num_groups, chunks
-        )
-        return built[chunks].round_bytes(members)
-
-    population = group_task.group.config.population
-    chunks, planned = memory.choose_chunks(
-        bytes_with, population // members.mesh.size, budget, population
-    )
-    return dataclasses.replace(built[chunks], slices=chunks, round_bytes_planned=planned)
-
-
-def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
-    """The plan with ``population = "auto"`` replaced by the most members whose whole round
-    fits in ``budget`` bytes per device; says what it chose."""
-
-    def resized(size):
-        config = dataclasses.replace(plan.config, population=size)
-        return dataclasses.replace(
-            plan,
-            config=config,
-            groups=tuple(dataclasses.replace(g, config=config) for g in plan.groups),
-        )
-
-    def task_of(sized: Plan) -> GroupTask:
-        return dataclasses.replace(group_task, group=sized.groups[0])
-
-    def bytes_at(size):
-        program = GroupProgram.build(
-            task_of(resized(size)),
-            0,
-            jax.random.PRNGKey(0),
-            jax.random.PRNGKey(0),
-            members,
-            place,
-            1,
-        )
-        return program.round_bytes(members)
-
-    size, per_member = memory.largest_population(bytes_at, members.mesh.size, budget)
-    if is_main_process():
-        print(
-            f"popjax: population auto: {size} members fit in {memory.format_bytes(budget)} "
-            f"per device at full speed (about {memory.format_bytes(per_member)} a member)",
-            file=sys.stderr,
-        )
-    sized = resized(size)
-    return sized, [task_of(sized)]
 
 
 def resume_target(config, resume, overrides):

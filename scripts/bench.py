@@ -99,6 +99,7 @@ import jax.numpy as jnp  # noqa: E402
 import popjax  # noqa: E402
 from popjax.config import PBTConfig  # noqa: E402
 from popjax.data import mnist1d  # noqa: E402
+from popjax.memory import compiled_bytes  # noqa: E402
 from popjax.mesh import member_sharding, population_mesh, replicated  # noqa: E402
 from popjax.nn import CNN1D, MLP  # noqa: E402
 from popjax.pbt import pbt_step  # noqa: E402
@@ -149,20 +150,6 @@ def matmul_flops_per_s(dtype: str, repeats: int) -> dict:
         if rate > best["flops_per_s"]:
             best = {"flops_per_s": rate, "size": n, "dtype": dtype}
     return best
-
-
-def memory_of(compiled) -> int | None:
-    """Bytes XLA plans for a compiled call: arguments, outputs and temporaries."""
-    try:
-        stats = compiled.memory_analysis()
-        return int(
-            stats.argument_size_in_bytes
-            + stats.output_size_in_bytes
-            + stats.temp_size_in_bytes
-            - stats.alias_size_in_bytes
-        )
-    except Exception:  # not every backend reports it
-        return None
 
 
 def device_memory_limit() -> int:
@@ -261,7 +248,7 @@ def measure_population(task, size, args, budget) -> dict:
     except Exception as error:  # out of memory while compiling or allocating
         return {**row, "skipped": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
     row["compile_seconds"] = time.perf_counter() - start
-    row["xla_bytes"] = memory_of(compiled)
+    row["xla_bytes"] = compiled_bytes(compiled)
     if row["xla_bytes"] and row["xla_bytes"] > 0.8 * budget["memory_bytes"]:
         return {**row, "skipped": f"needs {row['xla_bytes'] / 2**30:.1f} GiB"}
 

@@ -35,7 +35,7 @@ def main() -> None:
 
     import jax
 
-    from popjax import memory, sweep
+    from popjax import memory, programs
     from popjax.errors import PopjaxError
     from popjax.mesh import member_sharding, population_mesh
     from popjax.plan import Plan
@@ -43,7 +43,7 @@ def main() -> None:
     budget = memory.parse_bytes(args.limit)
     mesh = population_mesh()
     members = member_sharding(mesh)
-    place = sweep.Placement(mesh)
+    place = programs.Placement(mesh)
     model = {"name": "mlp", "hidden": [args.hidden, args.hidden]}
     settings = dict(model=model, batch_size=args.batch_size, steps=args.steps, interval=args.steps)
     _, (group_task,) = Plan.from_config(population=mesh.size, **settings).build()
@@ -54,16 +54,16 @@ def main() -> None:
         return plan
 
     def sized(size):
-        return sweep.GroupTask(plan_of(size).groups[0], group_task.task, group_task.space)
+        return programs.GroupTask(plan_of(size).groups[0], group_task.task, group_task.space)
 
     def program(size):
         """The fitted program for ``size`` members, or None if even slices do not fit."""
         try:
-            return sweep.fit_program(sized(size), 0, keys, members, place, 1, budget)
+            return programs.fit_program(sized(size), 0, keys, members, place, 1, budget)
         except PopjaxError:
             return None
 
-    auto_plan, _ = sweep.size_population(
+    auto_plan, _ = programs.size_population(
         Plan.from_config(population="auto", **settings), group_task, members, place, budget
     )
     whole = auto_plan.config.population
