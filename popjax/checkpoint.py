@@ -5,10 +5,17 @@ needs to continue is in it: the population (weights, optimizer state, hyperparam
 member's key stream, which is also its data order) and the last fitness; PBT's key for a round
 is derived from the seed and the round index. So a resumed sweep computes exactly what the
 uninterrupted one would have.
+
+Saving is asynchronous: ``save`` returns once the arrays are copied off the device, and the
+files are written while the next round trains. A checkpoint becomes visible only once it is
+whole (orbax writes it under a temporary name first), so a kill loses at most the rounds since
+the last finished one. ``close`` waits for a pending save. With several processes, each writes
+the shards of its own devices.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -22,19 +29,20 @@ DIRNAME = "checkpoints"
 class SweepCheckpoints:
     """The checkpoints of one run folder; keeps the last ``keep``."""
 
-    def __init__(self, run_dir, keep: int = 3):
+    def __init__(self, run_dir, keep: int = 3, asynchronous: bool = True):
         self.directory = (Path(run_dir) / DIRNAME).absolute()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
-            # Synchronous: a round waits for its checkpoint, so a kill right after it loses
-            # nothing, and no thread outlives the sweep.
-            enable_async_checkpointing=False,
+            enable_async_checkpointing=asynchronous,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, rounds_done: int, state, meta: dict) -> None:
-        """Saves ``state`` (a pytree of arrays) and ``meta`` (plain JSON data)."""
+        """Saves ``state`` (a pytree of arrays) and ``meta`` (plain JSON data); returns before
+        the files are written. The sweep may go on changing (or donating) ``state`` and
+        ``meta``: both are copied first."""
+        meta = json.loads(json.dumps(meta))
         self.manager.save(
             rounds_done,
             args=ocp.args.Composite(
@@ -42,6 +50,9 @@ class SweepCheckpoints:
             ),
             force=True,
         )
+
+    def wait(self) -> None:
+        """Returns once every save started is written."""
         self.manager.wait_until_finished()
 
     def rounds_saved(self) -> list[int]:
@@ -83,4 +94,6 @@ class SweepCheckpoints:
         )
 
     def close(self) -> None:
+        """Waits for a pending save, then lets go of the folder."""
+        self.manager.wait_until_finished()
         self.manager.close()

@@ -1,7 +1,9 @@
 """Several hosts: starting ``jax.distributed`` before any device is touched.
 
 Every process runs the same sweep on the same seed; together they see one global mesh, so the
-population spreads over the devices of all hosts. Only process 0 writes the run folder.
+population spreads over the devices of all hosts. Process 0 writes the run folder's files; every
+process writes its own shards of each checkpoint into it, so the folder must be on storage that
+all hosts share.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
+import numpy as np
 
 from popjax.errors import PopjaxError
 
@@ -56,3 +59,32 @@ def start(settings: Distributed) -> None:
 
 def is_main_process() -> bool:
     return jax.process_index() == 0
+
+
+# What every process must agree on. Each is a no-op with one process.
+
+
+def main_process_value(value: int) -> int:
+    """``value`` as the main process has it (a 32-bit integer), on every process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def largest_on_any_process(value: int) -> int:
+    """The largest of every process's ``value`` (a 32-bit integer), on every process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(value))))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process has reached the barrier of this ``name``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

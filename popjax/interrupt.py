@@ -1,10 +1,17 @@
-"""Ctrl-C and SIGTERM (what preemption sends): finish the round, checkpoint, then stop."""
+"""Ctrl-C and SIGTERM (what preemption sends): finish the round, checkpoint, then stop.
+
+With several processes, a signal to any one of them stops them all after the same round: each
+round's end, they share whether one has a stop request. (JAX's own preemption sync point would
+wait one round more, and it hears SIGTERM only.)
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
 from contextlib import contextmanager
+
+from popjax.distributed import largest_on_any_process
 
 
 class SweepInterrupted(Exception):
@@ -24,6 +31,13 @@ class StopRequests:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    def agreed(self) -> int | None:
+        """The signal that stops every process after this round, or None to go on.
+
+        Every process must call it at the same point of each round."""
+        signum = largest_on_any_process(self.signum or 0)
+        return signum or None
 
     def _handle(self, signum, frame):
         self.signum = signum

@@ -10,9 +10,15 @@ from popjax.errors import PopjaxError
 ROUND_KEYS = ("round", "step", "selects_on", "minimize", "hparams")
 
 
-def check_not_all_diverged(record: dict, space, group: str | None = None) -> None:
-    """Some members may diverge (PBT replaces them); all of them is a space to narrow."""
-    if any(d is False for d in record["diverged"]):
+def check_not_all_diverged(
+    record: dict, space, group: str | None = None, members: list[int] | None = None
+) -> None:
+    """Some members may diverge (PBT replaces them); all of them, or all of a group's
+    ``members`` (PBT copies within a group only), is a space to narrow."""
+    diverged = record["diverged"]
+    if any(
+        diverged[m] is False for m in (members if members is not None else range(len(diverged)))
+    ):
         return
     ranges = ", ".join(
         f"{name} ({prior.low:g}..{prior.high:g})"

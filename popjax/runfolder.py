@@ -20,8 +20,9 @@ from popjax.errors import PopjaxError
 CONFIG, METRICS, LINEAGE, SUMMARY = "config.toml", "metrics.jsonl", "lineage.json", "summary.json"
 
 
-def default_run_dir(name: str, root="runs") -> Path:
-    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(name: str, root="runs", when: float | None = None) -> Path:
+    """``root/<name>-<date>-<time>``, at ``when`` (seconds since the epoch) or now."""
+    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
 
 
 def check_new(run_dir: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from popjax import memory
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
-from popjax.distributed import Distributed, is_main_process
+from popjax.distributed import Distributed, barrier, is_main_process, main_process_value
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted, stop_requests
@@ -139,6 +140,8 @@ def run(
     if isinstance(task, (str, dict)):  # a config's task: "regression", "package.module:factory"
         overrides["task"], task = task, None
     if resume is not None:
+        if not write:
+            raise PopjaxError("a resumed run goes on writing its folder: leave write on")
         config, out = resume_target(config, resume, overrides)
     elif task is not None:
         overrides["task"] = {"name": PYTHON_TASK}
@@ -147,8 +150,11 @@ def run(
         start_distributed(distributed)
 
     devices = jax.devices()
-    write = write and is_main_process()
-    run_dir = Path(out) if out is not None else default_run_dir(plan.config.name)
+    run_dir = (
+        Path(out)
+        if out is not None
+        else default_run_dir(plan.config.name, when=main_process_value(int(time.time())))
+    )
     if write and resume is None:
         check_new(run_dir)
     if tensorboard and write:
@@ -180,34 +186,47 @@ def run(
         for index, group_task in enumerate(group_tasks)
     ]
 
-    # Checkpoints need every process to write its shards; multi-process runs go without.
-    checkpointing = write and jax.process_count() == 1
-    if resume is not None and not checkpointing:
-        raise PopjaxError("resuming needs a single-process run that writes its folder")
-    if resume is not None:
-        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints)
-        first_round, states, lineage, history = restore(checkpoints, programs, members)
-        folder = RunFolder.reopen(run_dir, history)
-    else:
-        states = [program.init(program.train_data) for program in programs]
-        first_round, history = 0, []
-        lineage = Lineage(
-            config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
-        )
-        folder = RunFolder(run_dir, config.to_toml()) if write else None  # before checkpoints/
-        checkpoints = SweepCheckpoints(run_dir, config.keep_checkpoints) if checkpointing else None
-    round_callbacks = [on_round] if on_round and is_main_process() else []
-    if tensorboard and write:
-        round_callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
+    folder = None
+    if write and resume is None:
+        # Process 0 makes the folder once every process has seen that it is new; then all of
+        # them write their checkpoints into it.
+        barrier("popjax: run folder checked")
+        if is_main_process():
+            folder = RunFolder(run_dir, config.to_toml())
+        barrier("popjax: run folder made")
 
-    bar = tqdm(
-        total=config.rounds,
-        initial=first_round,
-        desc=config.name,
-        unit="round",
-        disable=not (progress and is_main_process()),
-    )
-    with stop_requests() as stops:
+    with ExitStack() as opened:  # closed on every way out: the end, an error, a signal
+        checkpoints = None
+        if write:
+            # Every process writes its shards of each checkpoint; process 0 the other files.
+            checkpoints = opened.enter_context(
+                closing(SweepCheckpoints(run_dir, config.keep_checkpoints))
+            )
+        if resume is not None:
+            first_round, states, lineage, history = restore(checkpoints, programs, members)
+            folder = RunFolder.reopen(run_dir, history) if is_main_process() else None
+        else:
+            states = [program.init(program.train_data) for program in programs]
+            first_round, history = 0, []
+            lineage = Lineage(
+                config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
+            )
+        round_callbacks = [on_round] if on_round and is_main_process() else []
+        if tensorboard and folder:
+            logger = opened.enter_context(closing(TensorBoardLogger(run_dir / "tensorboard")))
+            round_callbacks.append(logger)
+        bar = opened.enter_context(
+            closing(
+                tqdm(
+                    total=config.rounds,
+                    initial=first_round,
+                    desc=config.name,
+                    unit="round",
+                    disable=not (progress and is_main_process()),
+                )
+            )
+        )
+        stops = opened.enter_context(stop_requests())
         for round_index in range(first_round, config.rounds):
             record = play_round(programs, states, round_index, history, plan)
             lineage.record(record["parents"], record["hparams"], record.get("epochs"))
@@ -216,34 +235,28 @@ def run(
                 folder.append_round(record)
             for callback in round_callbacks:
                 callback(record)
-            check_not_all_diverged(record, programs[0].space)
+            for program in programs:
+                group = program.group.name if len(programs) > 1 else None
+                check_not_all_diverged(record, program.space, group, program.group.members)
             bar.set_postfix(**progress_figures(record))
             bar.update()
             done = round_index + 1
+            signum = stops.agreed()
             if checkpoints and (
-                done % config.checkpoint_every == 0 or done == config.rounds or stops.requested
+                done % config.checkpoint_every == 0 or done == config.rounds or signum
             ):
                 checkpoints.save(done, states, {"lineage": lineage.to_dict(), "history": history})
-            if stops.requested and done < config.rounds:
-                bar.close()
+            if signum and done < config.rounds:
                 where = (
                     f"resume with: popjax run --resume {run_dir}"
                     if checkpoints
                     else "no checkpoint was written"
                 )
                 raise SweepInterrupted(
-                    f"stopped after round {done} of {config.rounds}; {where}", stops.signum
+                    f"stopped after round {done} of {config.rounds}; {where}", signum
                 )
-    bar.close()
-    if checkpoints:
-        checkpoints.close()
-    for callback in round_callbacks:
-        if hasattr(callback, "close"):
-            callback.close()
-
-    result = finish(
-        plan, programs, states, history, lineage, devices, start, run_dir if write else None
-    )
+        # The last checkpoint is written while the members are tested.
+        result = finish(plan, programs, states, history, lineage, devices, start, run_dir)
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
