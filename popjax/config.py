@@ -27,6 +27,7 @@ TASK_DATA = {"classification": "mnist1d", "regression": "diabetes"}
 # The task of a run given a ``popjax.Task`` from Python: resuming it needs the same object.
 PYTHON_TASK = "custom"
 EXPLOIT_METHODS = ("truncation", "tournament")
+EXPLORE_METHODS = ("perturb", "pb2")
 
 
 class ConfigError(PopjaxError):
@@ -45,6 +46,10 @@ class PBTConfig:
       perturb_factors: explore multiplies each copied hyperparameter by one of these.
       resample_probability: the chance that a copied hyperparameter is drawn anew from its prior.
       enabled: False runs the same population as a random search (no exploit, no explore).
+      explore: "perturb" (the factors and resampling above) or "pb2" (a replaced member's
+        hyperparameters maximise an upper confidence bound of a Gaussian process of the
+        population's recent gains; see ``popjax.pb2``).
+      window: the rounds of each member's gains that PB2's model learns from.
     """
 
     exploit: str = "truncation"
@@ -52,6 +57,8 @@ class PBTConfig:
     perturb_factors: tuple[float, ...] = (0.8, 1.2)
     resample_probability: float = 0.25
     enabled: bool = True
+    explore: str = "perturb"
+    window: int = 4
 
 
 @dataclass
@@ -295,6 +302,10 @@ def _check_pbt(pbt: PBTConfig) -> None:
         raise ConfigError(f"pbt must be a PBTConfig or a [pbt] table (got {type(pbt).__name__})")
     if pbt.exploit not in EXPLOIT_METHODS:
         raise ConfigError(unknown_name_error("exploit method", pbt.exploit, EXPLOIT_METHODS))
+    if pbt.explore not in EXPLORE_METHODS:
+        raise ConfigError(unknown_name_error("explore method", pbt.explore, EXPLORE_METHODS))
+    if isinstance(pbt.window, bool) or not isinstance(pbt.window, int) or pbt.window < 1:
+        raise ConfigError(f"pbt.window must be a whole number of rounds >= 1 (got {pbt.window!r})")
     if not 0.0 < pbt.fraction <= 0.5:
         raise ConfigError(f"pbt.fraction must be in (0, 0.5] (got {pbt.fraction})")
     if not 0.0 <= pbt.resample_probability <= 1.0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,46 @@ import jax.numpy as jnp
 from popjax.space import Choice, Fixed, LogUniform, SearchSpace
 
 JITTER = 1e-6
+
+
+class Observations(NamedTuple):
+    """Each member's last ``W`` rounds for PB2's model, member axis first (it is sharded like
+    the members): the unit coordinates of the hyperparameters it trained with, the round, the
+    fitness it gained in that round, and whether that gain counts (not the first round, not
+    diverged)."""
+
+    x: jax.Array  # [P, W, D]
+    t: jax.Array  # [P, W]
+    y: jax.Array  # [P, W]
+    valid: jax.Array  # [P, W] bool
+
+    @classmethod
+    def empty(cls, size: int, window: int, dims: int) -> Observations:
+        return cls(
+            jnp.zeros((size, window, dims), jnp.float32),
+            jnp.zeros((size, window), jnp.float32),
+            jnp.zeros((size, window), jnp.float32),
+            jnp.zeros((size, window), bool),
+        )
+
+    def added(self, x, t, y, valid) -> Observations:
+        """The window moved on by one round: ``x [P, D]``, ``t`` a scalar, ``y`` and
+        ``valid`` ``[P]``; the oldest round drops out."""
+
+        def push(old, new):
+            return jnp.concatenate([old[:, 1:], new[:, None]], axis=1)
+
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), self.t.shape[:1])
+        valid = valid & jnp.isfinite(y)
+        return Observations(
+            push(self.x, x), push(self.t, t), push(self.y, jnp.where(valid, y, 0.0)),
+            push(self.valid, valid),
+        )  # fmt: skip
+
+    def flat(self):
+        """``(x [N, D], t [N], y [N], valid [N])`` with ``N = P * W``, as ``propose`` takes."""
+        dims = self.x.shape[-1]
+        return self.x.reshape(-1, dims), self.t.ravel(), self.y.ravel(), self.valid.ravel()
 
 
 def searched(space: SearchSpace) -> list[str]:

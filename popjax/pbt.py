@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from popjax import pb2
 from popjax.mesh import take_members
 from popjax.population import Population
 from popjax.space import Choice, Fixed, SearchSpace
@@ -120,14 +121,17 @@ def pbt_step(
     config: PBTConfig,
     active=True,
     mesh=None,
+    observations: pb2.Observations | None = None,
+    now=0,
 ):
     """One exploit + explore. Returns ``(population, source [P], replaced [P])``.
 
     ``active`` (a traced bool) switches the step off without a second compiled program: the
     first round has no fitness to select on yet. ``mesh``: the devices the members are spread
-    over, if several.
+    over, if several. With ``config.explore == "pb2"``, ``observations`` are what PB2's model
+    learns from and ``now`` the round the new hyperparameters train in (see ``popjax.pb2``).
     """
-    exploit_key, explore_key = jax.random.split(key)
+    exploit_key, explore_key, pb2_key = jax.random.split(key, 3)
     source, replaced = exploit_sources(exploit_key, fitness, config)
     replaced = replaced & active
     source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
@@ -136,4 +140,10 @@ def pbt_step(
     rank = jnp.argsort(safe_fitness(fitness)).astype(jnp.int32)
     population = copy_members(population, source, rank, mesh)
     hparams = explore(explore_key, population.hparams, space, replaced, config)
+    if config.explore == "pb2" and pb2.searched(space):
+        # Until a round's gains are seen, PB2's model knows nothing: perturb meanwhile.
+        chosen, informed = pb2.propose(
+            pb2_key, observations.flat(), population.hparams, space, replaced, now
+        )
+        hparams = {name: jnp.where(informed, chosen[name], hparams[name]) for name in hparams}
     return population._replace(hparams=hparams), source, replaced

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from popjax import pb2
 from popjax.pbt import pbt_step
 from popjax.population import Population
 from popjax.train import make_evaluate, make_segment
@@ -38,13 +39,21 @@ class Standing(NamedTuple):
     fitness: jax.Array  # the last validation figure; -inf if diverged
     best: jax.Array  # the best so far of the weights it carries
     stale: jax.Array  # rounds since ``best`` last improved
+    observed: pb2.Observations | None = None  # what PB2 learns from, when it explores
 
     @classmethod
-    def initial(cls, size: int) -> Standing:
+    def initial(
+        cls, size: int, space: SearchSpace | None = None, pbt: PBTConfig | None = None
+    ) -> Standing:
+        """Before the first round; with PB2's (empty) observations if ``pbt`` explores so."""
+        observed = None
+        if pbt is not None and pbt.enabled and pbt.explore == "pb2":
+            observed = pb2.Observations.empty(size, pbt.window, len(pb2.searched(space)))
         return cls(
             jnp.zeros(size, jnp.float32),
             jnp.full(size, -jnp.inf, jnp.float32),
             jnp.zeros(size, jnp.int32),
+            observed,
         )
 
 
@@ -71,6 +80,7 @@ def make_round(
 
     def round_fn(population: Population, standing: Standing, round_index, data=None):
         stopped = early_stopped(population.hparams, standing)
+        start_fitness = standing.fitness  # of the weights each member trains on this round
         if pbt.enabled:
             # Stopped members rank as diverged: replaced first, never copied. The first round
             # has no fitness yet to select on.
@@ -83,11 +93,13 @@ def make_round(
                 pbt,
                 active=round_index > 0,
                 mesh=mesh,
+                observations=standing.observed,
+                now=round_index,
             )
-            standing = Standing(
-                standing.fitness,
-                jnp.where(replaced, standing.best[source], standing.best),
-                jnp.where(replaced, 0, standing.stale),
+            start_fitness = jnp.where(replaced, standing.fitness[source], standing.fitness)
+            standing = standing._replace(
+                best=jnp.where(replaced, standing.best[source], standing.best),
+                stale=jnp.where(replaced, 0, standing.stale),
             )
             stopped = stopped & ~replaced
         else:
@@ -111,8 +123,19 @@ def make_round(
             diverged = diverged | ~jnp.isfinite(metric)
         fitness = jnp.where(diverged, -jnp.inf, fitness)
         improved = fitness > standing.best
+        observed = standing.observed
+        if observed is not None:  # the gain of each member's hyperparameters this round
+            observed = observed.added(
+                pb2.to_unit(population.hparams, space),
+                round_index,
+                fitness - start_fitness,
+                (round_index > 0) & ~stopped,
+            )
         standing = Standing(
-            fitness, jnp.maximum(fitness, standing.best), jnp.where(improved, 0, standing.stale + 1)
+            fitness,
+            jnp.maximum(fitness, standing.best),
+            jnp.where(improved, 0, standing.stale + 1),
+            observed,
         )
         return (
             population,
