@@ -32,7 +32,9 @@ high = 0.3
 
 def test_run_writes_the_run_folder(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
-    done = popjax_command("run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path)
+    done = popjax_command(
+        "run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path, JAX_PLATFORMS="cpu"
+    )
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run1"
     assert {p.name for p in run.iterdir()} == {

@@ -5,12 +5,13 @@ Each case runs in fresh subprocesses, since the CPU device count is fixed when J
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import finish_process, run_process, start_process
 
 WORKER = str(Path(__file__).with_name("sweep_worker.py"))
 
@@ -18,17 +19,13 @@ WORKER = str(Path(__file__).with_name("sweep_worker.py"))
 def start_worker(out, devices, *distributed):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.Popen(
-        [sys.executable, WORKER, str(out), *map(str, distributed)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return start_process(
+        [sys.executable, WORKER, str(out), *map(str, distributed)], env=env, merge_stderr=True
     )
 
 
 def finish(process, timeout=400):
-    output, _ = process.communicate(timeout=timeout)
+    output, _ = finish_process(process, timeout)
     assert process.returncode == 0, output[-3000:]
 
 
@@ -84,13 +81,10 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path, eigh
 
 def test_population_that_devices_do_not_divide_names_sizes_that_work(tmp_path):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-m", "popjax", "run", "--population", "12", "--out", "run"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert done.returncode == 2
     assert "population 12 does not divide over 8 devices: use 8 or 16" in done.stderr

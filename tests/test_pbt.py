@@ -15,7 +15,7 @@ from popjax.pbt import copy_members, explore, pbt_step, tournament_sources, trun
 from popjax.population import select
 from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
 
-from conftest import classifier, members, tree_equal
+from conftest import classifier, members, run_process, tree_equal
 
 SPACE = SearchSpace(
     {
@@ -111,13 +111,10 @@ print("ok", jax.device_count())
 @pytest.mark.timeout(120)
 def test_members_copied_across_devices_arrive_whole_and_stay_sharded():
     import os
-    import subprocess
     import sys
 
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
-        [sys.executable, "-c", RING], env=env, capture_output=True, text=True, timeout=100
-    )
+    done = run_process([sys.executable, "-c", RING], env=env, timeout=100)
     assert done.stdout.strip() == "ok 4", done.stderr[-2000:]
 
 

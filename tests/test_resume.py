@@ -14,7 +14,7 @@ from popjax.checkpoint import SweepCheckpoints
 from popjax.errors import PopjaxError
 from popjax.space import LogUniform, SearchSpace
 
-from conftest import final_state, popjax_cli, wait_for_checkpoints
+from conftest import final_state, finish_process, popjax_cli, wait_for_checkpoints
 
 RUN_TOML = """
 name = "resume"
@@ -39,7 +39,7 @@ def uninterrupted(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("whole")
     (cwd / "run.toml").write_text(RUN_TOML)
     done = popjax_cli("run", "run.toml", "--out", "whole", cwd=cwd)
-    out, err = done.communicate(timeout=400)
+    out, err = finish_process(done, 400)
     assert done.returncode == 0, err
     return cwd / "whole"
 
@@ -54,7 +54,7 @@ def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
     assert not (tmp_path / "killed" / "summary.json").exists()
 
     resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
-    out, err = resumed.communicate(timeout=400)
+    out, err = finish_process(resumed, 400)
     assert resumed.returncode == 0, err
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(uninterrupted)
@@ -82,7 +82,7 @@ def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.05)
     process.send_signal(signum)
-    out, err = process.communicate(timeout=120)
+    out, err = finish_process(process, 120)
     assert process.returncode == 128 + signum
     assert "resume with: popjax run --resume stopped" in err
     assert len(err.strip().splitlines()) == 1

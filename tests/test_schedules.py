@@ -1,7 +1,6 @@
 """Schedules: optax-compatible, per-member under vmap, and the exact replay of a lineage."""
 
 import json
-import subprocess
 import sys
 
 import jax
@@ -14,6 +13,8 @@ import popjax
 from popjax import schedules
 from popjax.errors import PopjaxError
 from popjax.lineage import Lineage
+
+from conftest import run_process
 
 
 def test_warmup_then_decay_shapes():
@@ -115,7 +116,7 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
         out=tmp_path / "run",
         progress=False,
     )
-    done = subprocess.run(
+    done = run_process(
         [
             sys.executable,
             "-m",
@@ -128,8 +129,6 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
             "schedule.json",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -142,11 +141,9 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
         assert np.array_equal(jax.vmap(schedule)(steps), jax.vmap(replayed)(steps))
         values = written["schedules"][name]["values"]
         assert [float(np.float32(v)) for v in values] == values  # float32 kept exactly
-    again = subprocess.run(
+    again = run_process(
         [sys.executable, "-m", "popjax", "export-schedule", "run", "--out", "schedule.json"],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -167,7 +164,7 @@ for _ in range(30):
     w = optax.apply_updates(w, updates)
 print(float(w))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_process([sys.executable, "-c", code], timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(-(10 * 0.1 + 10 * 0.12 + 10 * 0.096), rel=1e-5)
 
@@ -264,11 +261,9 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
         out=tmp_path / "run",
         progress=False,
     )
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-m", "popjax", "replay", "run", "--quiet", "--out", "replay.json"],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

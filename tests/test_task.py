@@ -5,7 +5,6 @@ killed run of it resumes bit-identically. Bad tasks fail in one line."""
 import json
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 import popjax
 
-from conftest import popjax_command
+from conftest import popjax_command, run_process
 
 NOISE = 0.1
 
@@ -228,6 +227,6 @@ def test_import_popjax_schedules_needs_jax_and_optax_alone():
         "print(sorted(m for m in ('orbax', 'flax', 'tqdm', 'matplotlib', 'popjax.sweep', "
         "'popjax.config') if m in sys.modules))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_process([sys.executable, "-c", code], timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
