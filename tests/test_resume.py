@@ -119,10 +119,13 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_
     )
 
 
-def test_diverging_members_are_replaced_and_never_reach_the_others(small_data, small_model):
+@pytest.mark.parametrize("exploit", ["truncation", "tournament"])
+def test_diverging_members_are_replaced_and_never_reach_the_others(
+    small_data, small_model, exploit
+):
     space = SearchSpace({"learning_rate": LogUniform(1e-2, 1e4)})
     result = popjax.run(
-        popjax.SweepConfig(space=space),
+        popjax.SweepConfig(space=space, pbt=popjax.PBTConfig(exploit=exploit)),
         data=small_data,
         model=small_model,
         population=8,
@@ -135,7 +138,6 @@ def test_diverging_members_are_replaced_and_never_reach_the_others(small_data, s
     )
     diverged = [sum(r["diverged"]) for r in result.history]
     assert diverged[0] > 0  # the range reaches rates that blow up
-    assert diverged[-1] < 8
     for r, record in enumerate(result.history[1:], start=1):
         before = result.history[r - 1]["diverged"]
         # Every member that diverged is replaced at the next round, by one that had not.
