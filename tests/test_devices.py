@@ -1,4 +1,5 @@
-"""The population spread over devices and processes gives the same population as one device.
+"""The population spread over devices and processes: bit for bit the same population wherever
+each device holds the same members, and on one device the same to float rounding at first.
 
 Each case runs in fresh subprocesses, since the CPU device count is fixed when JAX starts.
 """
@@ -49,17 +50,26 @@ def eight_devices(tmp_path_factory):
 
 
 def assert_same_population(a, b):
+    """Bit for bit: the lineage, every round's training losses and every leaf at the end."""
     assert np.array_equal(a["parents"], b["parents"])
+    assert np.array_equal(a["train_loss"], b["train_loss"])
     leaves = [k for k in a if k.startswith("leaf")]
     assert leaves and leaves == [k for k in b if k.startswith("leaf")]
     for key in leaves:
-        np.testing.assert_allclose(a[key], b[key], rtol=2e-4, atol=1e-5, err_msg=key)
+        assert np.array_equal(a[key], b[key]), key
 
 
-def test_eight_devices_match_one(one_device, eight_devices):
+def test_one_device_agrees_with_eight_to_float_rounding_in_the_first_round(
+    one_device, eight_devices
+):
+    # Eight members on one device and one on each of eight run the same arithmetic in matmuls
+    # of other shapes: the first round's losses agree to float rounding, not necessarily bit for
+    # bit, and training may amplify the difference until PBT chooses differently.
     assert int(one_device["num_devices"]) == 1 and int(eight_devices["num_devices"]) == 8
-    assert (one_device["parents"] != np.arange(8)).any()  # PBT copied across devices
-    assert_same_population(one_device, eight_devices)
+    first_one, first_eight = one_device["train_loss"][0], eight_devices["train_loss"][0]
+    assert first_one.shape == (8,) and len(set(first_one.tolist())) == 8
+    np.testing.assert_allclose(first_one, first_eight, rtol=1e-5)
+    assert (eight_devices["parents"] != np.arange(8)).any()  # PBT copied across devices
 
 
 def free_port():
@@ -68,7 +78,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path, eight_devices):
+def test_two_processes_of_four_devices_match_one_process_of_eight_bit_for_bit(
+    tmp_path, eight_devices
+):
+    # One member on every device in both: the same programs on the same shapes.
     coordinator = f"127.0.0.1:{free_port()}"
     out = tmp_path / "pop.npz"
     workers = [start_worker(out, 4, coordinator, 2, i) for i in range(2)]
