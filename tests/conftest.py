@@ -1,19 +1,36 @@
-"""Small shared pieces: tests use tiny populations and few steps to stay quick on a CPU."""
+"""Small shared pieces: tests use tiny populations and few steps to stay quick on a CPU.
 
+This process runs on one CPU device (or on the machine's accelerator), whatever device count
+the environment sets: a test that needs several devices starts a subprocess and sets the count
+there. Every subprocess a test starts is killed when the test ends, passed or failed.
+"""
+
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+# Before JAX starts: a device count set in the environment (JAX_NUM_CPU_DEVICES, or XLA's
+# forced host device count) applies neither to this process nor to the popjax processes the
+# tests start, which take popjax's own default unless a test sets one.
+os.environ.pop("JAX_NUM_CPU_DEVICES", None)
+if "XLA_FLAGS" in os.environ:
+    os.environ["XLA_FLAGS"] = re.sub(
+        r"--xla_force_host_platform_device_count=\S*", "", os.environ["XLA_FLAGS"]
+    ).strip()
 
-from popjax import data as datasets
-from popjax.nn import MLP
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from popjax import data as datasets  # noqa: E402
+from popjax.nn import MLP  # noqa: E402
 
 # popjax's cache (compiled programs, MNIST-1D) in a folder of the session's own, shared by the
 # popjax processes the tests start, and removed at the end: nothing is left in the user's cache.
@@ -23,7 +40,64 @@ os.environ.pop("POPJAX_CACHE", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
+    for process in STARTED:
+        stop(process)
     shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+
+
+# Every subprocess the tests start, in its own process group; a test's are killed at its end.
+STARTED: list[subprocess.Popen] = []
+
+
+def start_process(args, *, cwd=None, env=None, merge_stderr=False):
+    """A subprocess with text pipes, registered to be killed (its whole process group) when the
+    test ends; ``env`` replaces the environment, as in ``subprocess.Popen``."""
+    process = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    STARTED.append(process)
+    return process
+
+
+def stop(process):
+    """Kills the process and its group if still running, and reaps it."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        process.communicate(timeout=10)
+
+
+def finish_process(process, timeout):
+    """``(stdout, stderr)`` of the process run to its end; killed if it takes longer than
+    ``timeout`` seconds or anything (a pytest-timeout) interrupts the wait."""
+    try:
+        return process.communicate(timeout=timeout)
+    except BaseException:
+        stop(process)
+        raise
+
+
+def run_process(args, *, cwd=None, timeout=300, env=None):
+    """``subprocess.run(args, capture_output=True, text=True)``, its process killed on failure."""
+    process = start_process(args, cwd=cwd, env=env)
+    out, err = finish_process(process, timeout)
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    first = len(STARTED)
+    yield
+    for process in STARTED[first:]:
+        stop(process)
+    del STARTED[first:]
 
 
 @pytest.fixture(scope="session")
@@ -94,27 +168,22 @@ def segment_of(task, steps):
 
 def popjax_command(*args, cwd, timeout=300, **env):
     """``popjax ARGS`` run to its end in a subprocess; ``env`` adds environment variables."""
-    return subprocess.run(
+    return run_process(
         [sys.executable, "-m", "popjax", *args],
         cwd=cwd,
-        capture_output=True,
-        text=True,
         timeout=timeout,
         env={**os.environ, **env},
     )
 
 
 def popjax_cli(*args, cwd, report=False, **env):
-    """``popjax ARGS`` in a subprocess on one CPU device, as in this test process, which reads
-    the checkpoints back; ``env`` adds environment variables."""
+    """``popjax ARGS`` started in a subprocess on one CPU device, where checkpoints compare bit
+    for bit; ``env`` adds environment variables."""
     flags = ["--quiet"] + ([] if report else ["--no-report"])
-    return subprocess.Popen(
+    return start_process(
         [sys.executable, "-m", "popjax", *args, *flags],
         cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", **env},
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1", **env},
     )
 
 

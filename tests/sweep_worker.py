@@ -38,9 +38,11 @@ def main(out, *distributed):
     if jax.process_index() == 0:
         flat = {f"leaf{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(host))}
         parents = np.asarray([r["parents"] for r in result.history])
+        train_loss = np.asarray([r["train_loss"] for r in result.history])
         np.savez(
             out,
             parents=parents,
+            train_loss=train_loss,
             num_devices=len(jax.devices()),
             num_processes=jax.process_count(),
             **flat,

@@ -3,7 +3,6 @@ damaged copy is never trusted; turned off, nothing is read or written."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +10,8 @@ import pytest
 
 from popjax import cache
 from popjax import data as datasets
+
+from conftest import run_process
 
 
 @pytest.fixture
@@ -110,11 +111,9 @@ print(json.dumps({{
 def test_a_rerun_compiles_nothing_it_compiled_before(cache_dir):
     def sweep(cache_on=True):
         env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1"}
-        done = subprocess.run(
+        done = run_process(
             [sys.executable, "-c", COUNT_COMPILES.format(cache=cache_on)],
             env=env,
-            capture_output=True,
-            text=True,
             timeout=240,
         )
         assert done.returncode == 0, done.stderr[-2000:]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -32,7 +33,9 @@ high = 0.3
 
 def test_run_writes_the_run_folder(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
-    done = popjax_command("run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path)
+    done = popjax_command(
+        "run", "tiny.toml", "--out", "run1", "--seed", "3", cwd=tmp_path, JAX_PLATFORMS="cpu"
+    )
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run1"
     assert {p.name for p in run.iterdir()} == {
@@ -150,3 +153,33 @@ population = 2
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["groups"] == {"group0": [0, 3], "group1": [3, 5]}
+
+
+def test_name_batch_size_tensorboard_and_one_cpu_device_in_one_run(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    done = popjax_command(
+        "run",
+        "tiny.toml",
+        "--name",
+        "flags",
+        "--batch-size",
+        "8",
+        "--tensorboard",
+        "--cpu-devices",
+        "one",
+        "--quiet",
+        "--no-report",
+        cwd=tmp_path,
+        JAX_PLATFORMS="cpu",
+    )
+    assert done.returncode == 0, done.stderr
+    # The default run folder, runs/<name>-<timestamp>/, under the name given.
+    (run,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"flags-\d{8}-\d{6}", run.name), run.name
+    config = (run / "config.toml").read_text().splitlines()
+    assert 'name = "flags"' in config and "batch_size = 8" in config
+    # One CPU device, where the command would otherwise take gcd(cores, 4) of them.
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["devices"]) == 1
+    events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)

@@ -1,16 +1,18 @@
-"""The population spread over devices and processes gives the same population as one device.
+"""The population spread over devices and processes: bit for bit the same population wherever
+each device holds the same members, and on one device the same to float rounding at first.
 
 Each case runs in fresh subprocesses, since the CPU device count is fixed when JAX starts.
 """
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import finish_process, run_process, start_process
 
 WORKER = str(Path(__file__).with_name("sweep_worker.py"))
 
@@ -18,17 +20,13 @@ WORKER = str(Path(__file__).with_name("sweep_worker.py"))
 def start_worker(out, devices, *distributed):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.Popen(
-        [sys.executable, WORKER, str(out), *map(str, distributed)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return start_process(
+        [sys.executable, WORKER, str(out), *map(str, distributed)], env=env, merge_stderr=True
     )
 
 
 def finish(process, timeout=400):
-    output, _ = process.communicate(timeout=timeout)
+    output, _ = finish_process(process, timeout)
     assert process.returncode == 0, output[-3000:]
 
 
@@ -52,17 +50,26 @@ def eight_devices(tmp_path_factory):
 
 
 def assert_same_population(a, b):
+    """Bit for bit: the lineage, every round's training losses and every leaf at the end."""
     assert np.array_equal(a["parents"], b["parents"])
+    assert np.array_equal(a["train_loss"], b["train_loss"])
     leaves = [k for k in a if k.startswith("leaf")]
     assert leaves and leaves == [k for k in b if k.startswith("leaf")]
     for key in leaves:
-        np.testing.assert_allclose(a[key], b[key], rtol=2e-4, atol=1e-5, err_msg=key)
+        assert np.array_equal(a[key], b[key]), key
 
 
-def test_eight_devices_match_one(one_device, eight_devices):
+def test_one_device_agrees_with_eight_to_float_rounding_in_the_first_round(
+    one_device, eight_devices
+):
+    # Eight members on one device and one on each of eight run the same arithmetic in matmuls
+    # of other shapes: the first round's losses agree to float rounding, not necessarily bit for
+    # bit, and training may amplify the difference until PBT chooses differently.
     assert int(one_device["num_devices"]) == 1 and int(eight_devices["num_devices"]) == 8
-    assert (one_device["parents"] != np.arange(8)).any()  # PBT copied across devices
-    assert_same_population(one_device, eight_devices)
+    first_one, first_eight = one_device["train_loss"][0], eight_devices["train_loss"][0]
+    assert first_one.shape == (8,) and len(set(first_one.tolist())) == 8
+    np.testing.assert_allclose(first_one, first_eight, rtol=1e-5)
+    assert (eight_devices["parents"] != np.arange(8)).any()  # PBT copied across devices
 
 
 def free_port():
@@ -71,7 +78,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path, eight_devices):
+def test_two_processes_of_four_devices_match_one_process_of_eight_bit_for_bit(
+    tmp_path, eight_devices
+):
+    # One member on every device in both: the same programs on the same shapes.
     coordinator = f"127.0.0.1:{free_port()}"
     out = tmp_path / "pop.npz"
     workers = [start_worker(out, 4, coordinator, 2, i) for i in range(2)]
@@ -84,13 +94,10 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path, eigh
 
 def test_population_that_devices_do_not_divide_names_sizes_that_work(tmp_path):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-m", "popjax", "run", "--population", "12", "--out", "run"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert done.returncode == 2
     assert "population 12 does not divide over 8 devices: use 8 or 16" in done.stderr

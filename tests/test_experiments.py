@@ -3,19 +3,18 @@
 The scripts set JAX's CPU device count when imported, so each check runs in a subprocess.
 """
 
-import subprocess
 import sys
 from pathlib import Path
+
+from conftest import run_process
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
 
 def run_in_experiments(code: str, tmp_path) -> str:
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-c", code],
         cwd=EXPERIMENTS,
-        capture_output=True,
-        text=True,
         timeout=300,
         env={"PYTHONPATH": str(EXPERIMENTS), "PATH": "", "HOME": str(tmp_path)},
     )

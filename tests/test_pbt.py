@@ -11,11 +11,18 @@ from popjax.data import Dataset
 from popjax.lineage import Lineage
 from popjax.mesh import population_mesh
 from popjax.nn import MLP
-from popjax.pbt import copy_members, explore, pbt_step, tournament_sources, truncation_sources
+from popjax.pbt import (
+    copy_members,
+    exploit_sources,
+    explore,
+    pbt_step,
+    tournament_sources,
+    truncation_sources,
+)
 from popjax.population import select
 from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
 
-from conftest import classifier, members, tree_equal
+from conftest import classifier, members, run_process, tree_equal
 
 SPACE = SearchSpace(
     {
@@ -68,6 +75,29 @@ def test_tournament_copies_only_better_members():
     assert not replaced[15]  # the best has nobody better to copy
 
 
+@pytest.mark.parametrize("exploit", ["truncation", "tournament"])
+def test_diverged_members_are_replaced_by_healthy_ones_under_every_exploit(exploit):
+    # Three healthy members among diverged ones: a tournament often pairs two diverged members,
+    # and truncation's bottom quarter holds only two of the five.
+    fitness = jnp.array([jnp.nan, 0.5, jnp.inf, jnp.nan, 0.9, -jnp.inf, 0.2, jnp.nan])
+    healthy = {1, 4, 6}
+    config = PBTConfig(exploit=exploit, fraction=0.25)
+    sources = []
+    for seed in range(20):
+        source, replaced = exploit_sources(jax.random.PRNGKey(seed), fitness, config)
+        source, replaced = np.asarray(source), np.asarray(replaced)
+        for member in range(8):
+            if member in healthy:
+                # A healthy member copies only a better one, if any.
+                assert source[member] in healthy
+                assert replaced[member] == (source[member] != member)
+                assert not replaced[4]  # the best
+            else:
+                assert replaced[member] and source[member] in healthy
+        sources.append(source)
+    assert len({s.tobytes() for s in sources}) > 1  # the draws differ between keys
+
+
 # (fitness, source): sources always rank higher, as every exploit method makes them; the
 # second case is a chain (0 copies 3, which copies 5, which copies 7) as a tournament makes.
 COPIES = [
@@ -111,13 +141,10 @@ print("ok", jax.device_count())
 @pytest.mark.timeout(120)
 def test_members_copied_across_devices_arrive_whole_and_stay_sharded():
     import os
-    import subprocess
     import sys
 
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
-        [sys.executable, "-c", RING], env=env, capture_output=True, text=True, timeout=100
-    )
+    done = run_process([sys.executable, "-c", RING], env=env, timeout=100)
     assert done.stdout.strip() == "ok 4", done.stderr[-2000:]
 
 

@@ -3,11 +3,10 @@ command line."""
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
-from conftest import popjax_command
+from conftest import popjax_command, run_process
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -24,9 +23,7 @@ def test_the_readme_task_runs_from_python_and_from_the_command(tmp_path):
     (tmp_path / "my_tasks.py").write_text(code_block("# my_tasks.py", "python"))
     assert len(code_block("# my_tasks.py", "python").splitlines()) <= 40
     script = code_block("import popjax\nfrom my_tasks import linear", "python")
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    done = run_process([sys.executable, "-c", script], cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     val_loss, test_loss = (float(x) for x in done.stdout.split()[:2])
     assert val_loss < 0.05 and test_loss < 0.05  # the noise alone costs 0.01

@@ -1,7 +1,6 @@
 """Reports: plots and report.md from a run folder, the lineage colours, TensorBoard events."""
 
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +10,8 @@ import popjax
 from popjax.lineage import Lineage
 from popjax.plots import founders
 from popjax.report import PLOTS, write_report
+
+from conftest import run_process
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,10 +57,8 @@ def test_report_writes_every_plot_and_a_summary(run_dir):
 
 
 def test_report_command_on_a_folder_that_is_no_run(tmp_path):
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-m", "popjax", "report", str(tmp_path)],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 2

@@ -1,7 +1,6 @@
 """Schedules: optax-compatible, per-member under vmap, and the exact replay of a lineage."""
 
 import json
-import subprocess
 import sys
 
 import jax
@@ -14,6 +13,8 @@ import popjax
 from popjax import schedules
 from popjax.errors import PopjaxError
 from popjax.lineage import Lineage
+
+from conftest import run_process
 
 
 def test_warmup_then_decay_shapes():
@@ -115,7 +116,7 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
         out=tmp_path / "run",
         progress=False,
     )
-    done = subprocess.run(
+    done = run_process(
         [
             sys.executable,
             "-m",
@@ -128,8 +129,6 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
             "schedule.json",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -142,11 +141,9 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
         assert np.array_equal(jax.vmap(schedule)(steps), jax.vmap(replayed)(steps))
         values = written["schedules"][name]["values"]
         assert [float(np.float32(v)) for v in values] == values  # float32 kept exactly
-    again = subprocess.run(
+    again = run_process(
         [sys.executable, "-m", "popjax", "export-schedule", "run", "--out", "schedule.json"],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -167,7 +164,7 @@ for _ in range(30):
     w = optax.apply_updates(w, updates)
 print(float(w))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_process([sys.executable, "-c", code], timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(-(10 * 0.1 + 10 * 0.12 + 10 * 0.096), rel=1e-5)
 
@@ -264,11 +261,9 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
         out=tmp_path / "run",
         progress=False,
     )
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-m", "popjax", "replay", "run", "--quiet", "--out", "replay.json"],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -285,3 +280,81 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
     assert report["val_gap"] > -0.10, report
     assert report["test_gap"] > -0.06, report
     assert report["val"]["accuracy"] > 0.4  # far above chance (0.1): the schedule trains
+
+
+def peak_warmup(step, hp):
+    """The warmup's rate at ``step``, from 0 to the peak, or None past the warmup."""
+    peak, warmup = float(hp["learning_rate"]), float(hp.get("warmup_steps", 0.0))
+    return peak * step / warmup if step < warmup else None
+
+
+# Each tuned schedule's rate, written here with numpy from its definition in the README.
+RATES = {
+    "warmup_linear": lambda step, hp, total: (
+        peak_warmup(step, hp)
+        if peak_warmup(step, hp) is not None
+        else float(hp["learning_rate"])
+        * (1 - min((step - float(hp["warmup_steps"])) / (total - float(hp["warmup_steps"])), 1.0))
+    ),
+    "warmup_exponential": lambda step, hp, total: (
+        peak_warmup(step, hp)
+        if peak_warmup(step, hp) is not None
+        else float(hp["learning_rate"])
+        * float(hp["decay_rate"]) ** ((step - float(hp["warmup_steps"])) / 1000)
+    ),
+    "step_decay": lambda step, hp, total: (
+        float(hp["learning_rate"])
+        * float(hp["decay_factor"]) ** np.floor(step / float(hp["decay_every"]))
+    ),
+}
+TUNED = {
+    "warmup_linear": {"warmup_steps": popjax.Uniform(0.0, 60.0)},
+    "warmup_exponential": {
+        "warmup_steps": popjax.Uniform(0.0, 30.0),
+        "decay_rate": popjax.LogUniform(0.001, 0.5),
+    },
+    "step_decay": {
+        "decay_every": popjax.Uniform(5.0, 40.0),
+        "decay_factor": popjax.Uniform(0.1, 0.9),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TUNED))
+def test_tuned_schedules_replay_and_export_their_rates(tmp_path, small_data, small_model, kind):
+    space = popjax.SearchSpace(TUNED[kind], schedule=kind)
+    run = popjax.run(
+        data=small_data,
+        model=small_model,
+        population=4,
+        steps=80,
+        interval=10,
+        batch_size=16,
+        out=tmp_path / "run",
+        progress=False,
+        seed=2,
+        space=space,
+    )
+    names = ["learning_rate", *TUNED[kind]]
+    for name in TUNED[kind]:  # PBT moved the schedule's own parameters
+        rounds = [r[name] for r in run.lineage.hparams]
+        assert any(a != b for r0, r1 in zip(rounds, rounds[1:]) for a, b in zip(r0, r1)), name
+    ancestry = run.lineage.ancestry(run.best_member)
+    lr = jax.jit(schedules.replay(tmp_path / "run", member="best", name="learning_rate"))
+    values = np.asarray(jax.vmap(lr)(jnp.arange(80)))
+    for step in range(80):
+        r = step // 10
+        hp = {name: np.float32(run.lineage.hparams[r][name][ancestry[r]]) for name in names}
+        want = RATES[kind](step, hp, 80)
+        assert values[step] == pytest.approx(want, rel=1e-5, abs=1e-7), step
+    # The schedule moves the rate within rounds too, not only where PBT sets new values.
+    assert any(values[step] != values[step - 1] for step in range(1, 80) if step % 10)
+    schedules.export(tmp_path / "run", tmp_path / "s.json")
+    loaded = schedules.load(tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())["learning_rate_schedule"]["kind"] == kind
+    # Equal at every step to the replay, computed the same way (jit may fuse differently).
+    replayed = schedules.replay(tmp_path / "run", member="best", name="learning_rate")
+    steps = jnp.arange(80)
+    np.testing.assert_array_equal(
+        jax.vmap(loaded["learning_rate"])(steps), jax.vmap(replayed)(steps)
+    )
