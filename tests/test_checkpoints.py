@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -18,6 +17,8 @@ import pytest
 
 import popjax
 from popjax.runfolder import read_metrics
+
+from conftest import finish_process, start_process, stop
 
 RUN_TOML = """
 name = "hosts"
@@ -48,60 +49,19 @@ def start(*args, cwd, devices):
     """``popjax ARGS`` in a subprocess of its own on ``devices`` CPU devices."""
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "popjax", *args, "--quiet", "--no-report"],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    return start_process(
+        [sys.executable, "-m", "popjax", *args, "--quiet", "--no-report"], cwd=cwd, env=env
     )
 
 
 def two_hosts(*args, cwd):
     """The same command as process 0 and 1 of a 2-process run, 4 CPU devices each."""
-    coordinator = f"127.0.0.1:{free_port()}"
-    hosts = []
-    try:
-        for i in range(2):
-            hosts.append(
-                start(
-                    *args,
-                    "--coordinator",
-                    coordinator,
-                    "--num-processes",
-                    "2",
-                    "--process-id",
-                    str(i),
-                    cwd=cwd,
-                    devices=4,
-                )  # fmt: skip
-            )
-    except BaseException:
-        stop(hosts)
-        raise
-    return hosts
-
-
-def stop(processes):
-    """Kills whatever is still running of ``processes`` and reaps them all."""
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-
-
-@pytest.fixture
-def running():
-    """A list to put started processes in: any still running at the end of the test is
-    killed, whether it passed or failed."""
-    started = []
-    yield started
-    stop(started)
+    flags = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+    return [start(*args, *flags, "--process-id", str(i), cwd=cwd, devices=4) for i in range(2)]
 
 
 def finish(process, timeout=300):
-    out, err = process.communicate(timeout=timeout)
+    out, err = finish_process(process, timeout)
     assert process.returncode == 0, err[-3000:]
     return err
 
@@ -137,12 +97,8 @@ def uninterrupted(tmp_path_factory):
     """The whole 2-process sweep, with every round's checkpoint kept."""
     cwd = tmp_path_factory.mktemp("whole")
     (cwd / "run.toml").write_text(RUN_TOML)
-    hosts = two_hosts("run", "run.toml", "--out", "whole", cwd=cwd)
-    try:
-        for host in hosts:
-            finish(host)
-    finally:
-        stop(hosts)
+    for host in two_hosts("run", "run.toml", "--out", "whole", cwd=cwd):
+        finish(host)
     return cwd / "whole"
 
 
@@ -159,21 +115,16 @@ def wait_for_checkpoints(run_dir, count, processes, timeout=240):
 
 
 @pytest.mark.timeout(400)
-def test_two_processes_killed_mid_run_resume_to_the_same_population(
-    tmp_path, uninterrupted, running
-):
+def test_two_processes_killed_mid_run_resume_to_the_same_population(tmp_path, uninterrupted):
     (tmp_path / "run.toml").write_text(RUN_TOML)
     hosts = two_hosts("run", "run.toml", "--out", "killed", cwd=tmp_path)
-    running.extend(hosts)
     wait_for_checkpoints(tmp_path / "killed", 3, hosts)
     for host in hosts:
-        host.send_signal(signal.SIGKILL)
-    stop(hosts)
+        stop(host)  # SIGKILL
     assert not (tmp_path / "killed" / "summary.json").exists()  # killed before the end
     assert saved_rounds(tmp_path / "killed")[-1] < ROUNDS
 
     resumed = two_hosts("run", "--resume", "killed", cwd=tmp_path)
-    running.extend(resumed)
     for host in resumed:
         finish(host)
     assert saved_rounds(tmp_path / "killed")[-1] == ROUNDS
@@ -187,20 +138,19 @@ def test_two_processes_killed_mid_run_resume_to_the_same_population(
 
 
 @pytest.mark.timeout(400)
-def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, uninterrupted, running):
+def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, uninterrupted):
     # Checkpoints only at the end or on a signal, so the one saved is the signal's.
     (tmp_path / "run.toml").write_text(
         RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
     )
     hosts = two_hosts("run", "run.toml", "--out", "stopped", cwd=tmp_path)
-    running.extend(hosts)
     metrics = tmp_path / "stopped" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         assert time.time() < deadline and all(host.poll() is None for host in hosts)
         time.sleep(0.02)
     hosts[1].send_signal(signal.SIGTERM)  # process 1 only, as a preempted host would be
-    messages = [host.communicate(timeout=120)[1].strip() for host in hosts]
+    messages = [finish_process(host, 120)[1].strip() for host in hosts]
     assert [host.returncode for host in hosts] == [128 + signal.SIGTERM] * 2, messages
     assert messages[0] == messages[1] and len(messages[0].splitlines()) == 1, messages
     stopped_after = int(messages[0].split("stopped after round ")[1].split()[0])
@@ -211,7 +161,6 @@ def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, unint
     # One process of 8 devices holds the same members per device as 2 processes of 4: its
     # resumed sweep ends with the very same population.
     resumed = start("run", "--resume", "stopped", cwd=tmp_path, devices=8)
-    running.append(resumed)
     finish(resumed)
     assert_same_population(
         saved_population(tmp_path / "stopped", ROUNDS), saved_population(uninterrupted, ROUNDS)
@@ -219,7 +168,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, unint
 
 
 @pytest.mark.timeout(300)
-def test_a_checkpoint_of_eight_devices_resumes_on_two(tmp_path, uninterrupted, running):
+def test_a_checkpoint_of_eight_devices_resumes_on_two(tmp_path, uninterrupted):
     run_dir = tmp_path / "fewer"
     shutil.copytree(uninterrupted, run_dir)
     kept = ROUNDS // 2
@@ -229,7 +178,6 @@ def test_a_checkpoint_of_eight_devices_resumes_on_two(tmp_path, uninterrupted, r
     (run_dir / "summary.json").unlink()
 
     resumed = start("run", "--resume", "fewer", cwd=tmp_path, devices=2)
-    running.append(resumed)
     finish(resumed)
     assert len(json.loads((run_dir / "summary.json").read_text())["devices"]) == 2
     assert saved_rounds(run_dir)[-1] == ROUNDS
