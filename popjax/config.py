@@ -26,7 +26,8 @@ TASK_METRICS = {"classification": ("accuracy", "loss"), "regression": ("loss",)}
 TASK_DATA = {"classification": "mnist1d", "regression": "diabetes"}
 # The task of a run given a ``popjax.Task`` from Python: resuming it needs the same object.
 PYTHON_TASK = "custom"
-EXPLOIT_METHODS = ("truncation", "tournament")
+EXPLOIT_METHODS = ("truncation", "tournament", "halving")
+RESTART_METHODS = ("prior", "copy")
 EXPLORE_METHODS = ("perturb", "pb2")
 
 
@@ -40,9 +41,14 @@ class PBTConfig:
 
     Attributes:
       exploit: "truncation" (the bottom ``fraction`` copy a random member of the top
-        ``fraction``) or "tournament" (each member meets a random other and copies it if it is
-        better).
-      fraction: the ``q`` of truncation selection.
+        ``fraction``), "tournament" (each member meets a random other and copies it if it is
+        better) or "halving" (successive halving: at each of the ``rungs``, the bottom
+        ``fraction`` stop, and their slots ``restart``).
+      fraction: the ``q`` of truncation selection; the share that stops at a rung.
+      rungs: the rounds after which successive halving decides (by default 1, 2, 4, 8, ...).
+      restart: what a slot stopped by successive halving does next: "prior" (a new trial,
+        fresh weights and hyperparameters from the priors, as ASHA's random search) or "copy"
+        (a copy of a top member, explored, as PBT).
       perturb_factors: explore multiplies each copied hyperparameter by one of these.
       resample_probability: the chance that a copied hyperparameter is drawn anew from its prior.
       enabled: False runs the same population as a random search (no exploit, no explore).
@@ -59,6 +65,8 @@ class PBTConfig:
     enabled: bool = True
     explore: str = "perturb"
     window: int = 4
+    rungs: tuple[int, ...] = tuple(2**k for k in range(16))
+    restart: str = "prior"
 
 
 @dataclass
@@ -233,6 +241,7 @@ class SweepConfig:
         plain = {f: getattr(self, f) for f in _FIELDS if f not in ("pbt", "space")}
         pbt = dataclasses.asdict(self.pbt)
         pbt["perturb_factors"] = list(pbt["perturb_factors"])
+        pbt["rungs"] = list(pbt["rungs"])
         return {**plain, "pbt": pbt, "space": self.space.to_dict()}
 
     @classmethod
@@ -294,6 +303,8 @@ def _pbt_from_dict(table) -> PBTConfig:
     table = dict(table)
     if "perturb_factors" in table:
         table["perturb_factors"] = tuple(float(f) for f in table["perturb_factors"])
+    if isinstance(table.get("rungs"), list):
+        table["rungs"] = tuple(table["rungs"])
     return PBTConfig(**table)
 
 
@@ -306,7 +317,24 @@ def _check_pbt(pbt: PBTConfig) -> None:
         raise ConfigError(unknown_name_error("explore method", pbt.explore, EXPLORE_METHODS))
     if isinstance(pbt.window, bool) or not isinstance(pbt.window, int) or pbt.window < 1:
         raise ConfigError(f"pbt.window must be a whole number of rounds >= 1 (got {pbt.window!r})")
-    if not 0.0 < pbt.fraction <= 0.5:
+    if pbt.restart not in RESTART_METHODS:
+        raise ConfigError(unknown_name_error("restart method", pbt.restart, RESTART_METHODS))
+    if (
+        not isinstance(pbt.rungs, (tuple, list))
+        or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in pbt.rungs)
+        or list(pbt.rungs) != sorted(set(pbt.rungs))
+    ):
+        raise ConfigError(
+            f"pbt.rungs must be rounds >= 1 in increasing order, e.g. [1, 2, 4, 8] "
+            f"(got {pbt.rungs!r})"
+        )
+    if pbt.exploit == "halving" and pbt.restart == "prior":
+        if not 0.0 < pbt.fraction < 1.0:
+            raise ConfigError(
+                f"pbt.fraction, the share that stops at a rung, must be in (0, 1) "
+                f"(got {pbt.fraction})"
+            )
+    elif not 0.0 < pbt.fraction <= 0.5:
         raise ConfigError(f"pbt.fraction must be in (0, 0.5] (got {pbt.fraction})")
     if not 0.0 <= pbt.resample_probability <= 1.0:
         raise ConfigError(

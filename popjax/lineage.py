@@ -3,7 +3,9 @@
 Round ``r`` trains steps ``[r * interval, (r + 1) * interval)``. At its start, PBT may replace
 member ``m`` by a copy of ``parents[r][m]``; ``hparams[r][name][m]`` is the value member ``m``
 then trains with for the whole round. Following parents backwards gives a member's ancestry and
-so the hyperparameters its weights actually saw at every step.
+so the hyperparameters its weights actually saw at every step. Successive halving may instead
+begin a member again as a new trial (``restarts[r]`` lists those of round ``r``): its ancestry
+starts there.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ class Lineage:
     hparams: list[dict[str, list[float]]] = field(default_factory=list)
     epochs: list[list[float]] = field(default_factory=list)  # passes over the data, per member
     groups: dict[str, list[int]] = field(default_factory=dict)  # name -> [first member, end)
+    restarts: dict[int, list[int]] = field(default_factory=dict)  # round -> members restarted
 
     @property
     def rounds(self) -> int:
         return len(self.parents)
 
-    def record(self, parents, hparams, epochs=None) -> None:
-        """Adds one round: ``parents [P]``, a dict of ``[P]`` hyperparameter arrays, and the
-        epochs each member's weights have trained at the round's end."""
+    def record(self, parents, hparams, epochs=None, restarted=None) -> None:
+        """Adds one round: ``parents [P]``, a dict of ``[P]`` hyperparameter arrays, the
+        epochs each member's weights have trained at the round's end, and which members
+        began again as new trials at its start (``[P]`` bool, if any)."""
+        if restarted is not None and any(restarted):
+            self.restarts[len(self.parents)] = [m for m, r in enumerate(restarted) if r]
         self.parents.append([int(p) for p in np.asarray(parents)])
         # None: a hyperparameter this member's group does not have.
         self.hparams.append(
@@ -39,11 +45,18 @@ class Lineage:
             self.epochs.append([float(x) for x in epochs])
 
     def ancestry(self, member: int) -> list[int]:
-        """The member whose weights ``member`` carried in each round, oldest first."""
+        """The member whose weights ``member`` carried in each round, oldest first, from the
+        round its trial began (0 unless successive halving restarted it)."""
         slots = [int(member)]
         for round_index in range(self.rounds - 1, 0, -1):
+            if slots[-1] in self.restarts.get(round_index, ()):
+                break  # a new trial began here: nothing before it is in its weights
             slots.append(self.parents[round_index][slots[-1]])
         return slots[::-1]
+
+    def first_round(self, member: int) -> int:
+        """The round ``member``'s present trial began in."""
+        return self.rounds - len(self.ancestry(member))
 
     def history(self, member: int) -> list[dict]:
         """One entry per round along ``member``'s ancestry: steps, carrier, hyperparameters."""
@@ -57,7 +70,7 @@ class Lineage:
                 "hparams": {k: v[slot] for k, v in self.hparams[r].items() if v[slot] is not None},
                 **({"epochs": self.epochs[r][slot]} if r < len(self.epochs) else {}),
             }
-            for r, slot in enumerate(self.ancestry(member))
+            for r, slot in enumerate(self.ancestry(member), start=self.first_round(member))
         ]
 
     def to_dict(self) -> dict:
@@ -67,6 +80,7 @@ class Lineage:
             "hparams": self.hparams,
             "epochs": self.epochs,
             "groups": self.groups,
+            "restarts": {str(r): members for r, members in self.restarts.items()},
         }
 
     @classmethod
@@ -77,6 +91,7 @@ class Lineage:
             data["hparams"],
             data.get("epochs", []),
             data.get("groups", {}),
+            {int(r): members for r, members in data.get("restarts", {}).items()},
         )
 
     def save(self, path) -> None:

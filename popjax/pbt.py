@@ -55,11 +55,54 @@ def tournament_sources(key, fitness):
     return jnp.where(replaced, other, identity), replaced
 
 
-def exploit_sources(key, fitness, config: PBTConfig):
+def bottom_members(fitness, fraction: float):
+    """``[P]`` bool: the ``floor(fraction * P)`` worst members (diverged ones first)."""
+    size = fitness.shape[0]
+    count = int(fraction * size)
+    order = jnp.argsort(safe_fitness(fitness))  # worst first
+    return jnp.zeros(size, bool).at[order[:count]].set(True)
+
+
+def at_rung(round_index, rungs) -> jax.Array:
+    """Whether successive halving decides at the start of this round (after ``round_index``
+    rounds)."""
+    return jnp.any(round_index == jnp.asarray(rungs, jnp.int32))
+
+
+def restart_members(key, population: Population, restart, space: SearchSpace, fresh_state):
+    """The ``restart`` members begin again as new trials: hyperparameters drawn from the
+    priors, fresh weights and optimizer state from ``fresh_state(key, hparams)`` (all members'
+    states, of which only theirs are kept) and a step count of 0. They keep their key stream,
+    so their batches differ from any other member's."""
+    hparams_key, state_key = jax.random.split(key)
+    drawn = space.sample(hparams_key, population.size)
+    hparams = {
+        name: jnp.where(restart, drawn[name], value) for name, value in population.hparams.items()
+    }
+
+    def restarted():
+        fresh = fresh_state(state_key, hparams)
+        return jax.tree_util.tree_map(
+            lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
+            fresh,
+            population.state,
+        )
+
+    # Off the rungs, nothing is initialised.
+    state = jax.lax.cond(jnp.any(restart), restarted, lambda: population.state)
+    step = jnp.where(restart, 0, population.step)
+    return population._replace(state=state, hparams=hparams, step=step)
+
+
+def exploit_sources(key, fitness, config: PBTConfig, rung=True):
     """Who copies whom. A diverged member (non-finite fitness) is always replaced, by the
-    best member when its exploit method would have kept it, and is never a source."""
-    if config.exploit == "truncation":
+    best member when its exploit method would have kept it, and is never a source.
+    Successive halving copies as truncation does, at its rungs only (``rung``, traced)."""
+    if config.exploit in ("truncation", "halving"):
         source, replaced = truncation_sources(key, fitness, config.fraction)
+        if config.exploit == "halving":
+            replaced = replaced & rung
+            source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
     else:
         source, replaced = tournament_sources(key, fitness)
     diverged = ~jnp.isfinite(fitness)
@@ -123,6 +166,7 @@ def pbt_step(
     mesh=None,
     observations: pb2.Observations | None = None,
     now=0,
+    rung=True,
 ):
     """One exploit + explore. Returns ``(population, source [P], replaced [P])``.
 
@@ -130,9 +174,10 @@ def pbt_step(
     first round has no fitness to select on yet. ``mesh``: the devices the members are spread
     over, if several. With ``config.explore == "pb2"``, ``observations`` are what PB2's model
     learns from and ``now`` the round the new hyperparameters train in (see ``popjax.pb2``).
+    ``rung``: whether successive halving decides this round.
     """
     exploit_key, explore_key, pb2_key = jax.random.split(key, 3)
-    source, replaced = exploit_sources(exploit_key, fitness, config)
+    source, replaced = exploit_sources(exploit_key, fitness, config, rung)
     replaced = replaced & active
     source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
     # Every exploit method copies from a member ranked strictly higher (diverged members

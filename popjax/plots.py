@@ -126,7 +126,7 @@ def family_tree(lineage: Lineage, best_member: int, path: Path) -> None:
     ax.add_collection(LineCollection(copied, colors=copied_colours, linewidths=1.8))
     ancestry = lineage.ancestry(best_member)
     ax.plot(
-        range(lineage.rounds),
+        range(lineage.rounds - len(ancestry), lineage.rounds),  # from its trial's first round
         ancestry,
         color="black",
         lw=2.5,

@@ -56,12 +56,16 @@ def round_record(round_index: int, interval: int, host, last_epochs, task) -> di
             record[f"{prefix}_{name}"] = [float(x) for x in values]
     record["diverged"] = [not bool(np.isfinite(x)) for x in output.fitness]
     record["stopped"] = [bool(x) for x in output.stopped]
+    restarted = np.asarray(output.restarted)
+    if restarted.any():  # successive halving began these slots again as new trials
+        record["restarted"] = [bool(x) for x in restarted]
     if task.epochs_per_step is not None:
         per_step = task.epochs_per_step({k: np.asarray(v) for k, v in hparams.items()})
         trained = np.where(
             np.asarray(output.stopped), 0.0, interval * np.broadcast_to(per_step, parents.shape)
         )
         before = np.asarray(last_epochs)[parents] if last_epochs is not None else 0.0
+        before = np.where(restarted, 0.0, before)
         record["epochs"] = [round(float(x), 6) for x in before + trained]
     record["hparams"] = {k: [float(x) for x in v] for k, v in hparams.items()}
     return record

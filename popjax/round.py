@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from popjax import pb2
-from popjax.pbt import pbt_step
-from popjax.population import Population
+from popjax.pbt import at_rung, bottom_members, pbt_step, restart_members
+from popjax.population import Population, init_members, member_keys
 from popjax.train import make_evaluate, make_segment
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class RoundOutput(NamedTuple):
     val: dict  # each metric of the task's evaluate on the validation data
     fitness: jax.Array  # what PBT selects on, higher is better; -inf if diverged
     stopped: jax.Array  # early-stopped: frozen this round, replaced first at the next
+    restarted: jax.Array  # began again as a new trial at the round's start (halving)
 
 
 class Standing(NamedTuple):
@@ -81,29 +82,49 @@ def make_round(
     def round_fn(population: Population, standing: Standing, round_index, data=None):
         stopped = early_stopped(population.hparams, standing)
         start_fitness = standing.fitness  # of the weights each member trains on this round
+        identity = jnp.arange(population.size, dtype=jnp.int32)
+        source, restarted = identity, jnp.zeros(population.size, bool)
         if pbt.enabled:
             # Stopped members rank as diverged: replaced first, never copied. The first round
-            # has no fitness yet to select on.
+            # has no fitness to select on yet.
             fitness = jnp.where(stopped, -jnp.inf, standing.fitness)
-            population, source, replaced = pbt_step(
-                jax.random.fold_in(pbt_key, round_index),
-                population,
-                fitness,
-                space,
-                pbt,
-                active=round_index > 0,
-                mesh=mesh,
-                observations=standing.observed,
-                now=round_index,
-            )
-            start_fitness = jnp.where(replaced, standing.fitness[source], standing.fitness)
-            standing = standing._replace(
-                best=jnp.where(replaced, standing.best[source], standing.best),
-                stale=jnp.where(replaced, 0, standing.stale),
-            )
+            key = jax.random.fold_in(pbt_key, round_index)
+            rung = at_rung(round_index, pbt.rungs) if pbt.exploit == "halving" else True
+            if pbt.exploit == "halving" and pbt.restart == "prior":
+                restarted = (bottom_members(fitness, pbt.fraction) & rung) | ~jnp.isfinite(fitness)
+                restarted = restarted & (round_index > 0)
+                train_data = data.train if data is not None else None
+
+                def fresh_state(key, hparams):
+                    keys = member_keys(key, population.size)
+                    return init_members(task, keys, hparams, train_data).state
+
+                population = restart_members(key, population, restarted, space, fresh_state)
+                replaced = restarted
+                start_fitness = jnp.where(restarted, jnp.nan, standing.fitness)
+                standing = standing._replace(
+                    best=jnp.where(restarted, -jnp.inf, standing.best),
+                    stale=jnp.where(restarted, 0, standing.stale),
+                )
+            else:
+                population, source, replaced = pbt_step(
+                    key,
+                    population,
+                    fitness,
+                    space,
+                    pbt,
+                    active=round_index > 0,
+                    mesh=mesh,
+                    observations=standing.observed,
+                    now=round_index,
+                    rung=rung,
+                )
+                start_fitness = jnp.where(replaced, standing.fitness[source], standing.fitness)
+                standing = standing._replace(
+                    best=jnp.where(replaced, standing.best[source], standing.best),
+                    stale=jnp.where(replaced, 0, standing.stale),
+                )
             stopped = stopped & ~replaced
-        else:
-            source = jnp.arange(population.size, dtype=jnp.int32)
         trained, train_metrics = segment(population, data.train if data is not None else None)
         if "patience" in population.hparams:  # a stopped member stays frozen as it was
             trained = jax.tree_util.tree_map(
@@ -140,7 +161,7 @@ def make_round(
         return (
             population,
             standing,
-            RoundOutput(source, train_metrics, val_metrics, fitness, stopped),
+            RoundOutput(source, train_metrics, val_metrics, fitness, stopped, restarted),
         )
 
     return round_fn

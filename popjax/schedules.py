@@ -138,13 +138,16 @@ def member_trajectories(run, member="best") -> dict:
         group = plan.group_of(member)
         kind, total_steps = group.config.space.schedule, group.config.steps
     history = lineage.history(member)
-    boundaries = [entry["end_step"] for entry in history[:-1]]
+    # Steps count from the start of the member's trial (a restart by successive halving
+    # begins a new one, its step count at 0).
+    first_step = history[0]["start_step"]
+    boundaries = [entry["end_step"] - first_step for entry in history[:-1]]
     names = list(history[0]["hparams"])
     return {
         "format": FORMAT,
         "member": member,
         "interval": lineage.interval,
-        "steps": history[-1]["end_step"],
+        "steps": history[-1]["end_step"] - first_step,
         "learning_rate_schedule": {"kind": kind, "total_steps": total_steps},
         "schedules": {
             name: {"boundaries": boundaries, "values": [e["hparams"][name] for e in history]}

@@ -229,7 +229,9 @@ def run(
         stops = opened.enter_context(stop_requests())
         for round_index in range(first_round, config.rounds):
             record = play_round(programs, states, round_index, history, plan)
-            lineage.record(record["parents"], record["hparams"], record.get("epochs"))
+            lineage.record(
+                record["parents"], record["hparams"], record.get("epochs"), record.get("restarted")
+            )
             history.append(record)
             if folder:
                 folder.append_round(record)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
+import popjax
 from popjax import pb2
 from popjax.config import PBTConfig
 from popjax.pbt import explore, truncation_sources
@@ -145,3 +146,48 @@ def test_pb2_moves_replaced_members_closer_to_the_optimum_than_perturbation():
     pb2_distance, perturb_distance = np.array(pb2_distance), np.array(perturb_distance)
     assert (pb2_distance < perturb_distance).mean() >= 0.75, (pb2_distance, perturb_distance)
     assert pb2_distance.mean() < 0.7 * perturb_distance.mean()
+
+
+def ratios_to_sources(result):
+    """Each copied member's learning rate over its source's in the round before, from round
+    2 on (PB2's model has data by then)."""
+    ratios = []
+    for before, record in zip(result.history[1:], result.history[2:]):
+        for member, parent in enumerate(record["parents"]):
+            if parent != member:
+                ratio = (
+                    record["hparams"]["learning_rate"][member]
+                    / (before["hparams"]["learning_rate"][parent])
+                )
+                ratios.append(ratio)
+    return np.array(ratios)
+
+
+def test_pb2_in_a_sweep_chooses_its_own_values_without_recompiling(small_data, small_model):
+    def sweep(explore_method):
+        return popjax.run(
+            data=small_data,
+            model=small_model,
+            population=8,
+            steps=60,
+            interval=10,
+            batch_size=16,
+            pbt=PBTConfig(explore=explore_method, resample_probability=0.0),
+            write=False,
+            progress=False,
+            seed=4,
+        )
+
+    perturbed, chosen = sweep("perturb"), sweep("pb2")
+    assert perturbed.compilations == chosen.compilations == 1
+    # Perturbation multiplies by 0.8 or 1.2 (or stops at a bound); PB2 picks from its model.
+    space = popjax.SearchSpace()
+    low, high = space.priors["learning_rate"].low, space.priors["learning_rate"].high
+    factors = ratios_to_sources(perturbed)
+    assert len(factors) > 0
+    assert np.isclose(factors[:, None], [0.8, 1.2], rtol=1e-5).any(axis=1).mean() > 0.7
+    picked = ratios_to_sources(chosen)
+    assert len(picked) > 0
+    assert not np.isclose(picked[:, None], [0.8, 1.2], rtol=1e-5).any(axis=1).all()
+    rates = np.array([r["hparams"]["learning_rate"] for r in chosen.history])
+    assert ((rates >= low * (1 - 1e-6)) & (rates <= high * (1 + 1e-6))).all()
