@@ -98,6 +98,28 @@ def write_report(run_dir) -> Path:
     return run_dir / REPORT
 
 
+def describe_pbt(config, lineage) -> str:
+    """How the population was searched, in a few words: PBT's methods, or successive
+    halving's rungs and restarts."""
+    settings = config.pbt
+    if not settings.enabled:
+        return "off (random search: hyperparameters drawn once)"
+    explore = "PB2" if settings.explore == "pb2" else "perturbation"
+    if settings.exploit != "halving":
+        return f"{settings.exploit} and {explore}, every {config.interval} steps"
+    rungs = [r for r in settings.rungs if r < lineage.rounds]
+    restarts = sum(len(members) for members in lineage.restarts.values())
+    then = (
+        f"{restarts} slot(s) began again from the priors"
+        if settings.restart == "prior"
+        else f"their slots copied top members, then {explore}"
+    )
+    return (
+        f"successive halving: the bottom {settings.fraction:g} stopped after rounds "
+        f"{', '.join(map(str, rungs)) or 'none'} ({config.interval} steps each), and {then}"
+    )
+
+
 def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
     best = int(summary["best_member"])
     copies = sum(p != m for parents in lineage.parents for m, p in enumerate(parents))
@@ -119,11 +141,7 @@ def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
     hparams = "\n".join(
         f"| `{name}` | {value:.4g} |" for name, value in summary["best_hparams"].items()
     )
-    pbt = (
-        "off (random search: hyperparameters drawn once)"
-        if not config.pbt.enabled
-        else f"{config.pbt.exploit}, every {config.interval} steps"
-    )
+    pbt = describe_pbt(config, lineage)
     return f"""# Sweep report: {summary["name"]}
 
 {summary["population"]} members, {summary["steps"]} steps each, PBT {pbt};

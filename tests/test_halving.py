@@ -70,6 +70,17 @@ def test_the_lineage_records_each_rung_and_a_restarted_member_starts_there(halve
     np.testing.assert_allclose(epochs[RUNGS[-1]], epochs[0])
 
 
+def test_the_report_names_the_rungs_and_counts_the_restarts(halved):
+    from popjax.report import write_report
+
+    result, out = halved
+    text = " ".join(write_report(out).read_text().split())
+    restarts = sum(sum(r.get("restarted", [])) for r in result.history)
+    assert restarts == 8  # half of 8 members at each of 2 rungs
+    assert "the bottom 0.5 stopped after rounds 2, 4" in text
+    assert f"{restarts} slot(s) began again from the priors" in text
+
+
 def test_restarted_slots_get_fresh_weights_and_hyperparameters_from_the_priors(
     small_data, small_model
 ):
