@@ -1,17 +1,23 @@
-"""PBT against random search and a fixed textbook setting, at equal compute, over seeds.
+"""PBT, PB2, successive halving, random search and a fixed textbook setting, at equal compute,
+over seeds.
 
 Every method trains the same number of members for the same number of steps from the same
 config; only what happens between rounds differs:
 
 * pbt: exploit (truncation, q = 0.25) and explore (x0.8 / x1.2, resample with p = 0.25);
+* pb2: the same exploit; a replaced member's hyperparameters maximise the upper confidence
+  bound of a Gaussian process of the population's recent gains (``popjax.pb2``);
+* halving: successive halving, the ASHA way: after rounds 1, 2, 4, 8, ... the bottom half
+  stops, and their slots begin again with fresh weights and hyperparameters from the priors;
 * random: the same population, hyperparameters drawn once from the same priors, never changed;
 * fixed: every member with one textbook setting (learning rate 0.05, momentum 0.9, no dropout,
   weight decay 5e-4), differing only in initial weights and batch order.
 
 Each picks its best member on the validation split; the table reports that member's test
-accuracy, mean and spread over seeds, and PBT's lead over random search seed by seed (the two
-start from the same members and data). Where a method had a choice of setup, `design.py` made
-it on development data carved from the training split (``SETUPS``).
+accuracy, mean and spread over seeds, and paired leads seed by seed (PBT over random search, PB2
+over PBT: the methods of one seed start from the same members and data). Where a method had a
+choice of setup, `design.py` made it on development data carved from the training split, and
+this script reads the choice from the ``design*.json`` files it wrote (``chosen_setups``).
 
     python experiments/compare.py                       # all tasks, their default seeds
     python experiments/compare.py --tasks digits_mlp --seeds 0
@@ -71,17 +77,39 @@ AUGMENTATION = {
     "noise": {"prior": "uniform", "low": 0.0, "high": 0.2},
     "scale": {"prior": "uniform", "low": 0.0, "high": 0.2},
 }
-# Each method's best setup on development data, chosen by design.py (design.md); the test
-# split played no part. Tasks and methods not named run their config as it is.
-SETUPS = {
-    ("digits_mlp", "pbt"): {"space": AUGMENTATION, "metric": "loss", "interval": 250},
-    ("digits_mlp", "random"): {"space": AUGMENTATION, "metric": "loss"},
+# MNIST-1D's own augmentation: its sequences are 40 long, and the dataset itself is made of
+# templates shifted, scaled and noised.
+MNIST1D_AUGMENTATION = {
+    "shift": {"prior": "uniform", "low": 0.0, "high": 4.0},
+    "noise": {"prior": "uniform", "low": 0.0, "high": 0.1},
+    "scale": {"prior": "uniform", "low": 0.0, "high": 0.2},
 }
+METHODS = ("pbt", "pb2", "halving", "random", "fixed")
 # A digits run takes seconds and one test image is 0.28 points, so digits gets more seeds.
 SEEDS = {"digits_mlp": list(range(10))}
-# A PPO run takes seconds too, and one seed's return moves by tens: ten seeds as well.
-SEEDS.update({task: list(range(10)) for task in ("cartpole_ppo", "acrobot_ppo")})
+# A PPO run takes seconds too, and one seed's return moves by tens: five seeds.
+SEEDS.update({task: list(range(5)) for task in ("cartpole_ppo", "acrobot_ppo")})
 DEFAULT_SEEDS = [0, 1, 2]
+
+
+def chosen_setups() -> dict:
+    """Each method's best setup on development data, from the runs design.py saved
+    (``design*.json``): ``{(task, method): changes}``. The test split played no part. Tasks
+    and methods not there run their config as it is."""
+    chosen = {}
+    for path in sorted(HERE.glob("design*.json")):
+        saved = json.loads(path.read_text())
+        accuracy = {}
+        for r in saved["runs"]:
+            key = (r["method"], json.dumps(r["changes"], sort_keys=True))
+            accuracy.setdefault(key, []).append(r["dev_test_accuracy"])
+        for method in dict.fromkeys(m for m, _ in accuracy):
+            best = max((k for k in accuracy if k[0] == method), key=lambda k: np.mean(accuracy[k]))
+            chosen[saved["task"], method] = json.loads(best[1])
+    return chosen
+
+
+SETUPS = chosen_setups()
 
 
 def method_config(task: str, method: str, seed: int, setup: dict | None = None):
@@ -89,6 +117,11 @@ def method_config(task: str, method: str, seed: int, setup: dict | None = None):
     path = CONFIGS.get(task, HERE / f"{task}.toml")
     config = popjax.SweepConfig.from_toml(path).replace(seed=seed)
     config = with_setup(config, SETUPS.get((task, method), {}) if setup is None else setup)
+    if method == "pb2":
+        return config.replace(pbt=dataclasses.replace(config.pbt, explore="pb2"))
+    if method == "halving":
+        halving = dict(exploit="halving", fraction=0.5, restart="prior")
+        return config.replace(pbt=dataclasses.replace(config.pbt, **halving))
     if method == "random":
         return config.replace(pbt=dataclasses.replace(config.pbt, enabled=False))
     if method == "fixed":
@@ -107,7 +140,7 @@ def with_setup(config: popjax.SweepConfig, changes: dict) -> popjax.SweepConfig:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--methods", nargs="+", default=["pbt", "random", "fixed"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
         "--seeds",
         nargs="+",
@@ -156,8 +189,12 @@ def main(argv=None) -> None:
         "jax": jax.__version__,
     }
     out = Path(args.out)
-    if out.exists():  # keep the runs of the tasks not run now
-        kept = [r for r in json.loads(out.read_text())["runs"] if r["task"] not in args.tasks]
+    if out.exists():  # keep the runs of the tasks and methods not run now
+        kept = [
+            r
+            for r in json.loads(out.read_text())["runs"]
+            if r["task"] not in args.tasks or r["method"] not in args.methods
+        ]
         runs = sorted(kept + runs, key=lambda r: TASKS.index(r["task"]))
     out.write_text(json.dumps({"machine": machine, "runs": runs}, indent=1))
     table = results_table(runs)
@@ -257,12 +294,13 @@ def score_name(task: str, runs) -> str:
 
 def results_table(runs) -> str:
     """Markdown: the test figure of the member chosen on validation (accuracy in %, or a
-    regression's loss), mean ± std over seeds, and PBT's paired lead over random search."""
+    regression's loss), mean ± std over seeds, and paired leads: PBT over random search, PB2
+    over PBT."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
-    methods = list(dict.fromkeys(r["method"] for r in runs))
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
     lines = [
-        "| task | " + " | ".join(methods) + " | pbt − random, paired |",
-        "|---" * (len(methods) + 2) + "|",
+        "| task | " + " | ".join(methods) + " | pbt − random, paired | pb2 − pbt, paired |",
+        "|---" * (len(methods) + 3) + "|",
     ]
     for task in tasks:
         cells = []
@@ -272,17 +310,19 @@ def results_table(runs) -> str:
             cells.append(
                 f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} (n={len(values)})"
             )
-        lines.append(f"| {task} | " + " | ".join(cells) + f" | {paired_lead(runs, task)} |")
+        leads = [paired_lead(runs, task, "pbt", "random"), paired_lead(runs, task, "pb2", "pbt")]
+        lines.append(f"| {task} | " + " | ".join(cells + leads) + " |")
     return "\n".join(lines)
 
 
-def paired_lead(runs, task) -> str:
-    """PBT's test figure minus random search's on the same seed: mean ± standard error."""
+def paired_lead(runs, task, method="pbt", baseline="random") -> str:
+    """``method``'s test figure minus ``baseline``'s on the same seed: mean ± standard error
+    (for a loss, lower is better, so a negative lead favours ``method``)."""
     by_seed = {(r["method"], r["seed"]): score(r) for r in runs if r["task"] == task}
     lead = [
-        by_seed["pbt", s] - by_seed["random", s]
+        by_seed[method, s] - by_seed[baseline, s]
         for m, s in by_seed
-        if m == "pbt" and ("random", s) in by_seed
+        if m == method and (baseline, s) in by_seed
     ]
     if len(lead) < 2:
         return "n/a"

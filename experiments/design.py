@@ -18,8 +18,11 @@ The candidates (experiments/README.md tells how they came to be these):
   Based Augmentation (Ho et al., 2019) and random search keeps its first draw.
 
     python experiments/design.py                      # digits_mlp, development seeds 100-109
+    python experiments/design.py --task mnist1d_mlp --methods pbt pb2 halving random \
+        --seeds 100 101 --metrics accuracy --intervals 250 --out design_mnist1d_mlp.json
 
-It writes ``design.json`` and ``design.md`` beside ``results.json``.
+It writes ``design.json`` (or ``--out``) and the table beside it as ``.md``; `compare.py`
+reads every ``design*.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from popjax.plan import Plan
 from popjax.sweep import run
 
 # compare also spreads the members over the CPU cores
-from compare import AUGMENTATION, HERE, TASKS, method_config
+from compare import AUGMENTATION, HERE, METHODS, MNIST1D_AUGMENTATION, TASKS, method_config
 
 METRICS = ("accuracy", "loss")
 INTERVALS = (100, 250)
@@ -46,6 +49,7 @@ SPACES = {
     "own space": {},
     "with augmentation": AUGMENTATION,
 }
+TASK_AUGMENTATION = {"mnist1d_mlp": MNIST1D_AUGMENTATION, "mnist1d_cnn": MNIST1D_AUGMENTATION}
 
 
 def development_data(config, seed: int, folder: Path) -> Path:
@@ -61,24 +65,28 @@ def development_data(config, seed: int, folder: Path) -> Path:
     return path
 
 
-def setups(method: str):
+def setups(method: str, task: str = "digits_mlp", metrics=METRICS, intervals=INTERVALS):
     """The candidate setups of a method: (label, config changes)."""
-    for space, metric in itertools.product(SPACES, METRICS):
-        if method == "pbt":
-            for interval in INTERVALS:
+    spaces = {**SPACES, "with augmentation": TASK_AUGMENTATION.get(task, AUGMENTATION)}
+    for space, metric in itertools.product(spaces, metrics):
+        if method in ("pbt", "pb2") and len(intervals) > 1:  # what changes between rounds
+            for interval in intervals:
                 yield (
                     f"{space}, {metric}, interval {interval}",
-                    {"space": SPACES[space], "metric": metric, "interval": interval},
+                    {"space": spaces[space], "metric": metric, "interval": interval},
                 )
         else:
-            yield f"{space}, {metric}", {"space": SPACES[space], "metric": metric}
+            yield f"{space}, {metric}", {"space": spaces[space], "metric": metric}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits_mlp", choices=TASKS)
-    parser.add_argument("--methods", nargs="+", default=["pbt", "random"])
+    parser.add_argument("--methods", nargs="+", default=["pbt", "random"], choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(100, 110)))
+    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
+    parser.add_argument("--intervals", nargs="+", type=int, default=list(INTERVALS))
+    parser.add_argument("--out", default="design.json", help="file name, beside results.json")
     args = parser.parse_args(argv)
 
     runs = []
@@ -88,7 +96,7 @@ def main(argv=None) -> None:
             path = development_data(base, seed, Path(folder))
             data = {**base.data, "name": "npz", "path": str(path)}
             for method in args.methods:
-                for label, changes in setups(method):
+                for label, changes in setups(method, args.task, args.metrics, args.intervals):
                     config = method_config(args.task, method, seed, changes).replace(data=data)
                     result = run(config, write=False, progress=False)
                     runs.append(
@@ -106,7 +114,7 @@ def main(argv=None) -> None:
                         flush=True,
                     )
     table = design_table(runs)
-    out = HERE / "design.json"
+    out = HERE / args.out
     out.write_text(json.dumps({"task": args.task, "runs": runs}, indent=1))
     out.with_suffix(".md").write_text(
         f"Task {args.task}, development seeds {args.seeds}.\n\n{table}\n"
