@@ -6,12 +6,13 @@ Every check here runs before anything is trained or written, so bad input costs 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from popjax.errors import PopjaxError, unknown_name_error
+from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.memory import parse_bytes
 from popjax.space import SearchSpace
 
@@ -29,6 +30,13 @@ PYTHON_TASK = "custom"
 EXPLOIT_METHODS = ("truncation", "tournament", "halving")
 RESTART_METHODS = ("prior", "copy")
 EXPLORE_METHODS = ("perturb", "pb2")
+# JAX's PRNGKey takes 32 bits on jax 0.7 and 0.10 alike: a larger seed wraps round to a smaller
+# one's key, and numpy refuses a negative one.
+MAX_SEED = 2**32 - 1
+# Steps and member indices are int32 on the device.
+MAX_COUNT = 2**31 - 1
+# A run folder is named after the run: a name must be a plain folder name.
+MAX_NAME_LENGTH = 200
 
 
 class ConfigError(PopjaxError):
@@ -121,13 +129,21 @@ class SweepConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
     groups: list = field(default_factory=list)
 
+    def __post_init__(self):
+        # From Python, [pbt] and [space] may come as tables, as in a TOML config.
+        if isinstance(self.pbt, dict):
+            self.pbt = _pbt_from_dict(self.pbt)
+        if isinstance(self.space, dict):
+            builtin = not isinstance(self.task, dict) or self.task.get("name") in TASK_METRICS
+            self.space = SearchSpace.from_dict(self.space, builtin=builtin)
+
     @property
     def rounds(self) -> int:
         return self.steps // self.interval
 
     @property
     def auto_population(self) -> bool:
-        return self.population == "auto"
+        return isinstance(self.population, str) and self.population == "auto"
 
     @property
     def builtin_task(self) -> bool:
@@ -149,12 +165,19 @@ class SweepConfig:
         counts = [k for k in _COUNTS if not (k == "population" and self.auto_population)]
         for key in ("seed", *counts):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not _is_whole(value):
                 extra = ', or "auto"' if key == "population" else ""
-                raise ConfigError(f"{key} must be a whole number{extra} (got {value!r})")
+                raise ConfigError(f"{key} must be a whole number{extra} (got {shown(value)})")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in 0..{MAX_SEED} (2**32 - 1) (got {self.seed})")
         for key in counts:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1 (got {getattr(self, key)})")
+            if getattr(self, key) > MAX_COUNT:
+                raise ConfigError(
+                    f"{key} must be at most {MAX_COUNT} (2**31 - 1) (got {getattr(self, key)})"
+                )
+        _check_name(self.name)
         if self.interval > self.steps:
             raise ConfigError(
                 f"interval {self.interval} is longer than the run ({self.steps} steps): "
@@ -166,12 +189,16 @@ class SweepConfig:
                 f"steps {self.steps} is not a multiple of interval {self.interval}: "
                 f"use steps = {below} or {below + self.interval}"
             )
-        if (
-            isinstance(self.epochs, bool)
-            or not isinstance(self.epochs, (int, float))
-            or self.epochs < 0
-        ):
-            raise ConfigError(f"epochs must be a number >= 0 (got {self.epochs!r}); 0 uses steps")
+        if not _is_number(self.epochs) or not 0 <= self.epochs < math.inf:
+            raise ConfigError(
+                f"epochs must be a finite number >= 0 (got {shown(self.epochs)}); 0 uses steps"
+            )
+        if not isinstance(self.metric, str):
+            raise ConfigError(f'metric must be a name such as "loss" (got {shown(self.metric)})')
+        if not isinstance(self.memory_limit, (str, int)) or isinstance(self.memory_limit, bool):
+            raise ConfigError(
+                f'memory_limit must be an amount such as "2GiB" (got {shown(self.memory_limit)})'
+            )
         if self.memory_limit:
             try:
                 parse_bytes(self.memory_limit)
@@ -180,6 +207,25 @@ class SweepConfig:
         if self.auto_population and self.groups:
             raise ConfigError(
                 'population "auto" sizes one population: give each group its own population'
+            )
+        for key in ("data", "model"):
+            if not isinstance(getattr(self, key), dict):
+                raise ConfigError(
+                    f'{key} must be a table like {{name = "..."}} (got {shown(getattr(self, key))})'
+                )
+        if not isinstance(self.model.get("name"), str):
+            raise ConfigError(f'model needs a name, "mlp" or "cnn" (got {self.model})')
+        if not isinstance(self.loss, str):
+            raise ConfigError(
+                f'loss must be a name such as "cross_entropy" (got {shown(self.loss)})'
+            )
+        if not isinstance(self.space, SearchSpace):
+            raise ConfigError(
+                f"space must be a SearchSpace or a [space] table (got {shown(self.space)})"
+            )
+        if not isinstance(self.groups, list):
+            raise ConfigError(
+                f"groups must be a list of tables ([[groups]] in TOML) (got {shown(self.groups)})"
             )
         config = self._with_task_defaults()
         _check_pbt(self.pbt)
@@ -235,7 +281,20 @@ class SweepConfig:
         if not self.epochs:
             return self
         rounds = max(1, round(self.epochs * num_train / (self.batch_size * self.interval)))
+        if rounds * self.interval > MAX_COUNT:
+            raise ConfigError(
+                f"epochs {self.epochs:g} of {num_train} examples is {rounds * self.interval} "
+                f"steps, more than {MAX_COUNT}: use fewer epochs"
+            )
         return dataclasses.replace(self, steps=rounds * self.interval)
+
+    def check_batch_size(self, num_train: int) -> None:
+        """A member's batch is drawn from the training split: it cannot be larger."""
+        if self.batch_size > num_train:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is more than the {num_train} examples of the "
+                f"training split: set batch_size to at most {num_train}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         plain = {f: getattr(self, f) for f in _FIELDS if f not in ("pbt", "space")}
@@ -277,9 +336,13 @@ class SweepConfig:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist: give the path of a .toml file")
         try:
-            table = tomllib.loads(path.read_text())
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{path} is not valid TOML: not UTF-8 text ({error.reason})"
+            ) from None
         return cls.from_dict(table)
 
     def to_toml(self) -> str:
@@ -301,8 +364,9 @@ def _pbt_from_dict(table) -> PBTConfig:
         if key not in known:
             raise ConfigError(unknown_name_error("pbt key", key, known))
     table = dict(table)
-    if "perturb_factors" in table:
-        table["perturb_factors"] = tuple(float(f) for f in table["perturb_factors"])
+    factors = table.get("perturb_factors")
+    if isinstance(factors, (list, tuple)) and all(_is_number(f) for f in factors):
+        table["perturb_factors"] = tuple(float(f) for f in factors)
     if isinstance(table.get("rungs"), list):
         table["rungs"] = tuple(table["rungs"])
     return PBTConfig(**table)
@@ -311,40 +375,89 @@ def _pbt_from_dict(table) -> PBTConfig:
 def _check_pbt(pbt: PBTConfig) -> None:
     if not isinstance(pbt, PBTConfig):
         raise ConfigError(f"pbt must be a PBTConfig or a [pbt] table (got {type(pbt).__name__})")
-    if pbt.exploit not in EXPLOIT_METHODS:
-        raise ConfigError(unknown_name_error("exploit method", pbt.exploit, EXPLOIT_METHODS))
-    if pbt.explore not in EXPLORE_METHODS:
-        raise ConfigError(unknown_name_error("explore method", pbt.explore, EXPLORE_METHODS))
-    if isinstance(pbt.window, bool) or not isinstance(pbt.window, int) or pbt.window < 1:
-        raise ConfigError(f"pbt.window must be a whole number of rounds >= 1 (got {pbt.window!r})")
-    if pbt.restart not in RESTART_METHODS:
-        raise ConfigError(unknown_name_error("restart method", pbt.restart, RESTART_METHODS))
+    for key, methods in (
+        ("exploit", EXPLOIT_METHODS),
+        ("explore", EXPLORE_METHODS),
+        ("restart", RESTART_METHODS),
+    ):
+        value = getattr(pbt, key)
+        if not isinstance(value, str) or value not in methods:
+            raise ConfigError(
+                f"pbt.{key}: " + unknown_name_error(f"{key} method", str(value), methods)
+            )
+    if not _is_whole(pbt.window) or not 1 <= pbt.window <= MAX_COUNT:
+        raise ConfigError(
+            f"pbt.window must be a whole number of rounds >= 1 (got {shown(pbt.window)})"
+        )
     if (
         not isinstance(pbt.rungs, (tuple, list))
-        or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in pbt.rungs)
+        or not all(_is_whole(r) and 1 <= r <= MAX_COUNT for r in pbt.rungs)
         or list(pbt.rungs) != sorted(set(pbt.rungs))
     ):
         raise ConfigError(
             f"pbt.rungs must be rounds >= 1 in increasing order, e.g. [1, 2, 4, 8] "
-            f"(got {pbt.rungs!r})"
+            f"(got {shown(pbt.rungs)})"
         )
     if pbt.exploit == "halving" and pbt.restart == "prior":
-        if not 0.0 < pbt.fraction < 1.0:
+        if not _is_number(pbt.fraction) or not 0.0 < pbt.fraction < 1.0:
             raise ConfigError(
                 f"pbt.fraction, the share that stops at a rung, must be in (0, 1) "
-                f"(got {pbt.fraction})"
+                f"(got {shown(pbt.fraction)})"
             )
-    elif not 0.0 < pbt.fraction <= 0.5:
-        raise ConfigError(f"pbt.fraction must be in (0, 0.5] (got {pbt.fraction})")
-    if not 0.0 <= pbt.resample_probability <= 1.0:
+    elif not _is_number(pbt.fraction) or not 0.0 < pbt.fraction <= 0.5:
+        raise ConfigError(f"pbt.fraction must be in (0, 0.5] (got {shown(pbt.fraction)})")
+    if not _is_number(pbt.resample_probability) or not 0.0 <= pbt.resample_probability <= 1.0:
         raise ConfigError(
-            f"pbt.resample_probability must be in [0, 1] (got {pbt.resample_probability})"
+            f"pbt.resample_probability must be in [0, 1] (got {shown(pbt.resample_probability)})"
         )
-    if not pbt.perturb_factors or min(pbt.perturb_factors) <= 0:
-        raise ConfigError(f"pbt.perturb_factors must be positive (got {pbt.perturb_factors})")
+    factors = pbt.perturb_factors
+    if (
+        not isinstance(factors, (list, tuple))
+        or not factors
+        or not all(_is_number(f) and 0 < f < math.inf for f in factors)
+    ):
+        raise ConfigError(
+            f"pbt.perturb_factors must be a list of finite numbers > 0, such as [0.8, 1.2] "
+            f"(got {shown(factors)})"
+        )
+    if not isinstance(pbt.enabled, bool):
+        raise ConfigError(f"pbt.enabled must be true or false (got {shown(pbt.enabled)})")
 
 
 def _check_data(data: dict) -> None:
     for key in data:
         if key not in DATA_KEYS:
-            raise ConfigError(unknown_name_error("data key", key, DATA_KEYS))
+            raise ConfigError(unknown_name_error("data key", str(key), DATA_KEYS))
+    if not isinstance(data.get("name", ""), str):
+        raise ConfigError(f"data.name must be a dataset's name (got {shown(data['name'])})")
+    path = data.get("path")
+    if path is not None and (not isinstance(path, str) or not path or "\0" in path):
+        raise ConfigError(f"data.path must be the path of an .npz file (got {shown(path)})")
+    fraction = data.get("val_fraction", 0.1)
+    if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+        raise ConfigError(
+            f"data.val_fraction must be a number between 0 and 1 (got {shown(fraction)})"
+        )
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str):
+        raise ConfigError(f"name must be text (got {shown(name)})")
+    if (
+        len(name) > MAX_NAME_LENGTH
+        or name in (".", "..")
+        or not all(c.isprintable() and c not in "/\\:" for c in name)
+    ):
+        raise ConfigError(
+            f"name names the run folder: use at most {MAX_NAME_LENGTH} printable characters "
+            f"without / \\ or : (got {shown(name)})"
+        )
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A real number that compares as one: no bool, no NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

@@ -24,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from popjax.errors import PopjaxError, unknown_name_error
+from popjax.errors import PopjaxError, shown, unknown_name_error
 
 if TYPE_CHECKING:
     from popjax.config import SweepConfig
@@ -54,6 +54,8 @@ def resolve_groups(config) -> list[Group]:
     Raises:
       PopjaxError: a group that cannot run, with what to change.
     """
+    from popjax.config import MAX_COUNT
+
     if not config.groups:
         return [Group("all", config, 0)]
     if not isinstance(config.groups, list):
@@ -71,10 +73,16 @@ def resolve_groups(config) -> list[Group]:
         if name in (g.name for g in groups):
             raise PopjaxError(f"two groups are named '{name}': give each its own name")
         size = table.get("population")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_COUNT:
             raise PopjaxError(
-                f"group '{name}' needs population = a whole number >= 1 (got {size!r})"
+                f"group '{name}' needs population = a whole number in 1..{MAX_COUNT} "
+                f"(got {shown(size)})"
             )
+        for key in ("model", "space"):
+            if not isinstance(table.get(key, {}), dict):
+                raise PopjaxError(
+                    f"group '{name}': {key} must be a table like {{...}} (got {shown(table[key])})"
+                )
         model = dict(table.get("model", {}))
         base = (
             config.model if model.get("name", config.model["name"]) == config.model["name"] else {}

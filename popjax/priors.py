@@ -75,6 +75,8 @@ class Choice:
     def validate(self, name: str) -> None:
         if len(self.values) == 0:
             raise SpaceError(f"{name}: a choice prior needs at least one value")
+        if not all(math.isfinite(v) for v in self.values):
+            raise SpaceError(f"{name}: choice values must be finite (got {list(self.values)})")
 
     def sample(self, key, shape):
         index = jax.random.randint(key, shape, 0, len(self.values))

@@ -63,9 +63,9 @@ class SearchSpace:
                 prior.validate(name)
             self.priors = dict(self.given)
             return
-        if schedule not in SCHEDULE_HPARAMS:
+        if not isinstance(schedule, str) or schedule not in SCHEDULE_HPARAMS:
             raise SpaceError(unknown_name_error("schedule", str(schedule), tuple(SCHEDULE_HPARAMS)))
-        if optimizer not in OPTIMIZER_HPARAMS:
+        if not isinstance(optimizer, str) or optimizer not in OPTIMIZER_HPARAMS:
             raise SpaceError(
                 unknown_name_error("optimizer", str(optimizer), tuple(OPTIMIZER_HPARAMS))
             )
