@@ -65,47 +65,145 @@ def from_arrays(
 ) -> Dataset:
     """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation.
 
-    Labels are integer classes, or with ``regression=True`` real-valued targets.
+    Labels are integer classes, or with ``regression=True`` real-valued targets. Every array is
+    checked first (numbers only, all finite, matching lengths and shapes, labels 0..C-1), so
+    bad data is refused here rather than found by a diverged sweep.
     """
-    x, y = np.asarray(x, np.float32), np.asarray(y)
-    x_test, y_test = np.asarray(x_test, np.float32), np.asarray(y_test)
-    if regression:
-        y, y_test = y.astype(np.float32), y_test.astype(np.float32)
-    if len(x) != len(y) or len(x_test) != len(y_test):
-        raise DataError(
-            f"inputs and labels differ in length (train {len(x)} vs {len(y)}, "
-            f"test {len(x_test)} vs {len(y_test)}): give one label per example"
-        )
-    if x.shape[1:] != x_test.shape[1:]:
-        raise DataError(
-            f"train inputs have shape {x.shape[1:]} but test inputs {x_test.shape[1:]}: "
-            "give both the same per-example shape"
-        )
-    if regression:
-        if not (np.isfinite(y).all() and np.isfinite(y_test).all()):
-            raise DataError("regression targets must be finite numbers (found NaN or inf)")
-    elif not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer)):
-        raise DataError("labels must be integer class indices 0..C-1")
-    elif min(y.min(), y_test.min()) < 0:
-        raise DataError("labels must be integer class indices 0..C-1 (found a negative label)")
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
+    (x, y), (x_test, y_test) = checked_splits(
+        {"x": (x, y), "x_test": (x_test, y_test)}, ("y", "y_test"), regression
+    )
+    if not (
+        isinstance(val_fraction, (int, float))
+        and not isinstance(val_fraction, bool)
+        and 0.0 < val_fraction < 1.0
+    ):
+        raise DataError(f"val_fraction must be between 0 and 1 (got {val_fraction!r})")
     num_val = int(round(len(x) * val_fraction))
     if num_val < 1 or num_val >= len(x):
-        raise DataError(f"{len(x)} training examples are too few to hold out {val_fraction:.0%}")
+        raise DataError(
+            f"{len(x)} training examples are too few to hold out val_fraction "
+            f"{val_fraction:g}: give more examples or another val_fraction"
+        )
     # A fixed shuffle, so the validation split is the same for every run of the same seed.
     order = np.random.default_rng(seed).permutation(len(x))
     val, train = order[:num_val], order[num_val:]
-    label_type = np.float32 if regression else np.int32
-    return Dataset(
-        x[train],
-        y[train].astype(label_type),
-        x[val],
-        y[val].astype(label_type),
-        x_test,
-        y_test.astype(label_type),
-        name=name,
+    return Dataset(x[train], y[train], x[val], y[val], x_test, y_test, name=name)
+
+
+def check_dataset(dataset: Dataset, regression: bool) -> Dataset:
+    """The same checks as ``from_arrays``, for a ``Dataset`` built by hand; returns it with
+    float32 inputs and int32 labels (float32 targets of a ``regression``)."""
+    fields = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    splits = checked_splits(
+        {x: (getattr(dataset, x), getattr(dataset, y)) for x, y in zip(fields[::2], fields[1::2])},
+        fields[1::2],
+        regression,
     )
+    return Dataset(*(array for split in splits for array in split), name=dataset.name)
+
+
+# A label above this and above the number of examples is no class index (a model would need
+# one output per class up to it): most likely an id or a value.
+MIN_CLASS_LIMIT = 1024
+
+
+def checked_splits(splits: dict, label_names, regression: bool) -> list[tuple]:
+    """Each ``{input name: (inputs, labels)}`` pair checked and converted: float32 inputs, int32
+    labels or float32 targets. Errors name the array at fault, as the caller named it."""
+    converted = []
+    for (x_name, (x, y)), y_name in zip(splits.items(), label_names):
+        x, y = _numbers(x_name, x, "inputs"), _numbers(y_name, y, "labels")
+        if x.ndim < 2 or 0 in x.shape[1:]:
+            raise DataError(
+                f"{x_name} has shape {x.shape}: give an array [examples, features...] with at "
+                "least one value per example"
+            )
+        if len(x) == 0:
+            raise DataError(f"{x_name} is empty: give at least one example")
+        if y.ndim == 0 or len(x) != len(y):
+            raise DataError(
+                f"{x_name} has {len(x)} examples but {y_name} has "
+                f"{len(y) if y.ndim else 'no'} labels: give one label per example"
+            )
+        x = _finite(x_name, x.astype(np.float32))
+        if regression:
+            y = _finite(y_name, y.astype(np.float32))
+        else:
+            y = _class_indices(y_name, y)
+        converted.append((x, y))
+    names = list(zip(splits, label_names))
+    first_x, first_y = converted[0]
+    for (x_name, y_name), (x, y) in zip(names[1:], converted[1:]):
+        if x.shape[1:] != first_x.shape[1:]:
+            raise DataError(
+                f"{names[0][0]} has examples of shape {first_x.shape[1:]} but {x_name} of shape "
+                f"{x.shape[1:]}: give every split the same per-example shape"
+            )
+        if y.shape[1:] != first_y.shape[1:]:
+            raise DataError(
+                f"{names[0][1]} has targets of shape {first_y.shape[1:]} but {y_name} of shape "
+                f"{y.shape[1:]}: give every split the same target shape"
+            )
+    if not regression:
+        examples = sum(len(y) for _, y in converted)
+        highest = max(int(y.max()) for _, y in converted)
+        if highest >= max(examples, MIN_CLASS_LIMIT):
+            name = next(n for n, (_, y) in zip(label_names, converted) if y.max() == highest)
+            raise DataError(
+                f"{name} holds the label {highest}, but labels are class indices 0..C-1 (a "
+                f"model gets one output per class) and there are {examples} examples: "
+                "number the classes 0..C-1"
+            )
+        if len(np.unique(np.concatenate([y for _, y in converted]))) < 2:
+            raise DataError(
+                f"{label_names[0]} holds one class only: a classification needs at least two"
+            )
+    return converted
+
+
+def _numbers(name: str, values, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as error:  # ragged lists
+        raise DataError(f"{name} is not an array ({error}): give a NumPy array of {what}") from None
+    if array.dtype.kind not in "biuf":
+        raise DataError(
+            f"{name} holds {array.dtype} values: give {what} as numbers (integers or floats)"
+        )
+    return array
+
+
+def _finite(name: str, array: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"{name} holds {int(bad.sum())} NaN or infinite value(s) as float32 (the first in "
+            f"example {first}): remove or replace them"
+        )
+    return array
+
+
+def _class_indices(name: str, labels: np.ndarray) -> np.ndarray:
+    if labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{name} holds {labels.dtype} values: a classification takes integer class indices "
+            '0..C-1 (cast with .astype(int)); real-valued targets need task = "regression"'
+        )
+    if labels.ndim != 1:
+        raise DataError(
+            f"{name} has shape {labels.shape}: a classification takes one class index per "
+            "example (shape [examples]), not one-hot or several"
+        )
+    if labels.size and labels.min() < 0:
+        raise DataError(
+            f"{name} holds the label {int(labels.min())}: labels are class indices 0..C-1"
+        )
+    if labels.size and labels.max() > np.iinfo(np.int32).max:
+        raise DataError(
+            f"{name} holds the label {int(labels.max())}: labels are class indices 0..C-1"
+        )
+    return labels.astype(np.int32)
 
 
 def mnist1d(*, val_fraction=0.1, seed=0) -> Dataset:
@@ -186,18 +284,38 @@ def from_npz(path, *, val_fraction=0.1, seed=0, regression: bool = False) -> Dat
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist: give the path of an .npz file")
+    names = ("x", "y", "x_test", "y_test")
     try:
         arrays = np.load(path)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read {path} as .npz ({error})") from None
-    missing = [k for k in ("x", "y", "x_test", "y_test") if k not in arrays]
-    if missing:
-        raise DataError(f"{path} lacks {', '.join(missing)}: save x, y, x_test and y_test")
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{path} holds one array (.npy), not an .npz: save x, y, x_test and y_test "
+                "with numpy.savez"
+            )
+        with arrays:
+            missing = [k for k in names if k not in arrays]
+            if missing:
+                raise DataError(f"{path} lacks {', '.join(missing)}: save x, y, x_test and y_test")
+            loaded = {}
+            for name in names:
+                try:
+                    loaded[name] = arrays[name]
+                except ValueError as error:
+                    if "allow_pickle" not in str(error):
+                        raise
+                    raise DataError(
+                        f"{path}: {name} holds Python objects: save arrays of numbers"
+                    ) from None
+    except DataError:
+        raise
+    except Exception as error:  # a damaged file fails in zipfile, zlib or numpy, in many ways
+        detail = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+        raise DataError(
+            f"cannot read {path} as .npz ({type(error).__name__}: {detail}): save it again "
+            "with numpy.savez"
+        ) from None
     return from_arrays(
-        arrays["x"],
-        arrays["y"],
-        arrays["x_test"],
-        arrays["y_test"],
+        *(loaded[name] for name in names),
         val_fraction=val_fraction,
         seed=seed,
         name=path.stem,
@@ -218,7 +336,7 @@ def load(
             raise DataError("data name 'npz' needs a path: set data.path to your .npz file")
         return from_npz(path, val_fraction=val_fraction, seed=seed, regression=regression)
     if name not in BUILTIN:
-        raise DataError(unknown_name_error("dataset", name, (*BUILTIN, "npz")))
+        raise DataError(unknown_name_error("dataset", str(name), (*BUILTIN, "npz")))
     dataset = BUILTIN[name](val_fraction=val_fraction, seed=seed)
     if dataset.is_regression != regression:
         kind = "regression" if dataset.is_regression else "classification"
