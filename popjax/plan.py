@@ -11,8 +11,8 @@ from pathlib import Path
 import jax
 
 from popjax import data as datasets
-from popjax.config import PYTHON_TASK, ConfigError, SweepConfig
-from popjax.errors import PopjaxError, unknown_name_error
+from popjax.config import MAX_COUNT, PYTHON_TASK, ConfigError, SweepConfig
+from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.groups import Group, resolve_groups
 from popjax.space import SearchSpace
 from popjax.task import Task, load_task
@@ -121,21 +121,30 @@ class Plan:
                     "this run's task was given from Python: pass the same task= to popjax.run"
                 )
             return self, [self._own_task(group, task) for group in self.groups]
-        if data is None:
-            data = self.load_data()
+        check_arguments(data, model, loss_fn)
+        regression = self.config.task["name"] == "regression"
+        data = self.load_data() if data is None else datasets.check_dataset(data, regression)
         plan = self.with_budget(len(data.x_train))
         if model is not None and len(plan.groups) > 1:
             raise PopjaxError(
                 "a sweep with groups builds each group's model from its config: "
                 "drop model= or the groups"
             )
-        return plan, [
+        group_tasks = [
             plan._builtin_task(g, data, model, loss_fn, schedule_override) for g in plan.groups
         ]
+        # After the model's own check: inputs it cannot take say more than a batch size.
+        plan.config.check_batch_size(len(data.x_train))
+        return plan, group_tasks
 
     def _own_task(self, group: Group, task: Task | None) -> GroupTask:
         fields = {k: v for k, v in self.config.task.items() if k != "name"}
         task = task if task is not None else load_task(self.config.task["name"], fields)
+        if not isinstance(task, Task):
+            raise PopjaxError(
+                f"task= takes a popjax.Task, or a config's task by name such as "
+                f'"regression" (got a {type(task).__name__})'
+            )
         space = SearchSpace({**dict(task.space or {}), **group.config.space.given}, builtin=False)
         check_one_member(task, space)
         return GroupTask(group, task, space)
@@ -179,6 +188,31 @@ class Plan:
         else:
             task = supervised.classification(model, data, metric=config.metric, **common)
         return GroupTask(group, task, config.space)
+
+
+def check_arguments(data, model, loss_fn) -> None:
+    """What ``popjax.run`` was given for a built-in task, by type, before anything is built."""
+    if data is not None and not isinstance(data, datasets.Dataset):
+        raise PopjaxError(
+            f"data= takes a popjax.Dataset, such as popjax.data.from_arrays(x, y, x_test, "
+            f"y_test) (got a {type(data).__name__}); a config's data table goes in the config: "
+            "SweepConfig(data={...})"
+        )
+    if model is not None and not (
+        callable(getattr(model, "init", None))
+        and callable(getattr(model, "apply", None))
+        and not isinstance(model, type)
+    ):
+        raise PopjaxError(
+            f"model= takes a flax linen module, such as popjax.nn.MLP(hidden=(64, 64)) (got a "
+            f"{type(model).__name__}); a config's model table goes in the config: "
+            "SweepConfig(model={...})"
+        )
+    if loss_fn is not None and not callable(loss_fn):
+        raise PopjaxError(
+            f"loss_fn= takes a function loss_fn(logits, labels) -> scalar (got a "
+            f'{type(loss_fn).__name__}); a config names its loss with loss = "squared_error"'
+        )
 
 
 def check_one_member(task: Task, space: SearchSpace) -> None:
@@ -238,13 +272,37 @@ def _check_model(model: dict) -> None:
     ]
     for key in model:
         if key != "name" and key not in module_fields:
-            raise ConfigError(unknown_name_error(f"{name} model field", key, module_fields))
-    if model.get("dtype", "float32") not in COMPUTE_DTYPES:
-        raise ConfigError(unknown_name_error("model dtype", str(model["dtype"]), COMPUTE_DTYPES))
+            raise ConfigError(unknown_name_error(f"{name} model field", str(key), module_fields))
+    dtype = model.get("dtype", "float32")
+    if not isinstance(dtype, str) or dtype not in COMPUTE_DTYPES:
+        raise ConfigError(unknown_name_error("model dtype", str(dtype), COMPUTE_DTYPES))
+    defaults = {f.name: f.default for f in dataclasses.fields(MODELS[name])}
+    for key, value in model.items():
+        _check_model_field(name, key, value, defaults.get(key))
+
+
+def _check_model_field(model: str, key: str, value, default) -> None:
+    """A field of popjax's own models, by the type of its default: sizes are whole numbers."""
+
+    def size(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{model}.{key} must be true or false (got {shown(value)})")
+    elif isinstance(default, int):
+        if not size(value):
+            raise ConfigError(f"{model}.{key} must be a whole number >= 1 (got {shown(value)})")
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(map(size, value)):
+            raise ConfigError(
+                f"{model}.{key} must be a list of whole numbers >= 1, such as "
+                f"{list(default)} (got {shown(value)})"
+            )
 
 
 def _check_loss(loss: str) -> None:
     from popjax.tasks.supervised import LOSSES
 
-    if loss not in LOSSES:
+    if not isinstance(loss, str) or loss not in LOSSES:
         raise ConfigError(unknown_name_error("loss", str(loss), tuple(LOSSES)))
