@@ -9,8 +9,15 @@ from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, as every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="popjax", description=__doc__)
+    parser = ArgumentParser(prog="popjax", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train a population with PBT")
     run.add_argument("config", nargs="?", help="a TOML config; the built-in default if omitted")
