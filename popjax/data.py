@@ -125,11 +125,10 @@ def checked_splits(splits: dict, label_names, regression: bool) -> list[tuple]:
                 f"{x_name} has {len(x)} examples but {y_name} has "
                 f"{len(y) if y.ndim else 'no'} labels: give one label per example"
             )
-        x = _finite(x_name, x.astype(np.float32))
-        if regression:
-            y = _finite(y_name, y.astype(np.float32))
-        else:
-            y = _class_indices(y_name, y)
+        # Values beyond float32's range become inf here, and are refused as such.
+        with np.errstate(over="ignore"):
+            x = _finite(x_name, x.astype(np.float32))
+            y = _finite(y_name, y.astype(np.float32)) if regression else _class_indices(y_name, y)
         converted.append((x, y))
     names = list(zip(splits, label_names))
     first_x, first_y = converted[0]
