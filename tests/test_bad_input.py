@@ -535,6 +535,9 @@ def write_npz_file(kind: str, path) -> str:
 # Feeding the cases
 
 
+FIT_PROGRAM = sweep.fit_program
+
+
 @pytest.fixture(autouse=True)
 def refuse_to_train(monkeypatch):
     """Whatever reaches the first compilation counts as accepted, so no case trains."""
@@ -745,12 +748,16 @@ def test_several_hundred_inputs_are_tried():
     assert tried >= 300
 
 
-@pytest.mark.timeout(30)
-def test_valid_edge_values_reach_training(folder):
-    # The edges of each range are accepted: such a sweep gets as far as compiling.
-    edges = SweepConfig(**{**BASE, "seed": 2**32 - 1, "batch_size": 1294, "name": "x" * 100})
-    with pytest.raises(WouldTrain):
-        popjax.run(edges, out=folder / "run", progress=False)
+@pytest.mark.timeout(120)
+def test_valid_edge_values_run(folder, monkeypatch):
+    # The edges of each range are accepted, and such a sweep trains: the largest seed, a batch
+    # of the whole training split, the longest name.
+    monkeypatch.setattr(sweep, "fit_program", FIT_PROGRAM)
+    train = len(popjax.Plan.from_config(SweepConfig(**BASE)).load_data().x_train)
+    edges = {**BASE, "seed": 2**32 - 1, "batch_size": train, "name": "x" * 200, "steps": 2}
+    result = popjax.run(SweepConfig(**edges), write=False, progress=False)
+    assert 0.0 <= result.best_test["accuracy"] <= 1.0
+    assert np.isfinite(result.history[-1]["val_loss"]).all()
 
 
 @pytest.mark.timeout(240)
