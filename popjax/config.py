@@ -446,11 +446,11 @@ def _check_name(name) -> None:
     if (
         len(name) > MAX_NAME_LENGTH
         or name in (".", "..")
-        or not all(c.isprintable() and c not in "/\\:" for c in name)
+        or not all(c.isprintable() and c not in "/\\" for c in name)
     ):
         raise ConfigError(
             f"name names the run folder: use at most {MAX_NAME_LENGTH} printable characters "
-            f"without / \\ or : (got {shown(name)})"
+            f"without / or \\ (got {shown(name)})"
         )
 
 
