@@ -130,6 +130,10 @@ def config_cases() -> list[Case]:
         "perturb_factors": ("ab", [], [0], [-1], [NAN], [INF], 5, ["a"], [[1]], 1.2, {}),
         "resample_probability": (NAN, INF, -0.1, 2, "a", [], True),
         "enabled": ("yes", 5, [], 0.5),
+        "explore": (5, "pb3", [], ""),
+        "window": (0, -1, 1.5, "a", True, NAN, HUGE),
+        "rungs": ([0, 1], [2, 1], [1, 1], "a", 5, [1.5], [True], [HUGE], [NAN]),
+        "restart": (5, "later", [], True),
     }
     for key, values in pbt_values.items():
         for value in values:
