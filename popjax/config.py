@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,6 @@ from typing import Any
 from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.memory import parse_bytes
 from popjax.space import SearchSpace
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DATA_KEYS = ("name", "path", "val_fraction")
 # The built-in tasks: what each selects on, and the dataset it trains on unless told otherwise.

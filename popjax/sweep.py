@@ -7,6 +7,7 @@ member) to log, record the lineage (``popjax.records``), checkpoint and draw pro
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, closing
@@ -134,6 +135,8 @@ def run(
       >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
     """
     start = time.perf_counter()
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise PopjaxError(f"out must be a folder path (got a {type(out).__name__})")
     if not cache:
         caches.disable()
     caches.enable_compilation_cache()
