@@ -121,6 +121,51 @@ def kernel(x1, t1, x2, t2, lengthscale, forgetting):
     return space_part * time_part
 
 
+# Cholesky factors and triangular solves in plain XLA operations: on CPU devices, LAPACK's
+# (what jnp.linalg calls) can wait forever for threads that another device's part of the
+# round holds. The matrices are small (the population times the window), so loops suffice.
+
+
+def cholesky(matrix):
+    """The lower Cholesky factor of a symmetric positive definite ``[N, N]`` matrix."""
+    size = matrix.shape[0]
+    index = jnp.arange(size)
+
+    def column(j, lower):
+        known = jnp.where(index < j, lower[j], 0.0)  # row j's entries left of the diagonal
+        rest = matrix[:, j] - lower @ known
+        pivot = jnp.sqrt(jnp.maximum(rest[j], JITTER))
+        return lower.at[:, j].set(jnp.where(index > j, rest / pivot, 0.0).at[j].set(pivot))
+
+    return jax.lax.fori_loop(0, size, column, jnp.zeros_like(matrix))
+
+
+def solve_lower(lower, right):
+    """``x`` with ``lower @ x = right``, ``lower`` lower triangular; ``right`` ``[N]`` or
+    ``[N, Q]``."""
+
+    def row(i, x):  # rows of x from i on are still 0
+        return x.at[i].set((right[i] - lower[i] @ x) / lower[i, i])
+
+    return jax.lax.fori_loop(0, right.shape[0], row, jnp.zeros_like(right))
+
+
+def solve_upper_transposed(lower, right):
+    """``x`` with ``lower.T @ x = right``."""
+    size = right.shape[0]
+
+    def row(k, x):  # rows of x up to i are still 0
+        i = size - 1 - k
+        return x.at[i].set((right[i] - lower[:, i] @ x) / lower[i, i])
+
+    return jax.lax.fori_loop(0, size, row, jnp.zeros_like(right))
+
+
+def cholesky_solve(lower, right):
+    """``x`` with ``lower @ lower.T @ x = right``."""
+    return solve_upper_transposed(lower, solve_lower(lower, right))
+
+
 def _masked_gram(x, t, valid, lengthscale, forgetting, noise):
     """The Gram matrix of the valid observations plus noise; an invalid one is decoupled
     (a 1 on the diagonal, 0 elsewhere), which leaves the posterior of the valid ones as is."""
@@ -133,20 +178,20 @@ def _masked_gram(x, t, valid, lengthscale, forgetting, noise):
 def posterior(x, t, y, valid, x_query, t_query, lengthscale, forgetting, noise):
     """The GP's posterior mean ``[Q]`` and covariance ``[Q, Q]`` at the queries, given the
     ``valid`` observations ``(x [N, D], t [N]) -> y [N]`` (a zero-mean prior of unit scale)."""
-    chol = jnp.linalg.cholesky(_masked_gram(x, t, valid, lengthscale, forgetting, noise))
+    chol = cholesky(_masked_gram(x, t, valid, lengthscale, forgetting, noise))
     cross = jnp.where(valid[:, None], kernel(x, t, x_query, t_query, lengthscale, forgetting), 0)
-    alpha = jax.scipy.linalg.cho_solve((chol, True), jnp.where(valid, y, 0.0))
+    alpha = cholesky_solve(chol, jnp.where(valid, y, 0.0))
     mean = cross.T @ alpha
-    half = jax.scipy.linalg.solve_triangular(chol, cross, lower=True)
+    half = solve_lower(chol, cross)
     prior = kernel(x_query, t_query, x_query, t_query, lengthscale, forgetting)
     return mean, prior - half.T @ half
 
 
 def log_marginal_likelihood(x, t, y, valid, lengthscale, forgetting, noise):
     """``log p(y | x, t)`` of the valid observations."""
-    chol = jnp.linalg.cholesky(_masked_gram(x, t, valid, lengthscale, forgetting, noise))
+    chol = cholesky(_masked_gram(x, t, valid, lengthscale, forgetting, noise))
     y = jnp.where(valid, y, 0.0)
-    alpha = jax.scipy.linalg.cho_solve((chol, True), y)
+    alpha = cholesky_solve(chol, y)
     log_det = 2.0 * jnp.sum(jnp.where(valid, jnp.log(jnp.diagonal(chol)), 0.0))
     count = jnp.sum(valid)
     return -0.5 * (y @ alpha) - 0.5 * log_det - 0.5 * count * math.log(2.0 * math.pi)

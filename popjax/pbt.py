@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from popjax import pb2
 from popjax.mesh import take_members
@@ -187,8 +188,16 @@ def pbt_step(
     hparams = explore(explore_key, population.hparams, space, replaced, config)
     if config.explore == "pb2" and pb2.searched(space):
         # Until a round's gains are seen, PB2's model knows nothing: perturb meanwhile.
-        chosen, informed = pb2.propose(
-            pb2_key, observations.flat(), population.hparams, space, replaced, now
+        def propose(key, observations, hparams, replaced, now):
+            return pb2.propose(key, observations, hparams, space, replaced, now)
+
+        if mesh is not None and mesh.size > 1:
+            # Each device fits the whole (small) model on its own: LAPACK's Cholesky and
+            # triangular solves on CPU devices never return once XLA splits them over devices.
+            everywhere = PartitionSpec()
+            propose = jax.shard_map(propose, mesh=mesh, in_specs=everywhere, out_specs=everywhere)
+        chosen, informed = propose(
+            pb2_key, observations.flat(), population.hparams, replaced, jnp.asarray(now)
         )
         hparams = {name: jnp.where(informed, chosen[name], hparams[name]) for name in hparams}
     return population._replace(hparams=hparams), source, replaced

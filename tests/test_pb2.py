@@ -1,6 +1,9 @@
 """PB2's Gaussian process against closed forms in numpy, and its explore against random
 perturbation on a fitness with a known optimum."""
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +15,8 @@ from popjax import pb2
 from popjax.config import PBTConfig
 from popjax.pbt import explore, truncation_sources
 from popjax.space import Choice, LogUniform, SearchSpace, Uniform
+
+from conftest import run_process
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -191,3 +196,23 @@ def test_pb2_in_a_sweep_chooses_its_own_values_without_recompiling(small_data, s
     assert not np.isclose(picked[:, None], [0.8, 1.2], rtol=1e-5).any(axis=1).all()
     rates = np.array([r["hparams"]["learning_rate"] for r in chosen.history])
     assert ((rates >= low * (1 - 1e-6)) & (rates <= high * (1 + 1e-6))).all()
+
+
+SEVERAL_DEVICES = """
+import popjax
+result = popjax.run(population=16, steps=200, interval=50, batch_size=16, write=False,
+                    progress=False, pbt=popjax.PBTConfig(explore="pb2"),
+                    data=popjax.data.digits())
+assert result.compilations == 1
+print("devices", len(result.devices))
+"""
+
+
+@pytest.mark.timeout(240)
+def test_pb2_runs_with_the_members_over_several_cpu_devices(tmp_path):
+    # LAPACK's factorisations hang when two CPU devices run them inside one round; PB2's
+    # model must not depend on them.
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+    done = run_process([sys.executable, "-c", SEVERAL_DEVICES], cwd=tmp_path, timeout=200, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "devices 2" in done.stdout
