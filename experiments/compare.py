@@ -294,15 +294,19 @@ def score_name(task: str, runs) -> str:
     )
 
 
+# The paired comparisons the table reports: (method, baseline).
+LEADS = (("pbt", "random"), ("pb2", "pbt"), ("halving", "random"))
+
+
 def results_table(runs) -> str:
     """Markdown: the test figure of the member chosen on validation (accuracy in %, or a
     regression's loss), mean ± std over seeds, and paired leads: PBT over random search, PB2
-    over PBT."""
+    over PBT, successive halving over random search (the same draws, without early stopping)."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
     lines = [
-        "| task | " + " | ".join(methods) + " | pbt − random, paired | pb2 − pbt, paired |",
-        "|---" * (len(methods) + 3) + "|",
+        "| task | " + " | ".join(methods + [f"{a} − {b}, paired" for a, b in LEADS]) + " |",
+        "|---" * (len(methods) + len(LEADS) + 1) + "|",
     ]
     for task in tasks:
         cells = []
@@ -312,7 +316,7 @@ def results_table(runs) -> str:
             cells.append(
                 f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} (n={len(values)})"
             )
-        leads = [paired_lead(runs, task, "pbt", "random"), paired_lead(runs, task, "pb2", "pbt")]
+        leads = [paired_lead(runs, task, a, b) for a, b in LEADS]
         lines.append(f"| {task} | " + " | ".join(cells + leads) + " |")
     return "\n".join(lines)
 
