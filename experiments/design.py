@@ -113,11 +113,15 @@ def main(argv=None) -> None:
                         f"{result.best_test['accuracy']:.4f}",
                         flush=True,
                     )
-    table = design_table(runs)
     out = HERE / args.out
+    if out.exists():  # keep the runs of the methods not run now, as compare.py does
+        saved = json.loads(out.read_text())
+        if saved["task"] == args.task:
+            runs = [r for r in saved["runs"] if r["method"] not in args.methods] + runs
+    table = design_table(runs)
     out.write_text(json.dumps({"task": args.task, "runs": runs}, indent=1))
     out.with_suffix(".md").write_text(
-        f"Task {args.task}, development seeds {args.seeds}.\n\n{table}\n"
+        f"Task {args.task}, development seeds {sorted({r['seed'] for r in runs})}.\n\n{table}\n"
     )
     print()
     print(table)

@@ -48,7 +48,9 @@ class PBTConfig:
         better) or "halving" (successive halving: at each of the ``rungs``, the bottom
         ``fraction`` stop, and their slots ``restart``).
       fraction: the ``q`` of truncation selection; the share that stops at a rung.
-      rungs: the rounds after which successive halving decides (by default 1, 2, 4, 8, ...).
+      rungs: when successive halving decides (by default 1, 2, 4, 8, ...): rounds of a trial's
+        own training with ``restart = "prior"`` (a trial is judged against every trial that
+        reached the same rung, as ASHA; see ``popjax.halving``), rounds of the run with copies.
       restart: what a slot stopped by successive halving does next: "prior" (a new trial,
         fresh weights and hyperparameters from the priors, as ASHA's random search) or "copy"
         (a copy of a top member, explored, as PBT).

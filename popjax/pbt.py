@@ -56,17 +56,9 @@ def tournament_sources(key, fitness):
     return jnp.where(replaced, other, identity), replaced
 
 
-def bottom_members(fitness, fraction: float):
-    """``[P]`` bool: the ``floor(fraction * P)`` worst members (diverged ones first)."""
-    size = fitness.shape[0]
-    count = int(fraction * size)
-    order = jnp.argsort(safe_fitness(fitness))  # worst first
-    return jnp.zeros(size, bool).at[order[:count]].set(True)
-
-
 def at_rung(round_index, rungs) -> jax.Array:
-    """Whether successive halving decides at the start of this round (after ``round_index``
-    rounds)."""
+    """Whether successive halving with copies decides at the start of this round (after
+    ``round_index`` rounds; every member's weights are that old)."""
     return jnp.any(round_index == jnp.asarray(rungs, jnp.int32))
 
 

@@ -88,7 +88,7 @@ class GroupProgram:
 
         def init(train_data):
             population = init_population(init_key, task, space, config.population, train_data)
-            return population, Standing.initial(config.population, space, config.pbt)
+            return population, Standing.initial(config.population, space, config.pbt, config.rounds)
 
         shards = members.mesh.size
         evaluate = make_evaluate(task, chunks, shards)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from popjax.errors import PopjaxError
+from popjax.halving import judged_rungs
 
 
 def best_members_table(result, top: int = 5) -> str:
@@ -107,16 +108,17 @@ def describe_pbt(config, lineage) -> str:
     explore = "PB2" if settings.explore == "pb2" else "perturbation"
     if settings.exploit != "halving":
         return f"{settings.exploit} and {explore}, every {config.interval} steps"
-    rungs = [r for r in settings.rungs if r < lineage.rounds]
+    rungs = ", ".join(map(str, judged_rungs(settings.rungs, lineage.rounds))) or "none"
+    if settings.restart == "copy":
+        return (
+            f"successive halving: the bottom {settings.fraction:g} copied top members after "
+            f"rounds {rungs} ({config.interval} steps each), then {explore}"
+        )
     restarts = sum(len(members) for members in lineage.restarts.values())
-    then = (
-        f"{restarts} slot(s) began again from the priors"
-        if settings.restart == "prior"
-        else f"their slots copied top members, then {explore}"
-    )
     return (
-        f"successive halving: the bottom {settings.fraction:g} stopped after rounds "
-        f"{', '.join(map(str, rungs)) or 'none'} ({config.interval} steps each), and {then}"
+        f"successive halving (ASHA): of the trials that reached rungs {rungs} (rounds of their "
+        f"own, {config.interval} steps each), the bottom {settings.fraction:g} stopped; "
+        f"{restarts} slot(s) began again from the priors"
     )
 
 

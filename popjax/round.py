@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from popjax import pb2
-from popjax.pbt import at_rung, bottom_members, pbt_step, restart_members
+from popjax import halving, pb2
+from popjax.pbt import at_rung, pbt_step, restart_members
 from popjax.population import Population, init_members, member_keys
 from popjax.train import make_evaluate, make_segment
 
@@ -41,21 +41,39 @@ class Standing(NamedTuple):
     best: jax.Array  # the best so far of the weights it carries
     stale: jax.Array  # rounds since ``best`` last improved
     observed: pb2.Observations | None = None  # what PB2 learns from, when it explores
+    rungs: halving.RungRecords | None = None  # what successive halving judges trials against
 
     @classmethod
     def initial(
-        cls, size: int, space: SearchSpace | None = None, pbt: PBTConfig | None = None
+        cls,
+        size: int,
+        space: SearchSpace | None = None,
+        pbt: PBTConfig | None = None,
+        rounds: int | None = None,
     ) -> Standing:
-        """Before the first round; with PB2's (empty) observations if ``pbt`` explores so."""
-        observed = None
+        """Before the first round; with PB2's (empty) observations if ``pbt`` explores so, and
+        successive halving's (empty) rung records for a run of ``rounds`` if it restarts
+        trials."""
+        observed = records = None
         if pbt is not None and pbt.enabled and pbt.explore == "pb2":
             observed = pb2.Observations.empty(size, pbt.window, len(pb2.searched(space)))
+        if pbt is not None and pbt.enabled and restarts_trials(pbt):
+            if rounds is None:
+                raise ValueError("successive halving's rung records need the run's rounds")
+            records = halving.RungRecords.empty(size, pbt.rungs, rounds)
         return cls(
             jnp.zeros(size, jnp.float32),
             jnp.full(size, -jnp.inf, jnp.float32),
             jnp.zeros(size, jnp.int32),
             observed,
+            records,
         )
+
+
+def restarts_trials(pbt: PBTConfig) -> bool:
+    """Whether ``pbt`` is successive halving that begins stopped slots again from the priors
+    (ASHA's random search); with copies it is PBT at the rungs."""
+    return pbt.exploit == "halving" and pbt.restart == "prior"
 
 
 def make_round(
@@ -89,10 +107,13 @@ def make_round(
             # has no fitness to select on yet.
             fitness = jnp.where(stopped, -jnp.inf, standing.fitness)
             key = jax.random.fold_in(pbt_key, round_index)
-            rung = at_rung(round_index, pbt.rungs) if pbt.exploit == "halving" else True
-            if pbt.exploit == "halving" and pbt.restart == "prior":
-                restarted = (bottom_members(fitness, pbt.fraction) & rung) | ~jnp.isfinite(fitness)
-                restarted = restarted & (round_index > 0)
+            if restarts_trials(pbt):
+                # A trial's own rounds: a restart set its step count back to 0.
+                age = population.step // interval
+                halted, records = halving.judge(
+                    standing.rungs, age, fitness, pbt.rungs, pbt.fraction
+                )
+                restarted = (halted | ~jnp.isfinite(fitness)) & (round_index > 0)
                 train_data = data.train if data is not None else None
 
                 def fresh_state(key, hparams):
@@ -105,8 +126,11 @@ def make_round(
                 standing = standing._replace(
                     best=jnp.where(restarted, -jnp.inf, standing.best),
                     stale=jnp.where(restarted, 0, standing.stale),
+                    rungs=records,
                 )
             else:
+                # With copies every member is as old as the run: its rungs are the run's rounds.
+                rung = at_rung(round_index, pbt.rungs) if pbt.exploit == "halving" else True
                 population, source, replaced = pbt_step(
                     key,
                     population,
@@ -157,6 +181,7 @@ def make_round(
             jnp.maximum(fitness, standing.best),
             jnp.where(improved, 0, standing.stale + 1),
             observed,
+            standing.rungs,
         )
         return (
             population,
