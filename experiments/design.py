@@ -114,10 +114,7 @@ def main(argv=None) -> None:
                         flush=True,
                     )
     out = HERE / args.out
-    if out.exists():  # keep the runs of the methods not run now, as compare.py does
-        saved = json.loads(out.read_text())
-        if saved["task"] == args.task:
-            runs = [r for r in saved["runs"] if r["method"] not in args.methods] + runs
+    runs = with_saved_runs(out, args.task, runs)
     table = design_table(runs)
     out.write_text(json.dumps({"task": args.task, "runs": runs}, indent=1))
     out.with_suffix(".md").write_text(
@@ -125,6 +122,18 @@ def main(argv=None) -> None:
     )
     print()
     print(table)
+
+
+def with_saved_runs(out: Path, task: str, runs: list[dict]) -> list[dict]:
+    """``runs`` after the runs ``out`` already holds of the same task's other methods, so a
+    method can be run again without running the rest (as compare.py does)."""
+    if not out.exists():
+        return runs
+    saved = json.loads(out.read_text())
+    if saved["task"] != task:
+        return runs
+    methods = {r["method"] for r in runs}
+    return [r for r in saved["runs"] if r["method"] not in methods] + runs
 
 
 def design_table(runs) -> str:

@@ -76,3 +76,23 @@ for line in design_table(runs).splitlines()[2:]:
     # pbt: "b" (85%) beats "a" (80%); random: "a" (60%) beats "b" (50%)
     chosen = [line.strip() for line in out.splitlines()]
     assert chosen == ["pbt a", "pbt b yes", "random a yes", "random b"]
+
+
+def test_design_keeps_the_saved_runs_of_the_methods_not_run_again(tmp_path):
+    out = run_in_experiments(
+        f"""
+import json
+from pathlib import Path
+from design import with_saved_runs
+out = Path({str(tmp_path / "design.json")!r})
+out.write_text(json.dumps({{"task": "t", "runs": [
+    {{"method": "pbt", "seed": 0}}, {{"method": "halving", "seed": 0}}]}}))
+print([(r["method"], r["seed"]) for r in with_saved_runs(out, "t", [
+    {{"method": "halving", "seed": 1}}])])
+print(len(with_saved_runs(out, "other task", [{{"method": "halving", "seed": 1}}])))
+""",
+        tmp_path,
+    )
+    kept, other = out.strip().splitlines()
+    assert kept == "[('pbt', 0), ('halving', 1)]"  # the old halving run replaced
+    assert other == "1"  # another task's file is not merged
