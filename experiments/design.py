@@ -133,7 +133,8 @@ def with_saved_runs(out: Path, task: str, runs: list[dict]) -> list[dict]:
     if saved["task"] != task:
         return runs
     methods = {r["method"] for r in runs}
-    return [r for r in saved["runs"] if r["method"] not in methods] + runs
+    merged = [r for r in saved["runs"] if r["method"] not in methods] + runs
+    return sorted(merged, key=lambda r: METHODS.index(r["method"]))  # in compare.py's order
 
 
 def design_table(runs) -> str:

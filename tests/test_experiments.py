@@ -86,7 +86,7 @@ from pathlib import Path
 from design import with_saved_runs
 out = Path({str(tmp_path / "design.json")!r})
 out.write_text(json.dumps({{"task": "t", "runs": [
-    {{"method": "pbt", "seed": 0}}, {{"method": "halving", "seed": 0}}]}}))
+    {{"method": "halving", "seed": 0}}, {{"method": "pbt", "seed": 0}}]}}))
 print([(r["method"], r["seed"]) for r in with_saved_runs(out, "t", [
     {{"method": "halving", "seed": 1}}])])
 print(len(with_saved_runs(out, "other task", [{{"method": "halving", "seed": 1}}])))
@@ -94,5 +94,5 @@ print(len(with_saved_runs(out, "other task", [{{"method": "halving", "seed": 1}}
         tmp_path,
     )
     kept, other = out.strip().splitlines()
-    assert kept == "[('pbt', 0), ('halving', 1)]"  # the old halving run replaced
+    assert kept == "[('pbt', 0), ('halving', 1)]"  # the old halving run replaced, in order
     assert other == "1"  # another task's file is not merged
