@@ -7,15 +7,17 @@ config; only what happens between rounds differs:
 * pbt: exploit (truncation, q = 0.25) and explore (x0.8 / x1.2, resample with p = 0.25);
 * pb2: the same exploit; a replaced member's hyperparameters maximise the upper confidence
   bound of a Gaussian process of the population's recent gains (``popjax.pb2``);
-* halving: successive halving, the ASHA way: after rounds 1, 2, 4, 8, ... the bottom half
-  stops, and their slots begin again with fresh weights and hyperparameters from the priors;
+* halving: successive halving, the ASHA way: a trial that has trained 1, 2, 4, 8, ... rounds
+  of its own stops if it is in the bottom half of every trial that reached that rung, and its
+  slot begins again with fresh weights and hyperparameters from the priors;
 * random: the same population, hyperparameters drawn once from the same priors, never changed;
 * fixed: every member with one textbook setting (learning rate 0.05, momentum 0.9, no dropout,
   weight decay 5e-4), differing only in initial weights and batch order.
 
 Each picks its best member on the validation split; the table reports that member's test
-accuracy, mean and spread over seeds, and paired leads seed by seed (PBT over random search, PB2
-over PBT: the methods of one seed start from the same members and data). Where a method had a
+figure (accuracy, a regression's loss, an agent's return), mean and spread over seeds, and
+paired leads seed by seed (PBT over random search, PB2 over PBT, successive halving over random
+search: the methods of one seed start from the same members and data). Where a method had a
 choice of setup, `design.py` made it on development data carved from the training split, and
 this script reads the choice from the ``design*.json`` files it wrote (``chosen_setups``).
 
@@ -221,7 +223,7 @@ def plot(runs, path) -> None:
 
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for i, method in enumerate(methods):
             accuracy = [score(r) for r in runs if r["task"] == task and r["method"] == method]
@@ -232,7 +234,7 @@ def plot(runs, path) -> None:
             label, value = PAPER_LINES[task]
             ax.axhline(value, color="gray", ls="--", label=f"{label} ({value}%)")
             ax.legend(fontsize=7, loc="lower right")
-        ax.set_xticks(range(len(methods)), methods)
+        ax.set_xticks(range(len(methods)), methods, rotation=30)
         ax.set(title=task, ylabel=score_name(task, runs))
         if score_name(task, runs) == "test accuracy (%)":
             everything = [score(r) for r in runs if r["task"] == task]
@@ -310,11 +312,13 @@ def results_table(runs) -> str:
     ]
     for task in tasks:
         cells = []
-        digits = 1 if score_name(task, runs) == "test accuracy (%)" else 3
+        digits = 3 if "lower is better" in score_name(task, runs) else 1  # a loss: 3
         for method in methods:
             values = [score(r) for r in runs if r["task"] == task and r["method"] == method]
             cells.append(
                 f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} (n={len(values)})"
+                if values
+                else "not run"
             )
         leads = [paired_lead(runs, task, a, b) for a, b in LEADS]
         lines.append(f"| {task} | " + " | ".join(cells + leads) + " |")
@@ -333,7 +337,8 @@ def paired_lead(runs, task, method="pbt", baseline="random") -> str:
     if len(lead) < 2:
         return "n/a"
     error = np.std(lead, ddof=1) / np.sqrt(len(lead))
-    return f"{np.mean(lead):+.2f} ± {error:.2f} (n={len(lead)})"
+    digits = 3 if "lower is better" in score_name(task, runs) else 2  # a loss: 3
+    return f"{np.mean(lead):+.{digits}f} ± {error:.{digits}f} (n={len(lead)})"
 
 
 if __name__ == "__main__":
