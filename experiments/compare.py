@@ -287,13 +287,22 @@ def score(run: dict) -> float:
     return 100 * run["test_accuracy"] if metric == "accuracy" else run[f"test_{metric}"]
 
 
+def task_metric(task: str, runs) -> str:
+    return next(r.get("metric", "accuracy") for r in runs if r["task"] == task)
+
+
 def score_name(task: str, runs) -> str:
-    metric = next(r.get("metric", "accuracy") for r in runs if r["task"] == task)
+    metric = task_metric(task, runs)
     if metric == "accuracy":
         return "test accuracy (%)"
     return (
         "test return (fresh episodes)" if metric == "return" else f"test {metric} (lower is better)"
     )
+
+
+def decimals(task: str, runs, default: int) -> int:
+    """Decimals to print a task's figures with: a loss (a regression's) needs 3."""
+    return 3 if task_metric(task, runs) not in ("accuracy", "return") else default
 
 
 # The paired comparisons the table reports: (method, baseline).
@@ -312,7 +321,7 @@ def results_table(runs) -> str:
     ]
     for task in tasks:
         cells = []
-        digits = 3 if "lower is better" in score_name(task, runs) else 1  # a loss: 3
+        digits = decimals(task, runs, 1)
         for method in methods:
             values = [score(r) for r in runs if r["task"] == task and r["method"] == method]
             cells.append(
@@ -337,7 +346,7 @@ def paired_lead(runs, task, method="pbt", baseline="random") -> str:
     if len(lead) < 2:
         return "n/a"
     error = np.std(lead, ddof=1) / np.sqrt(len(lead))
-    digits = 3 if "lower is better" in score_name(task, runs) else 2  # a loss: 3
+    digits = decimals(task, runs, 2)
     return f"{np.mean(lead):+.{digits}f} ± {error:.{digits}f} (n={len(lead)})"
 
 

@@ -184,8 +184,8 @@ def pbt_step(
             return pb2.propose(key, observations, hparams, space, replaced, now)
 
         if mesh is not None and mesh.size > 1:
-            # Each device fits the whole (small) model on its own: LAPACK's Cholesky and
-            # triangular solves on CPU devices never return once XLA splits them over devices.
+            # Each device fits the whole (small) model on its own, rather than XLA splitting
+            # its sequential Cholesky and solve loops over the devices that hold the members.
             everywhere = PartitionSpec()
             propose = jax.shard_map(propose, mesh=mesh, in_specs=everywhere, out_specs=everywhere)
         chosen, informed = propose(

@@ -202,18 +202,9 @@ def test_restarted_slots_get_fresh_weights_and_hyperparameters_from_the_priors(
 
 
 def test_halving_that_copies_the_top_members_copies_only_at_rungs(small_data, small_model):
-    result = popjax.run(
-        data=small_data,
-        model=small_model,
-        population=8,
-        steps=60,
-        interval=10,
-        batch_size=16,
-        pbt=PBTConfig(exploit="halving", fraction=0.25, rungs=RUNGS, restart="copy"),
-        write=False,
-        progress=False,
-        seed=2,
-    )
+    copies = PBTConfig(exploit="halving", fraction=0.25, rungs=RUNGS, restart="copy")
+    settings = {**HALVING, "pbt": copies}
+    result = popjax.run(data=small_data, model=small_model, write=False, **settings)
     for record in result.history:
         parents = np.asarray(record["parents"])
         copied = parents != np.arange(8)
