@@ -13,7 +13,16 @@ from collections.abc import Mapping
 import jax
 import optax
 
+from popjax.errors import PopjaxError
+
 FAMILIES = ("sgd", "adam")
+# What each family reads of a member's hyperparameters, and the value it takes when the space
+# does not name one (None: the space must). ``grad_clip`` (any family) clips the gradient's
+# global norm first when the space names it.
+FAMILY_HPARAMS = {
+    "sgd": {"learning_rate": None, "momentum": 0.0, "weight_decay": 0.0},
+    "adam": {"learning_rate": None, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
+}
 
 
 def sgdw(learning_rate, momentum, weight_decay) -> optax.GradientTransformation:
@@ -44,18 +53,35 @@ def member_optimizer(
 ) -> optax.GradientTransformation:
     """The optimizer of one member, built from its (traced, scalar) hyperparameters.
 
-    ``learning_rate`` is this step's rate when a schedule sets it; the member's
-    ``learning_rate`` hyperparameter otherwise. With a ``grad_clip`` hyperparameter the gradient
-    is first clipped to that global norm.
+    Args:
+      hparams: the member's hyperparameters. The family reads those of ``FAMILY_HPARAMS``; a
+        missing one takes its default there (``learning_rate`` has none). With a ``grad_clip``
+        hyperparameter the gradient is first clipped to that global norm.
+      learning_rate: this step's rate, instead of ``hparams["learning_rate"]``. Under a
+        schedule in the search space, popjax already puts the step's rate in ``hparams``.
+      family: "sgd" (heavy-ball momentum, decoupled weight decay) or "adam" (AdamW).
+
+    Example:
+      >>> update = member_optimizer({"learning_rate": lr, "b1": b1}, family="adam")
     """
-    if learning_rate is None:
-        learning_rate = hparams["learning_rate"]
+    if family not in FAMILY_HPARAMS:
+        raise PopjaxError(
+            f"unknown optimizer family '{family}': choose among {', '.join(FAMILIES)}"
+        )
+    if learning_rate is None and "learning_rate" not in hparams:
+        raise PopjaxError(
+            f"the {family} optimizer reads learning_rate, which the member's hyperparameters "
+            "lack: add learning_rate to the search space"
+        )
+    read = {name: hparams.get(name, default) for name, default in FAMILY_HPARAMS[family].items()}
+    if learning_rate is not None:
+        read["learning_rate"] = learning_rate
     if family == "adam":
         update = adamw(
-            learning_rate, hparams["b1"], hparams["b2"], hparams["eps"], hparams["weight_decay"]
+            read["learning_rate"], read["b1"], read["b2"], read["eps"], read["weight_decay"]
         )
     else:
-        update = sgdw(learning_rate, hparams["momentum"], hparams["weight_decay"])
+        update = sgdw(read["learning_rate"], read["momentum"], read["weight_decay"])
     if "grad_clip" in hparams:
         return optax.chain(optax.clip_by_global_norm(hparams["grad_clip"]), update)
     return update
@@ -64,6 +90,5 @@ def member_optimizer(
 def init_state(params, hparams: Mapping[str, jax.Array] | None = None, family: str = "sgd"):
     """Optimizer state for ``params``: its shape depends on the family and on which
     hyperparameters there are (``grad_clip`` adds a stage), never on their values."""
-    coefficients = ("learning_rate", "momentum", "b1", "b2", "eps", "weight_decay")
-    zeros = {name: 0.0 for name in (*coefficients, *(hparams or ()))}
+    zeros = {name: 0.0 for name in (*FAMILY_HPARAMS.get(family, ()), *(hparams or ()))}
     return member_optimizer(zeros, family=family).init(params)

@@ -14,7 +14,7 @@ from popjax import data as datasets
 from popjax.config import MAX_COUNT, PYTHON_TASK, ConfigError, SweepConfig
 from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.groups import Group, resolve_groups
-from popjax.space import SearchSpace
+from popjax.space import SearchSpace, schedule_kinds
 from popjax.task import Task, load_task
 
 # Weights stay float32 whatever the compute dtype: the optimizer updates float32 masters.
@@ -100,15 +100,12 @@ class Plan:
         model=None,
         loss_fn=None,
         task: Task | None = None,
-        schedule_override: bool = False,
     ) -> tuple[Plan, list[GroupTask]]:
         """Each group's task, checked on one member's shapes; the plan with its budget.
 
         Args:
           data, model, loss_fn: for the built-in tasks, what to use instead of the config's.
           task: a ``popjax.Task`` given from Python, run instead of the config's task.
-          schedule_override: the learning rate is given per step (a replay), not by the
-            space's schedule.
         """
         if task is not None or not self.config.builtin_task:
             if data is not None or model is not None or loss_fn is not None:
@@ -130,9 +127,7 @@ class Plan:
                 "a sweep with groups builds each group's model from its config: "
                 "drop model= or the groups"
             )
-        group_tasks = [
-            plan._builtin_task(g, data, model, loss_fn, schedule_override) for g in plan.groups
-        ]
+        group_tasks = [plan._builtin_task(g, data, model, loss_fn) for g in plan.groups]
         # After the model's own check: inputs it cannot take say more than a batch size.
         plan.config.check_batch_size(len(data.x_train))
         return plan, group_tasks
@@ -145,12 +140,11 @@ class Plan:
                 f"task= takes a popjax.Task, or a config's task by name such as "
                 f'"regression" (got a {type(task).__name__})'
             )
-        space = SearchSpace({**dict(task.space or {}), **group.config.space.given}, builtin=False)
+        space = own_space(task, group.config.space)
         check_one_member(task, space)
         return GroupTask(group, task, space)
 
-    def _builtin_task(self, group: Group, data, model, loss_fn, schedule_override) -> GroupTask:
-        from popjax.schedules import learning_rate_at
+    def _builtin_task(self, group: Group, data, model, loss_fn) -> GroupTask:
         from popjax.tasks import supervised
 
         config = group.config
@@ -169,25 +163,26 @@ class Plan:
         if model is None:
             model = build_model(config, data.num_classes)
         check_model_fits(model, data.x_train[: config.batch_size], data.num_classes, regression)
-        schedule, total_steps = config.space.schedule, config.steps
-        if schedule_override or schedule == "constant":
-            learning_rate = supervised.constant_learning_rate
-        else:
-
-            def learning_rate(hparams, step):
-                return learning_rate_at(schedule, hparams, step, total_steps)
-
-        common = dict(
-            batch_size=config.batch_size,
-            loss=loss_fn,
-            optimizer=config.space.optimizer,
-            learning_rate=learning_rate,
-        )
+        common = dict(batch_size=config.batch_size, loss=loss_fn, optimizer=config.space.optimizer)
         if regression:
             task = supervised.regression(model, data, **common)
         else:
             task = supervised.classification(model, data, metric=config.metric, **common)
         return GroupTask(group, task, config.space)
+
+
+def own_space(task: Task, config_space: SearchSpace) -> SearchSpace:
+    """A task's own space: its default priors and schedules (``Task.space`` may hold a
+    ``"schedule"`` entry, as a config's ``[space]`` does), then the config's, name by name."""
+    defaults = dict(task.space or {})
+    kinds = schedule_kinds(defaults.pop("schedule", {}))
+    space = SearchSpace(
+        {**defaults, **config_space.given},
+        schedule={**kinds, **config_space.schedules},
+        builtin=False,
+    )
+    space.check()
+    return space
 
 
 def check_arguments(data, model, loss_fn) -> None:

@@ -99,7 +99,16 @@ class GroupProgram:
             data=data,
             init=jax.jit(init, out_shardings=members),
             round_fn=jax.jit(
-                make_round(task, config.interval, space, config.pbt, pbt_key, chunks, members.mesh),
+                make_round(
+                    task,
+                    config.interval,
+                    space,
+                    config.pbt,
+                    pbt_key,
+                    chunks,
+                    members.mesh,
+                    total_steps=config.steps,
+                ),
                 out_shardings=members,
                 donate_argnums=(0, 1),
             ),

@@ -97,12 +97,10 @@ def retrain(
     member = trajectories["member"]
     group = plan.group_of(member)
     alone = Plan(group.config, (Group(group.name, group.config, 0),))  # its group, one member
-    # The replayed learning_rate is already the rate at each step, schedule included.
-    alone, [group_task] = alone.build(
-        data=data, model=model, loss_fn=loss_fn, task=task, schedule_override=True
-    )
+    alone, [group_task] = alone.build(data=data, model=model, loss_fn=loss_fn, task=task)
     task, config = group_task.task, alone.config
     seed = config.seed if seed is None else seed
+    # A replayed schedule is already the value at each step, the space's schedules included.
     schedules = {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
     missing = set(group_task.space.names) - set(schedules)
     if missing:
@@ -110,11 +108,12 @@ def retrain(
             f"the run's lineage lacks {', '.join(sorted(missing))}: it was "
             "written by another version of the space"
         )
+    # The data goes in as an argument, as in the sweep: a task may index it with traced values.
     train_data = task.data.train if task.data is not None else None
     step_once = make_segment(task, 1)
 
     @jax.jit
-    def segment(population, first_step):
+    def segment(population, first_step, train_data):
         def body(population, step):
             hparams = {name: schedule(step)[None] for name, schedule in schedules.items()}
             population, metrics = step_once(population._replace(hparams=hparams), train_data)
@@ -133,7 +132,7 @@ def retrain(
         unit="round",
         disable=not progress,
     ):
-        population = segment(population, first_step)
+        population = segment(population, first_step, train_data)
 
     last = {
         name: jnp.asarray([schedule(trajectories["steps"] - 1)])

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from popjax import halving, pb2
 from popjax.pbt import at_rung, pbt_step, restart_members
 from popjax.population import Population, init_members, member_keys
+from popjax.schedules import at_step
 from popjax.train import make_evaluate, make_segment
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def make_round(
     pbt_key,
     chunks: int = 1,
     mesh=None,
+    total_steps: int | None = None,
 ):
     """``round(population, standing, round_index, data) -> (population, standing, output)``.
 
@@ -91,10 +93,19 @@ def make_round(
     traced, so every round runs the same compiled program. ``mesh``: the devices the member
     axis is split over, if several. Training and validation run ``chunks`` slices of the
     members one after another, each spread over those devices (see
-    ``popjax.train.in_chunks``).
+    ``popjax.train.in_chunks``). ``total_steps``: the run's length, which the space's schedules
+    decay over (needed when it has any).
     """
     shards = mesh.size if mesh is not None else 1
-    segment = make_segment(task, interval, chunks, shards)
+    hparams_at = None
+    if space.scheduled():
+        if total_steps is None:
+            raise ValueError("a space with schedules needs the run's total_steps")
+
+        def hparams_at(hparams, step):
+            return at_step(hparams, space.scheduled(), step, total_steps)
+
+    segment = make_segment(task, interval, chunks, shards, hparams_at)
     evaluate = make_evaluate(task, chunks, shards)
 
     def round_fn(population: Population, standing: Standing, round_index, data=None):

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 
 from popjax.errors import PopjaxError
 
-FORMAT = "popjax-schedules/1"
+FORMAT = "popjax-schedules/2"
+FORMATS = ("popjax-schedules/1", FORMAT)  # the first had the learning rate's schedule only
 
 
 def constant(value):
@@ -96,24 +97,78 @@ def piecewise(boundaries, values):
     return schedule
 
 
-# Learning-rate schedules a search space can tune. The peak is the member's ``learning_rate``;
-# the other parameters are hyperparameters of their own (see ``popjax.hyperparameters``).
-# Decays run over the rest of the sweep, ``total_steps``.
-def learning_rate_at(kind: str, hparams, step, total_steps: int):
-    """The learning rate of a member with ``hparams`` at ``step`` under schedule ``kind``."""
-    peak = hparams["learning_rate"]
+# Schedules a search space can give any hyperparameter. The member's value of the
+# hyperparameter is the schedule's peak; the schedule's own parameters are hyperparameters of
+# their own, tuned per member like the rest (named as ``parameter_name`` says). Decays run over
+# the rest of the run, ``total_steps``.
+KINDS = {
+    "constant": (),
+    "warmup_cosine": ("warmup_steps",),
+    "warmup_linear": ("warmup_steps",),
+    "warmup_exponential": ("warmup_steps", "decay_rate"),
+    "step_decay": ("decay_every", "decay_factor"),
+}
+
+
+def parameter_name(hyperparameter: str, parameter: str) -> str:
+    """The hyperparameter that holds ``parameter`` of ``hyperparameter``'s schedule:
+    ``warmup_steps`` for the learning rate's, ``momentum_warmup_steps`` for momentum's."""
+    return parameter if hyperparameter == "learning_rate" else f"{hyperparameter}_{parameter}"
+
+
+def schedule_parameters(kinds) -> dict[str, str]:
+    """``{hyperparameter holding it: parameter}`` for every parameter of ``kinds``'s schedules
+    (``kinds`` maps a hyperparameter to its schedule kind)."""
+    return {
+        parameter_name(name, parameter): parameter
+        for name, kind in kinds.items()
+        for parameter in KINDS[kind]
+    }
+
+
+def value_at(kind: str, name: str, hparams, step, total_steps: int):
+    """Hyperparameter ``name`` of a member with ``hparams`` at ``step`` under schedule ``kind``."""
+    if kind not in KINDS:
+        raise PopjaxError(f"unknown schedule '{kind}': choose among {', '.join(KINDS)}")
+    peak = hparams[name]
+
+    def parameter(p):
+        return hparams[parameter_name(name, p)]
+
     if kind == "constant":
         return constant(peak)(step)
     if kind in ("warmup_cosine", "warmup_linear"):
-        warmup = hparams["warmup_steps"]
+        warmup = parameter("warmup_steps")
         decay = warmup_cosine if kind == "warmup_cosine" else warmup_linear
         return decay(peak, warmup, total_steps - warmup)(step)
     if kind == "warmup_exponential":
         # decay_rate is the factor per 1000 steps, so its range reads the same for any run length
-        return warmup_exponential(peak, hparams["warmup_steps"], hparams["decay_rate"], 1000)(step)
-    if kind == "step_decay":
-        return step_decay(peak, hparams["decay_every"], hparams["decay_factor"])(step)
-    raise PopjaxError(f"unknown schedule '{kind}'")
+        return warmup_exponential(peak, parameter("warmup_steps"), parameter("decay_rate"), 1000)(
+            step
+        )
+    return step_decay(peak, parameter("decay_every"), parameter("decay_factor"))(step)
+
+
+def at_step(hparams, kinds, step, total_steps: int) -> dict:
+    """``hparams`` with every scheduled hyperparameter (``kinds``: ``{name: kind}``) at its value
+    at ``step``; the others, the schedules' own parameters among them, as they are.
+
+    This is what a task's ``train`` sees: popjax applies it at every step, so a task reads the
+    current rate as ``hparams["learning_rate"]`` whatever the schedule.
+    """
+    return {
+        **hparams,
+        **{
+            name: value_at(kind, name, hparams, step, total_steps)
+            for name, kind in kinds.items()
+            if kind != "constant"
+        },
+    }
+
+
+def learning_rate_at(kind: str, hparams, step, total_steps: int):
+    """The learning rate of a member with ``hparams`` at ``step`` under schedule ``kind``."""
+    return value_at(kind, "learning_rate", hparams, step, total_steps)
 
 
 def member_trajectories(run, member="best") -> dict:
@@ -123,20 +178,21 @@ def member_trajectories(run, member="best") -> dict:
       run: a run folder (its ``lineage.json`` and ``summary.json``) or a ``SweepResult``.
       member: a member id, or "best" for the run's best member.
     Returns:
-      ``{"format", "member", "interval", "steps", "learning_rate_schedule",
+      ``{"format", "member", "interval", "steps", "schedule_kinds", "total_steps",
       "schedules": {name: {"boundaries", "values"}}}`` where value ``i`` holds on steps
-      ``[boundaries[i-1], boundaries[i])``. ``learning_rate_schedule`` names the run's schedule
-      kind; under one other than "constant", ``learning_rate`` values are the schedule's peaks.
+      ``[boundaries[i-1], boundaries[i])``. ``schedule_kinds`` names the schedule of each
+      scheduled hyperparameter, whose values are then the schedule's peaks; ``total_steps`` is
+      the run's length that its decays run over.
     """
     lineage, best, plan = _run_record(run)
     member = best if member == "best" else int(member)
     population = len(lineage.parents[0]) if lineage.parents else 0
     if not 0 <= member < population:
         raise PopjaxError(f"member {member} is not in the run: give 'best' or 0..{population - 1}")
-    kind, total_steps = "constant", None
-    if plan is not None:  # the schedule of the member's own group
+    kinds, total_steps = {}, None
+    if plan is not None:  # the schedules of the member's own group
         group = plan.group_of(member)
-        kind, total_steps = group.config.space.schedule, group.config.steps
+        kinds, total_steps = group.config.space.scheduled(), group.config.steps
     history = lineage.history(member)
     # Steps count from the start of the member's trial (a restart by successive halving
     # begins a new one, its step count at 0).
@@ -148,7 +204,8 @@ def member_trajectories(run, member="best") -> dict:
         "member": member,
         "interval": lineage.interval,
         "steps": history[-1]["end_step"] - first_step,
-        "learning_rate_schedule": {"kind": kind, "total_steps": total_steps},
+        "schedule_kinds": kinds,
+        "total_steps": total_steps,
         "schedules": {
             name: {"boundaries": boundaries, "values": [e["hparams"][name] for e in history]}
             for name in names
@@ -160,8 +217,8 @@ def replay(run, member="best", name="learning_rate"):
     """The schedule of hyperparameter ``name`` that ``member``'s weights trained with.
 
     At every step it gives the value that the member, or the ancestor whose weights it carried
-    then, trained with, following every exploit. For ``learning_rate`` under a tuned schedule
-    (warmup, decay), that is the rate at that step from the schedule parameters of that round.
+    then, trained with, following every exploit. For a hyperparameter under a schedule (warmup,
+    decay), that is its value at that step from the schedule parameters of that round.
 
     Example:
       >>> lr = popjax.schedules.replay("runs/mnist1d-mlp-...", member="best")
@@ -171,19 +228,29 @@ def replay(run, member="best", name="learning_rate"):
     return from_trajectories(trajectories, name)
 
 
+def _kinds(trajectories: dict) -> tuple[dict, int | None]:
+    """The schedule kinds and run length of an export, of this format or the first."""
+    if "schedule_kinds" in trajectories:
+        return trajectories["schedule_kinds"], trajectories["total_steps"]
+    old = trajectories.get("learning_rate_schedule", {"kind": "constant"})
+    return {"learning_rate": old["kind"]}, old.get("total_steps")
+
+
 def from_trajectories(trajectories: dict, name: str):
+    """The schedule of hyperparameter ``name`` from ``member_trajectories``'s data."""
     schedules = trajectories["schedules"]
     if name not in schedules:
         raise PopjaxError(f"no hyperparameter '{name}' in the run: known: {', '.join(schedules)}")
-    lr_schedule = trajectories.get("learning_rate_schedule", {"kind": "constant"})
-    if name != "learning_rate" or lr_schedule["kind"] == "constant":
+    kinds, total_steps = _kinds(trajectories)
+    kind = kinds.get(name, "constant")
+    if kind == "constant":
         return piecewise(schedules[name]["boundaries"], schedules[name]["values"])
     # Each round's schedule parameters, evaluated at the step itself.
     rounds = {n: piecewise(s["boundaries"], s["values"]) for n, s in schedules.items()}
 
     def schedule(step):
         hparams = {n: per_round(step) for n, per_round in rounds.items()}
-        return learning_rate_at(lr_schedule["kind"], hparams, step, lr_schedule["total_steps"])
+        return value_at(kind, name, hparams, step, total_steps)
 
     return schedule
 
@@ -204,7 +271,7 @@ def load(path) -> dict:
         trajectories = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise PopjaxError(f"cannot read schedules from {path} ({error})") from None
-    if trajectories.get("format") != FORMAT:
+    if trajectories.get("format") not in FORMATS:
         raise PopjaxError(f"{path} is not a file written by popjax export-schedule")
     return {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
 

@@ -3,19 +3,19 @@ family of the built-in tasks. Which hyperparameters exist is ``popjax.hyperparam
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
-from popjax.errors import unknown_name_error
+from popjax.errors import shown, unknown_name_error
 from popjax.hyperparameters import (
     ADAM_LEARNING_RATE,
     DEFAULT_PRIORS,
     NAMED_CHOICES,
     NEUTRAL_VALUES,
     OPTIMIZER_HPARAMS,
-    SCHEDULE_HPARAMS,
 )
 from popjax.priors import (  # noqa: F401  (re-exported: the priors are part of a space)
     Choice,
@@ -27,15 +27,23 @@ from popjax.priors import (  # noqa: F401  (re-exported: the priors are part of 
     prior_from_dict,
     prior_to_dict,
 )
+from popjax.schedules import KINDS, schedule_parameters
 
 
 class SearchSpace:
-    """The priors of every tuned hyperparameter, in a fixed order, and the learning-rate schedule.
+    """The priors of every tuned hyperparameter, in a fixed order, and their schedules.
 
-    Names missing from ``priors`` take popjax's defaults, so a space always covers every
-    hyperparameter the training step reads. With a ``schedule`` other than "constant", the
-    member's ``learning_rate`` is the schedule's peak and the schedule's own parameters
-    (``SCHEDULE_HPARAMS``) are tuned per member like the rest.
+    For the built-in tasks (``builtin=True``), names missing from ``priors`` take popjax's
+    defaults, so a space always covers every hyperparameter the training step reads. A task of
+    one's own (``builtin=False``) has exactly the priors given, under any names.
+
+    ``schedule`` gives hyperparameters a schedule over the run: a kind for the learning rate
+    ("warmup_cosine"), or ``{name: kind}`` for any of them. A scheduled hyperparameter's member
+    value is the schedule's peak, and the schedule's own parameters
+    (``popjax.schedules.KINDS``; ``warmup_steps`` for the learning rate's,
+    ``<name>_warmup_steps`` for another's) are tuned per member like the rest, with popjax's
+    default priors where the space names none. The task's ``train`` reads the value at each
+    step (``popjax.schedules.at_step``).
 
     Example:
         >>> space = SearchSpace({"learning_rate": LogUniform(1e-3, 1e-1), "dropout": Fixed(0.0)})
@@ -46,55 +54,79 @@ class SearchSpace:
     def __init__(
         self,
         priors: Mapping[str, Prior] | None = None,
-        schedule: str = "constant",
+        schedule: str | Mapping[str, str] | None = None,
         optimizer: str = "sgd",
         *,
         builtin: bool = True,
     ):
         self.builtin = builtin
         self.given: dict[str, Prior] = dict(priors or {})  # as the user named them
-        if not builtin:  # a task of one's own: exactly the priors given, any names
-            self.schedule, self.optimizer = schedule, optimizer
-            for name, prior in self.given.items():
-                if not isinstance(name, str) or not name.isidentifier():
-                    raise SpaceError(f"hyperparameter names must be identifiers (got {name!r})")
-                if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
-                    raise SpaceError(f"{name}: expected a prior, got {prior!r}")
-                prior.validate(name)
-            self.priors = dict(self.given)
+        self.schedules = schedule_kinds(schedule)
+        parameters = schedule_parameters(self.schedules)
+        for name, prior in self.given.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SpaceError(f"hyperparameter names must be identifiers (got {name!r})")
+            if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
+                raise SpaceError(f"{name}: expected a prior, got {prior!r}")
+            prior.validate(name)
+        # A schedule's parameters default to popjax's priors for them.
+        parameter_priors = {
+            name: self.given.get(name, DEFAULT_PRIORS[parameter])
+            for name, parameter in parameters.items()
+        }
+        if not builtin:  # a task of one's own: the priors given, any names
+            # (a scheduled one may get its prior from the task's own space: see ``check``)
+            self.optimizer = optimizer
+            self.priors = {**self.given, **parameter_priors}
             return
-        if not isinstance(schedule, str) or schedule not in SCHEDULE_HPARAMS:
-            raise SpaceError(unknown_name_error("schedule", str(schedule), tuple(SCHEDULE_HPARAMS)))
         if not isinstance(optimizer, str) or optimizer not in OPTIMIZER_HPARAMS:
             raise SpaceError(
                 unknown_name_error("optimizer", str(optimizer), tuple(OPTIMIZER_HPARAMS))
             )
-        self.schedule, self.optimizer = schedule, optimizer
+        self.optimizer = optimizer
         required = (
             "learning_rate",
             *OPTIMIZER_HPARAMS[optimizer],
             "dropout",
             "weight_decay",
-            *SCHEDULE_HPARAMS[schedule],
         )
-        known = (*required, *NEUTRAL_VALUES)
-        priors = dict(priors or {})
-        for name, prior in priors.items():
+        known = (*required, *NEUTRAL_VALUES, *parameters)
+        for name in self.schedules:
             if name not in known:
-                _explain_unknown(name, known, schedule, optimizer)
-            if not isinstance(prior, (LogUniform, Uniform, Choice, Fixed)):
-                raise SpaceError(f"{name}: expected a prior, got {prior!r}")
-            prior.validate(name)
+                raise SpaceError(unknown_name_error("scheduled hyperparameter", name, known))
+        for name, prior in self.given.items():
+            if name not in known:
+                _explain_unknown(name, known, self.schedule, optimizer)
             if name in NAMED_CHOICES and isinstance(prior, (Choice, Fixed)):
                 _check_choice_indices(name, prior)
         defaults = {"learning_rate": ADAM_LEARNING_RATE} if optimizer == "adam" else {}
         self.priors: dict[str, Prior] = {
             **{
-                name: priors.get(name, defaults.get(name, DEFAULT_PRIORS[name]))
+                name: self.given.get(name, defaults.get(name, DEFAULT_PRIORS[name]))
                 for name in required
             },
-            **{name: prior for name, prior in priors.items() if name not in required},
+            **parameter_priors,
+            **{name: prior for name, prior in self.given.items() if name not in required},
         }
+        self.check()
+
+    def check(self) -> None:
+        """Every scheduled hyperparameter has a prior."""
+        for name in self.schedules:
+            if name not in self.priors:
+                raise SpaceError(
+                    f"schedule: {name} has no prior in the space: give it one, such as "
+                    f'{name} = {{prior = "log_uniform", low = 1e-4, high = 1e-2}}'
+                )
+
+    def scheduled(self) -> dict[str, str]:
+        """``{name: kind}`` of the hyperparameters that change over the run."""
+        return {name: kind for name, kind in self.schedules.items() if kind != "constant"}
+
+    @property
+    def schedule(self) -> str:
+        """The learning rate's schedule kind ("constant" when it has none)."""
+        return self.schedules.get("learning_rate", "constant")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -111,16 +143,31 @@ class SearchSpace:
     def clip(self, hparams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return {name: self.priors[name].clip(value) for name, value in hparams.items()}
 
+    def without_schedules(self) -> SearchSpace:
+        """The same priors with no schedules: for values given step by step (a replay)."""
+        space = copy.copy(self)
+        space.schedules = {}
+        return space
+
+    def _schedule_entry(self) -> dict:
+        # A task of one's own may have a default schedule that "constant" overrides.
+        kinds = self.schedules if not self.builtin else self.scheduled()
+        if not kinds:
+            return {}
+        if set(kinds) == {"learning_rate"}:
+            return {"schedule": kinds["learning_rate"]}
+        return {"schedule": dict(kinds)}
+
     def to_dict(self) -> dict:
         """The space as plain data, the shape a TOML config writes it."""
         if not self.builtin:
-            return {name: prior_to_dict(prior) for name, prior in self.priors.items()}
-        statics = {
-            key: value
-            for key, value in (("schedule", self.schedule), ("optimizer", self.optimizer))
-            if value != {"schedule": "constant", "optimizer": "sgd"}[key]
-        }
+            return {
+                **self._schedule_entry(),
+                **{name: prior_to_dict(prior) for name, prior in self.priors.items()},
+            }
+        statics = {"optimizer": self.optimizer} if self.optimizer != "sgd" else {}
         return {
+            **self._schedule_entry(),
             **statics,
             **{
                 name: prior_to_dict(prior, NAMED_CHOICES.get(name, ()))
@@ -133,12 +180,13 @@ class SearchSpace:
         if not isinstance(table, Mapping):
             raise SpaceError("[space] must be a table of priors")
         table = dict(table)
+        schedule = table.pop("schedule", None)
         if not builtin:
             return cls(
                 {name: prior_from_dict(name, spec) for name, spec in table.items()},
+                schedule=schedule,
                 builtin=False,
             )
-        schedule = table.pop("schedule", "constant")
         optimizer = table.pop("optimizer", "sgd")
         return cls(
             {name: _builtin_prior(name, spec) for name, spec in table.items()},
@@ -150,17 +198,17 @@ class SearchSpace:
         """This space with a config table's changes (a group's ``space``). Another optimizer or
         schedule drops the old one's own hyperparameters and default learning rate."""
         table = dict(table)
+        schedules = schedule_kinds(table.pop("schedule")) if "schedule" in table else self.schedules
+        dropped = {
+            name
+            for name in schedule_parameters(self.schedules)
+            if name not in schedule_parameters(schedules)
+        }
         if not self.builtin:
-            return SearchSpace(
-                {
-                    **self.priors,
-                    **{name: prior_from_dict(name, spec) for name, spec in table.items()},
-                },
-                builtin=False,
-            )
-        schedule = table.pop("schedule", self.schedule)
+            priors = {name: p for name, p in self.given.items() if name not in dropped}
+            priors.update({name: prior_from_dict(name, spec) for name, spec in table.items()})
+            return SearchSpace(priors, schedule=schedules, builtin=False)
         optimizer = table.pop("optimizer", self.optimizer)
-        dropped = set()
         if optimizer != self.optimizer:
             dropped |= set(OPTIMIZER_HPARAMS.get(self.optimizer, ()))
             old_default = (
@@ -168,24 +216,39 @@ class SearchSpace:
             )
             if self.priors["learning_rate"] == old_default:
                 dropped.add("learning_rate")
-        if schedule != self.schedule:
-            dropped |= set(SCHEDULE_HPARAMS.get(self.schedule, ()))
         priors = {name: prior for name, prior in self.priors.items() if name not in dropped}
         priors.update({name: _builtin_prior(name, spec) for name, spec in table.items()})
-        return SearchSpace(priors, schedule=schedule, optimizer=optimizer)
+        return SearchSpace(priors, schedule=schedules, optimizer=optimizer)
 
     def __repr__(self) -> str:
+        schedule = f", schedule={self.schedules!r}" if self.schedules else ""
         if not self.builtin:
-            return f"SearchSpace({self.priors!r}, builtin=False)"
-        return (
-            f"SearchSpace({self.priors!r}, schedule={self.schedule!r}, "
-            f"optimizer={self.optimizer!r})"
+            return f"SearchSpace({self.priors!r}{schedule}, builtin=False)"
+        return f"SearchSpace({self.priors!r}{schedule}, optimizer={self.optimizer!r})"
+
+
+def schedule_kinds(schedule) -> dict[str, str]:
+    """``{hyperparameter: kind}`` from a kind (the learning rate's) or a table of them."""
+    if schedule is None:
+        return {}
+    if isinstance(schedule, str):
+        schedule = {"learning_rate": schedule}
+    if not isinstance(schedule, Mapping):
+        raise SpaceError(
+            f'schedule must be a kind such as "warmup_cosine", or a table '
+            f'{{learning_rate = "warmup_cosine"}} (got {shown(schedule)})'
         )
+    for name, kind in schedule.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SpaceError(f"schedule: hyperparameter names must be identifiers (got {name!r})")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise SpaceError(unknown_name_error("schedule", str(kind), tuple(KINDS)))
+    return dict(schedule)
 
 
 def _explain_unknown(name: str, known, schedule: str, optimizer: str):
     for kind, table, current in (
-        ("schedule", SCHEDULE_HPARAMS, schedule),
+        ("schedule", KINDS, schedule),
         ("optimizer", OPTIMIZER_HPARAMS, optimizer),
     ):
         wanted = [k for k, names in table.items() if name in names]
@@ -195,14 +258,6 @@ def _explain_unknown(name: str, known, schedule: str, optimizer: str):
                 f"of '{current}': set {kind} = \"{wanted[0]}\" or remove {name}"
             )
     raise SpaceError(unknown_name_error("hyperparameter", name, known))
-
-
-def _check_choice_indices(name: str, prior) -> None:
-    options = NAMED_CHOICES[name]
-    values = prior.values if isinstance(prior, Choice) else (prior.value,)
-    for value in values:
-        if value not in range(len(options)):
-            raise SpaceError(f"{name}: choose among {', '.join(options)} (got {value:g})")
 
 
 def _check_choice_indices(name: str, prior) -> None:

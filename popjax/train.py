@@ -75,16 +75,19 @@ def in_chunks(fn, chunks: int = 1, shards: int = 1):
     return chunked
 
 
-def make_segment(task, steps: int, chunks: int = 1, shards: int = 1):
+def make_segment(task, steps: int, chunks: int = 1, shards: int = 1, hparams_at=None):
     """``segment(population, train_data) -> (population, metrics {name: [P]})``.
 
     Trains every member ``steps`` steps: a ``lax.scan`` over the vmapped ``task.train``; each
     metric is averaged over the steps. ``chunks`` slices of members run one after another
-    (see ``in_chunks``).
+    (see ``in_chunks``). ``hparams_at(hparams, step)``, if given, is what ``task.train`` sees
+    of a member's hyperparameters at ``step`` (its schedules applied).
     """
 
     def member_step(state, hparams, rng, step, train_data):
         rng, key = jax.random.split(rng)
+        if hparams_at is not None:
+            hparams = hparams_at(hparams, step)
         state, metrics = task.train(state, hparams, key, step, *_data_args(task, train_data))
         return state, rng, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 

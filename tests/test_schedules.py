@@ -178,17 +178,20 @@ def test_bad_member_and_name_are_clear_errors():
 
 
 def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model):
-    from conftest import classifier, hparams_for, members, segment_of
+    from conftest import classifier, hparams_for, members
+
+    from popjax.train import make_segment
 
     hparams = hparams_for(2, learning_rate=0.5)
     hparams["warmup_steps"] = jnp.array([0.0, 1000.0])  # member 1 starts at rate 0
 
-    def learning_rate(hp, step):
-        return schedules.learning_rate_at("warmup_cosine", hp, step, 2000)
+    def hparams_at(hp, step):
+        return schedules.at_step(hp, {"learning_rate": "warmup_cosine"}, step, 2000)
 
-    task = classifier(small_data, small_model, learning_rate=learning_rate)
+    task = classifier(small_data, small_model)
     population = members(task, hparams, seed=0)
-    after, _ = segment_of(task, 1)(population)
+    segment = jax.jit(make_segment(task, 1, hparams_at=hparams_at))
+    after, _ = segment(population, task.data.train)
     moved = jax.tree.map(
         lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(axis=tuple(range(1, a.ndim))),
         after.params,
@@ -196,9 +199,8 @@ def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model
     )
     assert all(m[0] > 0 and m[1] == 0 for m in jax.tree.leaves(moved))
     # The next segment starts at step 1, where member 1's warmup gives 0.5 / 1000.
-    assert float(
-        learning_rate(jax.tree.map(lambda v: v[1], hparams), after.step[1])
-    ) == pytest.approx(0.5 / 1000)
+    member_1 = jax.tree.map(lambda v: v[1], hparams)
+    assert float(hparams_at(member_1, after.step[1])["learning_rate"]) == pytest.approx(0.5 / 1000)
 
 
 def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_data, small_model):

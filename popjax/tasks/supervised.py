@@ -54,10 +54,6 @@ INIT_HPARAMS = acting_in("init")
 EVAL_CHUNK = 1024
 
 
-def constant_learning_rate(hparams, step):
-    return hparams["learning_rate"]
-
-
 def model_kwargs(hparams) -> dict:
     """What a member's hyperparameters pass to ``model.apply`` besides the dropout rate."""
     return {name: hparams[name] for name in MODEL_HPARAMS if name in hparams}
@@ -70,7 +66,6 @@ def classification(
     batch_size: int = 128,
     loss: LossFn = cross_entropy,
     optimizer: str = "sgd",
-    learning_rate: Callable = constant_learning_rate,
     metric: str = "accuracy",
     eval_chunk: int = EVAL_CHUNK,
 ) -> Task:
@@ -84,8 +79,6 @@ def classification(
       batch_size: examples per member per step.
       loss: ``loss(logits, labels) -> mean loss``.
       optimizer: the family, "sgd" (with momentum) or "adam"; coefficients are hyperparameters.
-      learning_rate: ``learning_rate(hparams, step)``, the step's rate (see
-        ``popjax.schedules.learning_rate_at``); the member's ``learning_rate`` by default.
       eval_chunk: examples evaluated at once per member.
     """
     return _supervised(
@@ -94,7 +87,6 @@ def classification(
         batch_size,
         loss,
         optimizer,
-        learning_rate,
         eval_chunk,
         classify=True,
         fitness=metric,
@@ -109,7 +101,6 @@ def regression(
     batch_size: int = 128,
     loss: LossFn = mean_squared_error,
     optimizer: str = "sgd",
-    learning_rate: Callable = constant_learning_rate,
     eval_chunk: int = EVAL_CHUNK,
 ) -> Task:
     """A regression of real-valued targets; PBT selects the lowest validation loss.
@@ -123,7 +114,6 @@ def regression(
         batch_size,
         loss,
         optimizer,
-        learning_rate,
         eval_chunk,
         classify=False,
         fitness="loss",
@@ -137,7 +127,6 @@ def _supervised(
     batch_size,
     loss_fn,
     optimizer,
-    learning_rate,
     eval_chunk,
     *,
     classify: bool,
@@ -222,7 +211,8 @@ def _supervised(
             return total, (loss, updates)
 
         (_, (loss, updates)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        member_optimizer = optim.member_optimizer(hparams, learning_rate(hparams, step), optimizer)
+        # hparams["learning_rate"] is this step's rate: popjax applies the space's schedule.
+        member_optimizer = optim.member_optimizer(hparams, family=optimizer)
         param_updates, opt_state = member_optimizer.update(grads, state["opt_state"], params)
         new_state = {
             **state,
