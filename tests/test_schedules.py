@@ -178,9 +178,9 @@ def test_bad_member_and_name_are_clear_errors():
 
 
 def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model):
-    from conftest import classifier, hparams_for, members
-
     from popjax.train import make_segment
+
+    from conftest import classifier, hparams_for, members
 
     hparams = hparams_for(2, learning_rate=0.5)
     hparams["warmup_steps"] = jnp.array([0.0, 1000.0])  # member 1 starts at rate 0
