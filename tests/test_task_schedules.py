@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import popjax_command
-from test_readme import code_block
 
 from popjax.lineage import Lineage
+
+from conftest import popjax_command
+from test_readme import code_block
 
 # Written with the public API alone. ``train`` reports the rates it sees, so that with an
 # interval of one step each round's metric is the value at that step.
