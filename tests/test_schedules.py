@@ -353,7 +353,9 @@ def test_tuned_schedules_replay_and_export_their_rates(tmp_path, small_data, sma
     assert any(values[step] != values[step - 1] for step in range(1, 80) if step % 10)
     schedules.export(tmp_path / "run", tmp_path / "s.json")
     loaded = schedules.load(tmp_path / "s.json")
-    assert json.loads((tmp_path / "s.json").read_text())["schedule_kinds"] == {"learning_rate": kind}
+    assert json.loads((tmp_path / "s.json").read_text())["schedule_kinds"] == {
+        "learning_rate": kind
+    }
     # Equal at every step to the replay, computed the same way (jit may fuse differently).
     replayed = schedules.replay(tmp_path / "run", member="best", name="learning_rate")
     steps = jnp.arange(80)
