@@ -23,6 +23,7 @@ stream; ``state`` is any pytree of arrays, copied whole by PBT.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -136,13 +137,73 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+def _one_line(text: str, limit: int = 160) -> str:
+    """``text`` on one line (reprs such as flax.nnx's span many), cut to ``limit`` characters."""
+    text = re.sub(r"([\[({]) | ([\])}])", r"\1\2", " ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _leaf_text(x) -> str:
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"{x.dtype}{list(x.shape)}"
+    return "None" if x is None else f"a {type(x).__name__}"
+
+
 def _describe(tree) -> str:
-    """A short picture of a pytree's structure and shapes, for error messages."""
-    shapes = jax.tree_util.tree_map(
-        lambda x: f"{getattr(x, 'dtype', type(x).__name__)}{list(getattr(x, 'shape', ()))}", tree
-    )
-    text = str(shapes)
-    return text if len(text) <= 160 else text[:157] + "..."
+    """A short picture of a pytree's structure and shapes, on one line, for error messages."""
+    return _one_line(jax.tree_util.tree_map(_leaf_text, tree))
+
+
+def _where(path) -> str:
+    text = jax.tree_util.keystr(tuple(path))
+    if not text:
+        return "its root"
+    return text if len(text) <= 80 else "..." + text[-77:]
+
+
+def _one_level(node):
+    """A node's children with their keys, and the node's own structure (its type and static
+    data); a leaf has itself as its one child."""
+    return jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+
+
+def _node_text(node, other) -> str:
+    """A container, told apart from ``other``: by its type, or else by its static data."""
+    if type(node) is not type(other) or node is None:
+        return _leaf_text(node)
+    aux = _one_level(node)[1].node_data()[1]
+    return f"a {type(node).__name__} with static data {_one_line(aux, 50)}"
+
+
+def _first_difference(init, train, path=()):
+    """``(path, init's, train's)`` where two pytrees first differ, or None when they agree in
+    structure (types, keys, static data), shapes and dtypes. Children come before their
+    container's static data, so an equinox module with a new shape is named by its array."""
+    a, a_def = _one_level(init)
+    b, b_def = _one_level(train)
+    a_leaf, b_leaf = jax.tree_util.treedef_is_leaf(a_def), jax.tree_util.treedef_is_leaf(b_def)
+    if a_leaf and b_leaf:
+        same = getattr(init, "shape", None) == getattr(train, "shape", None) and getattr(
+            init, "dtype", None
+        ) == getattr(train, "dtype", None)
+        return None if same else (path, _leaf_text(init), _leaf_text(train))
+    if a_leaf or b_leaf:
+        return path, _node_text(init, train), _node_text(train, init)
+    a_keys, b_keys = [k for (k,), _ in a], [k for (k,), _ in b]
+    if a_keys != b_keys:
+        for i in range(max(len(a_keys), len(b_keys))):
+            if i < len(a_keys) and a_keys[i] not in b_keys:
+                return (*path, a_keys[i]), _leaf_text(a[i][1]), "nothing"
+            if i < len(b_keys) and b_keys[i] not in a_keys:
+                return (*path, b_keys[i]), "nothing", _leaf_text(b[i][1])
+        return path, f"keys in the order {_one_line(a_keys, 60)}", "another order"
+    for ((key,), child), (_, other) in zip(a, b):
+        found = _first_difference(child, other, (*path, key))
+        if found is not None:
+            return found
+    if a_def != b_def:
+        return path, _node_text(init, train), _node_text(train, init)
+    return None
 
 
 def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
@@ -177,11 +238,14 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
 
     def init(k, h, d):
         state = task.init(k, h, *extra(d))
-        if not all(
-            isinstance(leaf, (jax.Array, np.ndarray, float, int))
-            for leaf in jax.tree_util.tree_leaves(state)
-        ):
-            raise PopjaxError(f"task init returned {_describe(state)}: expected a pytree of arrays")
+        # vmap, scan, PBT's copies and checkpoints all need arrays; a Python number becomes one.
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+            if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int)):
+                raise PopjaxError(
+                    f"task init returned {_leaf_text(leaf)} at {_where(path)}: expected a pytree "
+                    "of arrays; keep the rest in the factory (equinox: return "
+                    "eqx.partition(model, eqx.is_array)[0])"
+                )
         return state
 
     state = trace("init", init, key, hparams, data.train)
@@ -196,13 +260,13 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PopjaxError(f"task train returned {_describe(out)}: expected (state, metrics)")
     new_state, metrics = out
-    if jax.tree_util.tree_structure(new_state) != jax.tree_util.tree_structure(state) or any(
-        a.shape != b.shape or a.dtype != b.dtype
-        for a, b in zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state))
-    ):
+    difference = _first_difference(state, new_state)
+    if difference is not None:
+        path, before, after = difference
         raise PopjaxError(
-            f"task train returned the state {_describe(new_state)}: expected the "
-            f"structure, shapes and dtypes that init returned, {_describe(state)}"
+            f"task train returned a state that differs from init's at {_where(path)}: "
+            f"{before} from init, {after} from train: return the state with init's "
+            "structure, shapes and dtypes"
         )
     _check_metrics("train", metrics)
     scores = trace(

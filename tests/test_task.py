@@ -8,12 +8,16 @@ import signal
 import sys
 from pathlib import Path
 
+import equinox as eqx
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import popjax
+from popjax.errors import PopjaxError
 
 from conftest import popjax_command, run_process
 
@@ -191,10 +195,13 @@ def test_a_killed_task_run_resumes_bit_identically(tmp_path, cli_run):
         ("no_such_module:task", "cannot import task module 'no_such_module'"),
         ("test_task:no_such_task", "module 'test_task' has no 'no_such_task'"),
         ("test_task:NOISE", "test_task:NOISE is a float, not a function"),
-        ("test_task:broken_state", "task train returned the state .* expected the structure"),
+        (
+            "test_task:broken_state",
+            r"differs from init's at \['running_loss'\]: float32\[\] from init, nothing from",
+        ),
         ("test_task:broken_metrics", "task train returned the metrics .* dict of scalars"),
         ("test_task:broken_fitness", "without the fitness 'loss'"),
-        ("test_task:broken_init", "task init returned .* expected a pytree of arrays"),
+        ("test_task:broken_init", r"task init returned a str at \['w'\]: expected a pytree of"),
     ],
 )
 def test_a_bad_task_stops_in_one_line_and_writes_nothing(tmp_path, factory, message):
@@ -234,3 +241,191 @@ def test_import_popjax_schedules_needs_jax_and_optax_alone():
     done = run_process([sys.executable, "-c", code], timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def nnx_linear(wider: int = 0) -> popjax.Task:
+    """An nnx.Linear as a task, the way a user writes one: split in init, merged in train;
+    ``wider`` adds inputs to the kernel that train returns."""
+    graphdef, _ = nnx.split(nnx.Linear(8, 4, rngs=nnx.Rngs(0)))
+
+    def init(key, hparams):
+        return nnx.split(nnx.Linear(8, 4, rngs=nnx.Rngs(key)))[1]
+
+    def train(state, hparams, key, step):
+        model = nnx.merge(graphdef, state)
+        if wider:
+            model = nnx.Linear(8 + wider, 4, rngs=nnx.Rngs(key))
+        loss = jnp.mean(model(jnp.ones((2, 8 + wider))) ** 2)
+        return nnx.split(model)[1], {"loss": loss}
+
+    def evaluate(state, hparams, key):
+        return {"loss": jnp.mean(nnx.merge(graphdef, state)(jnp.ones((2, 8))) ** 2)}
+
+    space = {"learning_rate": popjax.LogUniform(1e-3, 0.1)}
+    return popjax.Task(init, train, evaluate, fitness="loss", minimize=True, space=space)
+
+
+def eqx_linear(outputs: int = 4) -> popjax.Task:
+    """An equinox Linear as a task: its arrays are the state, the rest stays in the factory;
+    train returns a layer with ``outputs`` outputs."""
+    static = eqx.partition(eqx.nn.Linear(8, 4, key=jax.random.PRNGKey(0)), eqx.is_array)[1]
+
+    def init(key, hparams):
+        return eqx.partition(eqx.nn.Linear(8, 4, key=key), eqx.is_array)[0]
+
+    def train(state, hparams, key, step):
+        model = eqx.combine(state, static)
+        if outputs != 4:
+            model = eqx.nn.Linear(8, outputs, key=key)
+        return eqx.partition(model, eqx.is_array)[0], {"loss": jnp.sum(model(jnp.ones(8)))}
+
+    def evaluate(state, hparams, key):
+        return {"loss": jnp.sum(eqx.combine(state, static)(jnp.ones(8)))}
+
+    return popjax.Task(init, train, evaluate, fitness="loss", minimize=True)
+
+
+HPARAMS = {"learning_rate": jnp.float32(0.01)}
+
+
+def one_line_error(task) -> str:
+    with pytest.raises(PopjaxError) as raised:
+        popjax.task.check_task(task, HPARAMS)
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 250, message
+    return message
+
+
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        (nnx_linear(wider=1), "at ['kernel'].value: float32[8, 4] from init, float32[9, 4] from"),
+        (eqx_linear(outputs=5), "at .weight: float32[4, 8] from init, float32[5, 8] from train"),
+    ],
+    ids=["nnx", "equinox"],
+)
+def test_a_state_of_the_wrong_shape_is_named_by_its_path_in_one_line(task, message):
+    assert message in one_line_error(task)
+
+
+def test_nnx_and_equinox_tasks_that_keep_their_state_pass_the_check():
+    for task in (nnx_linear(), eqx_linear()):
+        popjax.task.check_task(task, HPARAMS)
+
+
+def test_an_equinox_model_with_function_leaves_is_told_to_partition():
+    task = eqx_linear()._replace(init=lambda key, h: eqx.nn.MLP(3, 2, 4, 1, key=key))
+    message = one_line_error(task)
+    assert message.startswith("task init returned a custom_jvp at .activation:"), message
+    assert "eqx.partition(model, eqx.is_array)" in message
+
+
+def test_a_train_that_returns_no_metrics_shows_its_nnx_state_on_one_line():
+    good = nnx_linear()
+    task = good._replace(train=lambda state, h, key, step: good.train(state, h, key, step)[0])
+    message = one_line_error(task)
+    assert message.startswith("task train returned State({'bias': Param(value="), message
+    assert message.endswith("expected (state, metrics)"), message
+
+
+class LinenModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="dense")(x)
+
+
+class Scaled(eqx.Module):
+    w: jax.Array
+    scale: int = eqx.field(static=True)
+
+
+def linen_params(key):
+    return LinenModel().init(key, jnp.ones((1, 2)))
+
+
+@pytest.mark.parametrize(
+    "init, returned, message",
+    [
+        (
+            lambda key: {"w": jnp.zeros(3), "count": jnp.int32(0)},
+            lambda state: {**state, "count": jnp.float32(0)},
+            "at ['count']: int32[] from init, float32[] from train",
+        ),
+        (
+            linen_params,
+            lambda state: jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), state),
+            "at ['params']['dense']['bias']: float32[3] from init, bfloat16[3] from train",
+        ),
+        (
+            lambda key: {"opt": {"mu": jnp.zeros(3), "nu": jnp.zeros(3)}, "w": jnp.zeros(3)},
+            lambda state: {"opt": {"mu": state["opt"]["mu"]}, "w": state["w"]},
+            "at ['opt']['nu']: float32[3] from init, nothing from train",
+        ),
+        (
+            lambda key: {"w": jnp.zeros(3)},
+            lambda state: {"w": state["w"], "step": jnp.int32(0)},
+            "at ['step']: nothing from init, int32[] from train",
+        ),
+        (
+            lambda key: {"w": (jnp.zeros(3), jnp.zeros(2))},
+            lambda state: {"w": list(state["w"])},
+            "at ['w']: a tuple from init, a list from train",
+        ),
+        (
+            lambda key: Scaled(jnp.zeros(3), 1),
+            lambda state: Scaled(state.w, 2),
+            "at its root: a Scaled with static data",
+        ),
+    ],
+    ids=["dtype", "linen-dtype", "missing-key", "extra-key", "container", "static-field"],
+)
+def test_a_state_that_differs_is_named_at_its_first_difference(init, returned, message):
+    task = popjax.Task(
+        lambda key, h: init(key),
+        lambda state, h, key, step: (returned(state), {"loss": jnp.float32(0)}),
+        lambda state, h, key: {"loss": jnp.float32(0)},
+        fitness="loss",
+    )
+    got = one_line_error(task)
+    assert message in got, got
+    assert got.endswith("return the state with init's structure, shapes and dtypes"), got
+
+
+BAD_NNX = """
+import jax.numpy as jnp
+from flax import nnx
+
+import popjax
+
+
+def bad():
+    graphdef, _ = nnx.split(nnx.Linear(8, 4, rngs=nnx.Rngs(0)))
+
+    def init(key, hparams):
+        return nnx.split(nnx.Linear(8, 4, rngs=nnx.Rngs(key)))[1]
+
+    def train(state, hparams, key, step):
+        nnx.merge(graphdef, state)
+        return nnx.split(nnx.Linear(8, 5, rngs=nnx.Rngs(key)))[1], {"loss": jnp.float32(0)}
+
+    def evaluate(state, hparams, key):
+        return {"loss": jnp.float32(0)}
+
+    space = {"learning_rate": popjax.LogUniform(1e-3, 0.1)}
+    return popjax.Task(init, train, evaluate, fitness="loss", minimize=True, space=space)
+"""
+
+
+def test_the_command_names_the_leaf_of_a_bad_nnx_state_and_writes_nothing(tmp_path):
+    (tmp_path / "bad_nnx.py").write_text(BAD_NNX)
+    (tmp_path / "task.toml").write_text(TOML.format(steps=40, factory="bad_nnx:bad"))
+    done = popjax_command(
+        "run", "task.toml", "--out", "run", cwd=tmp_path, timeout=120, PYTHONPATH=str(tmp_path)
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, done.stderr
+    error = [line for line in lines if line.startswith("popjax: error: ")]
+    assert len(error) == 1, done.stderr
+    assert "at ['bias'].value: float32[4] from init, float32[5] from train" in error[0]
+    assert not (tmp_path / "run").exists()
