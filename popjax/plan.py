@@ -117,7 +117,8 @@ class Plan:
                 raise PopjaxError(
                     "this run's task was given from Python: pass the same task= to popjax.run"
                 )
-            return self, [self._own_task(group, task) for group in self.groups]
+            group_tasks = [self._own_task(group, task) for group in self.groups]
+            return self._with_task_space(group_tasks), group_tasks
         check_arguments(data, model, loss_fn)
         regression = self.config.task["name"] == "regression"
         data = self.load_data() if data is None else datasets.check_dataset(data, regression)
@@ -143,6 +144,22 @@ class Plan:
         space = own_space(task, group.config.space)
         check_one_member(task, space)
         return GroupTask(group, task, space)
+
+    def _with_task_space(self, group_tasks: list[GroupTask]) -> Plan:
+        """This plan with the task's own priors in its spaces: the config a run folder keeps
+        then names every hyperparameter its members had, with its prior (the report, a resume
+        and a replay read them there)."""
+        space = own_space(group_tasks[0].task, self.config.space)
+        return dataclasses.replace(
+            self,
+            config=dataclasses.replace(self.config, space=space),
+            groups=tuple(
+                dataclasses.replace(
+                    gt.group, config=dataclasses.replace(gt.group.config, space=gt.space)
+                )
+                for gt in group_tasks
+            ),
+        )
 
     def _builtin_task(self, group: Group, data, model, loss_fn) -> GroupTask:
         from popjax.tasks import supervised

@@ -45,7 +45,7 @@ def metric_label(record: dict) -> str:
     return "validation " + selected_metric(record)[0].removeprefix("val_")
 
 
-def fitness_over_steps(history: list[dict], path: Path) -> None:
+def fitness_over_steps(history: list[dict], path: Path):
     """The best, median and range of the selected metric over the run."""
     plt = _pyplot()
     steps = [r["step"] for r in history]
@@ -63,18 +63,62 @@ def fitness_over_steps(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def hyperparameters_over_steps(lineage: Lineage, log_scale: set[str], path: Path) -> None:
-    """One panel per hyperparameter: every member's value in every round, coloured by family."""
+def _scale_axis(ax, which: str, name: str, values, log_scale, ticks) -> None:
+    """A hyperparameter's axis: log for a log-uniform one, ticks at a choice's values (named
+    choices by name)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    set_limits = ax.set_ylim if which == "y" else ax.set_xlim
+    low, high = np.nanmin(values), np.nanmax(values)
+    if name in ticks:
+        low, high = min(low, *ticks[name][0]), max(high, *ticks[name][0])
+    if name in log_scale and low > 0:
+        (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+        set_limits(low / 1.3, high * 1.3)
+        # Under a decade or so there is no power of ten to label, and matplotlib labels every
+        # minor tick instead, in overlapping scientific notation.
+        decades = np.log10(high / low) + 2 * np.log10(1.3)
+        axis.set_major_locator(
+            MaxNLocator(4) if decades < 1.5 else LogLocator(subs=(1.0,), numticks=6)
+        )
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        axis.set_minor_locator(NullLocator())
+    else:
+        pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+        set_limits(low - pad, high + pad)
+    if name in ticks:
+        axis.set_ticks(*ticks[name])
+
+
+def hyperparameters_over_steps(
+    lineage: Lineage,
+    log_scale: set[str],
+    path: Path,
+    names: list[str] | None = None,
+    ticks: dict | None = None,
+):
+    """One panel per hyperparameter: every member's value in every round, coloured by family.
+
+    Args:
+      log_scale: the names to plot on a log axis (log-uniform priors).
+      names: the hyperparameters to draw (default: every one in the lineage).
+      ticks: ``{name: (values, labels)}`` for a choice hyperparameter's axis.
+
+    Returns:
+      The figure, saved to ``path`` and closed.
+    """
     from matplotlib.collections import LineCollection
 
     plt = _pyplot()
-    names = list(lineage.hparams[0])
+    names = list(lineage.hparams[0]) if names is None else list(names)
     family = founders(lineage)
     colours = _colours(plt, family.shape[1])
     fig, axes = plt.subplots(
-        len(names), 1, figsize=(7, 2.1 * len(names)), sharex=True, squeeze=False
+        len(names), 1, figsize=(7, max(3.0, 2.1 * len(names))), sharex=True, squeeze=False
     )
     interval = lineage.interval
     for ax, name in zip(axes[:, 0], names):
@@ -87,13 +131,7 @@ def hyperparameters_over_steps(lineage: Lineage, log_scale: set[str], path: Path
                 segment_colours.append(colours[family[r, m]])
         ax.add_collection(LineCollection(segments, colors=segment_colours, linewidths=1.5))
         values = np.array([v[name] for v in lineage.hparams], dtype=float)  # None -> nan
-        low, high = np.nanmin(values), np.nanmax(values)
-        if name in log_scale and low > 0:
-            ax.set_yscale("log")
-            ax.set_ylim(low / 1.3, high * 1.3)
-        else:
-            pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
-            ax.set_ylim(low - pad, high + pad)
+        _scale_axis(ax, "y", name, values, log_scale, ticks or {})
         ax.set_xlim(0, lineage.rounds * interval)
         ax.set_ylabel(name, fontsize=8)
     axes[-1, 0].set_xlabel("training step (colour: the founding member of each line of weights)")
@@ -101,9 +139,10 @@ def hyperparameters_over_steps(lineage: Lineage, log_scale: set[str], path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def family_tree(lineage: Lineage, best_member: int, path: Path) -> None:
+def family_tree(lineage: Lineage, best_member: int, path: Path):
     """Member slots over rounds; an edge from the member each slot copied at each round."""
     from matplotlib.collections import LineCollection
 
@@ -144,33 +183,42 @@ def family_tree(lineage: Lineage, best_member: int, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def final_hyperparameters(
-    last_round: dict, best_member: int, log_scale: set[str], path: Path
-) -> None:
-    """Each final hyperparameter against the member's final selected metric."""
+    last_round: dict,
+    best_member: int,
+    log_scale: set[str],
+    path: Path,
+    names: list[str] | None = None,
+    ticks: dict | None = None,
+):
+    """Each final hyperparameter against the member's final selected metric; the arguments
+    are ``hyperparameters_over_steps``'s. Returns the figure, saved and closed."""
     plt = _pyplot()
-    names = list(last_round["hparams"])
-    label, accuracy = metric_label(last_round), selected_metric(last_round)[1]
+    names = list(last_round["hparams"]) if names is None else list(names)
+    label, fitness = metric_label(last_round), selected_metric(last_round)[1]
     columns = min(len(names), 3)
     rows = -(-len(names) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
+    # Wide enough for the title over a single panel.
+    size = (max(3.4 * columns, 5.5), max(2.9 * rows, 3.4))
+    fig, axes = plt.subplots(rows, columns, figsize=size, squeeze=False)
     for ax, name in zip(axes.flat, names):
         values = np.array(
             [np.nan if v is None else v for v in last_round["hparams"][name]], dtype=float
         )
-        ax.scatter(values, accuracy, s=18, alpha=0.8)
+        ax.scatter(values, fitness, s=18, alpha=0.8)
         ax.scatter(
-            values[best_member], accuracy[best_member], s=60, marker="*", color="C3", label="best"
+            values[best_member], fitness[best_member], s=60, marker="*", color="C3", label="best"
         )
-        if name in log_scale and np.nanmin(values) > 0:
-            ax.set_xscale("log")
+        _scale_axis(ax, "x", name, values, log_scale, ticks or {})
         ax.set(xlabel=name, ylabel=label)
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Final hyperparameters against fitness")
+    fig.suptitle(f"Final hyperparameters against the {label}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig

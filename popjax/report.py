@@ -12,13 +12,17 @@ from popjax.halving import judged_rungs
 
 def best_members_table(result, top: int = 5) -> str:
     """The ``top`` members by final validation fitness, with their hyperparameters and test."""
+    from popjax.groups import resolve_groups
     from popjax.records import fitness_values
 
     last = result.history[-1]
     metric = result.selects_on
     val = np.asarray(last[f"val_{metric}"], dtype=float)
     order = np.argsort(-fitness_values(last), kind="stable")[:top]
-    names = list(last["hparams"])
+    groups = resolve_groups(result.config)
+    fixed = fixed_hyperparameters(groups, result.lineage.hparams)
+    options = named_options(groups)
+    names = [name for name in last["hparams"] if name not in fixed]
     test = result.test.get(metric)
     short = {"accuracy": "acc"}.get(metric, metric)
     header = [
@@ -34,12 +38,7 @@ def best_members_table(result, top: int = 5) -> str:
             str(member),
             f"{val[member]:.4f}",
             *([f"{test[member]:.4f}"] if test is not None else []),
-            *(
-                "-"
-                if last["hparams"][name][member] is None
-                else f"{last['hparams'][name][member]:.4g}"
-                for name in names
-            ),
+            *(shown_value(last["hparams"][name][member], options.get(name)) for name in names),
         ]
         for rank, member in enumerate(order)
     ]
@@ -47,6 +46,84 @@ def best_members_table(result, top: int = 5) -> str:
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def shown_value(value, options: tuple[str, ...] | None = None) -> str:
+    """A hyperparameter's value as the report prints it: a named choice by its name."""
+    if value is None:
+        return "-"  # not a hyperparameter of this member's group
+    if options and float(value).is_integer() and 0 <= value < len(options):
+        return options[int(value)]
+    return f"{value:.4g}"
+
+
+def _priors(groups) -> dict[str, list]:
+    """Each hyperparameter's prior in every group whose space names it."""
+    priors: dict[str, list] = {}
+    for group in groups:
+        for name, prior in group.config.space.priors.items():
+            priors.setdefault(name, []).append(prior)
+    return priors
+
+
+def fixed_hyperparameters(groups, rounds: list[dict]) -> dict[str, float]:
+    """The hyperparameters held at one value by every member all run long, with that value.
+
+    The groups' priors decide (a ``Fixed`` prior at one value in every group that has it); for
+    a name that no group's space gives, the records do: every member's value identical in every
+    round. ``rounds`` is the lineage's ``hparams``.
+    """
+    priors = _priors(groups)
+    fixed = {}
+    for name in rounds[0] if rounds else ():
+        if name in priors:
+            values = {_fixed_value(p) for p in priors[name]}
+        else:
+            values = {v for record in rounds for v in record[name] if v is not None}
+        if len(values) == 1 and None not in values:
+            fixed[name] = values.pop()
+    return fixed
+
+
+def _fixed_value(prior) -> float | None:
+    from popjax.space import Choice, Fixed
+
+    if isinstance(prior, Fixed):
+        return prior.value
+    if isinstance(prior, Choice) and len(prior.values) == 1:
+        return prior.values[0]
+    return None
+
+
+def log_scaled(groups) -> set[str]:
+    """The hyperparameters drawn log-uniformly (in any group): plotted on a log axis."""
+    from popjax.space import LogUniform
+
+    return {n for n, ps in _priors(groups).items() if any(isinstance(p, LogUniform) for p in ps)}
+
+
+def named_options(groups) -> dict[str, tuple[str, ...]]:
+    """The built-in choices made by name (``activation``: relu, gelu, ...), for labels."""
+    from popjax.hyperparameters import NAMED_CHOICES
+
+    return {
+        name: NAMED_CHOICES[name]
+        for group in groups
+        if group.config.space.builtin
+        for name in group.config.space.priors
+        if name in NAMED_CHOICES
+    }
+
+
+def choice_values(groups) -> dict[str, tuple[float, ...]]:
+    """The values a choice hyperparameter can take, for its axis ticks."""
+    from popjax.space import Choice
+
+    values: dict[str, set] = {}
+    for name, ps in _priors(groups).items():
+        if all(isinstance(p, Choice) for p in ps):
+            values[name] = {v for p in ps for v in p.values}
+    return {name: tuple(sorted(v)) for name, v in values.items()}
 
 
 REPORT = "report.md"
@@ -64,13 +141,36 @@ def write_report(run_dir) -> Path:
     Raises:
       PopjaxError: the folder is not a finished run.
     """
-    from popjax import plots
-    from popjax.lineage import Lineage
-    from popjax.plan import Plan
-    from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, read_metrics, read_summary, write_atomic
-    from popjax.space import LogUniform
+    from popjax.runfolder import write_atomic
 
     run_dir = Path(run_dir)
+    run = _read_run(run_dir)
+    figures = _draw(run_dir, *run)
+    plan, summary, history, lineage = run
+    fixed = fixed_hyperparameters(plan.groups, lineage.hparams)
+    text = report_markdown(
+        plan.config, summary, history, lineage, fixed, named_options(plan.groups), set(figures)
+    )
+    write_atomic(run_dir / REPORT, text)
+    return run_dir / REPORT
+
+
+def draw_plots(run_dir) -> dict:
+    """Draws the report's plots of a finished run folder into it as PNGs.
+
+    Returns:
+      The matplotlib figures by ``PLOTS`` key, closed; the hyperparameter plots are left out
+      when no hyperparameter varied.
+    """
+    run_dir = Path(run_dir)
+    return _draw(run_dir, *_read_run(run_dir))
+
+
+def _read_run(run_dir: Path):
+    from popjax.lineage import Lineage
+    from popjax.plan import Plan
+    from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, read_metrics, read_summary
+
     missing = [f for f in (CONFIG, LINEAGE, SUMMARY) if not (run_dir / f).is_file()]
     if missing:
         raise PopjaxError(
@@ -78,25 +178,35 @@ def write_report(run_dir) -> Path:
             "give a folder that popjax run completed"
         )
     plan = Plan.from_run(run_dir)
-    config = plan.config
-    summary, history = read_summary(run_dir), read_metrics(run_dir)
     lineage = Lineage.load(run_dir / LINEAGE)
-    best = int(summary["best_member"])
-    log_scale = {
-        n
-        for group in plan.groups
-        for n, p in group.config.space.priors.items()
-        if isinstance(p, LogUniform)
-    }
+    return plan, read_summary(run_dir), read_metrics(run_dir), lineage
 
-    plots.fitness_over_steps(history, run_dir / PLOTS["fitness"])
-    plots.hyperparameters_over_steps(lineage, log_scale, run_dir / PLOTS["hyperparameters"])
-    plots.family_tree(lineage, best, run_dir / PLOTS["family_tree"])
-    plots.final_hyperparameters(
-        history[-1], best, log_scale, run_dir / PLOTS["final_hyperparameters"]
-    )
-    write_atomic(run_dir / REPORT, report_markdown(config, summary, history, lineage))
-    return run_dir / REPORT
+
+def _draw(run_dir: Path, plan, summary: dict, history: list[dict], lineage) -> dict:
+    from popjax import plots
+
+    best = int(summary["best_member"])
+    fixed = fixed_hyperparameters(plan.groups, lineage.hparams)
+    names = [name for name in lineage.hparams[0] if name not in fixed]
+    log_scale = log_scaled(plan.groups)
+    options = named_options(plan.groups)
+    ticks = {
+        name: (list(values), [shown_value(v, options.get(name)) for v in values])
+        for name, values in choice_values(plan.groups).items()
+        if len(values) <= 12
+    }
+    figures = {
+        "fitness": plots.fitness_over_steps(history, run_dir / PLOTS["fitness"]),
+        "family_tree": plots.family_tree(lineage, best, run_dir / PLOTS["family_tree"]),
+    }
+    if names:  # with nothing searched, no panels to draw
+        figures["hyperparameters"] = plots.hyperparameters_over_steps(
+            lineage, log_scale, run_dir / PLOTS["hyperparameters"], names, ticks
+        )
+        figures["final_hyperparameters"] = plots.final_hyperparameters(
+            history[-1], best, log_scale, run_dir / PLOTS["final_hyperparameters"], names, ticks
+        )
+    return figures
 
 
 def describe_pbt(config, lineage) -> str:
@@ -122,7 +232,18 @@ def describe_pbt(config, lineage) -> str:
     )
 
 
-def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
+def report_markdown(
+    config,
+    summary: dict,
+    history: list[dict],
+    lineage,
+    fixed: dict[str, float] | None = None,
+    options: dict[str, tuple[str, ...]] | None = None,
+    plotted=tuple(PLOTS),
+) -> str:
+    """The report's text. ``fixed``: the hyperparameters held at one value (named in a line,
+    not in the tables); ``options``: named choices; ``plotted``: the ``PLOTS`` keys drawn."""
+    fixed, options = fixed or {}, options or {}
     best = int(summary["best_member"])
     copies = sum(p != m for parents in lineage.parents for m, p in enumerate(parents))
     ancestry = lineage.ancestry(best)
@@ -133,18 +254,51 @@ def report_markdown(config, summary: dict, history: list[dict], lineage) -> str:
     label = metric_label(history[0])
     values = np.array([selected_metric(r)[1] for r in history], dtype=float)
     best_of = np.nanmin if history[0].get("minimize") else np.nanmax
+    test = summary.get("test") or {}
     metrics = "\n".join(
-        f"| {name} | {value:.4f} | "
-        + (f"{summary['test'][name]:.4f}" if name in summary.get("test", {}) else "-")
-        + " |"
+        f"| {name} | {value:.4f} |"
+        + (f" {test[name]:.4f} |" if name in test else " - |" if test else "")
         for name, value in summary["val"].items()
         if value is not None
     )
-    hparams = "\n".join(
-        f"| `{name}` | {value:.4g} |" for name, value in summary["best_hparams"].items()
+    header = (
+        "| | validation | test |\n| --- | --- | --- |"
+        if test
+        else "| | validation |\n| --- | --- |"
     )
+    searched = {
+        name: value
+        for name, value in summary["best_hparams"].items()
+        if name not in fixed and value is not None
+    }
+    hparams = (
+        "Its final hyperparameters:\n\n| hyperparameter | value |\n| --- | --- |\n"
+        + "\n".join(
+            f"| `{name}` | {shown_value(value, options.get(name))} |"
+            for name, value in searched.items()
+        )
+        + "\n\n"
+        if searched
+        else ""
+    )
+    held = (
+        "Fixed for every member all run long (not plotted): "
+        + ", ".join(f"`{n}` = {shown_value(v, options.get(n))}" for n, v in fixed.items())
+        + ".\n\n"
+        if fixed
+        else ""
+    )
+    direction = "lower" if history[0].get("minimize") else "higher"
     pbt = describe_pbt(config, lineage)
-    return f"""# Sweep report: {summary["name"]}
+    sections = {
+        "hyperparameters": "## Hyperparameters over the run, coloured by lineage\n\n"
+        "![hyperparameters](hyperparameters.png)\n\n",
+        "family_tree": "## Family tree\n\n![who copied whom, when](family_tree.png)\n\n",
+        "final_hyperparameters": f"## Final hyperparameters against the {label}\n\n"
+        "![final hyperparameters](final_hyperparameters.png)\n\n",
+    }
+    return (
+        f"""# Sweep report: {summary["name"]}
 
 {summary["population"]} members, {summary["steps"]} steps each, PBT {pbt};
 {summary["wall_time_s"]:.1f} s on {len(summary["devices"])} device(s), {summary["compilations"]}
@@ -152,34 +306,19 @@ compilation(s) of the training round.
 
 ## Best member: {best}
 
-| | validation | test |
-| --- | --- | --- |
+{header}
 {metrics}
 
-Its final hyperparameters:
-
-| hyperparameter | value |
-| --- | --- |
-{hparams}
-
-Its weights passed through {switches} other member(s) by exploit; the population made
-{copies} copies in all over {lineage.rounds} rounds. The median {label} went from
-{np.nanmedian(values[0]):.4f} after the first round to {np.nanmedian(values[-1]):.4f} at the end
-(best: {best_of(values[0]):.4f} to {best_of(values[-1]):.4f}).
+{hparams}{held}Its weights passed through {switches} other member(s) by exploit; the population made
+{copies} copies in all over {lineage.rounds} rounds. The median {label} ({direction} is better)
+went from {np.nanmedian(values[0]):.4f} after the first round to {np.nanmedian(values[-1]):.4f}
+at the end (best: {best_of(values[0]):.4f} to {best_of(values[-1]):.4f}).
 
 ## {label.capitalize()}
 
 ![best and median {label}](fitness.png)
 
-## Hyperparameters over the run, coloured by lineage
-
-![hyperparameters](hyperparameters.png)
-
-## Family tree
-
-![who copied whom, when](family_tree.png)
-
-## Final hyperparameters against fitness
-
-![final hyperparameters](final_hyperparameters.png)
 """
+        + "".join(text for key, text in sections.items() if key in plotted).rstrip("\n")
+        + "\n"
+    )
