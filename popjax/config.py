@@ -83,10 +83,11 @@ class SweepConfig:
       population: members trained together; "auto" for the most whose round fits in a
         device's memory at full speed (see ``popjax.memory``).
       steps: SGD steps per member in the whole run.
-      epochs: the run's length in passes over the training split instead (0: use ``steps``);
-        rounded to whole rounds once the data is known.
+      epochs: the run's length in passes over the training split instead (None: use
+        ``steps``); rounded to whole rounds once the data is known. Built-in tasks only.
       interval: steps between PBT rounds; ``steps`` must be a multiple of it.
-      batch_size: examples per member per step.
+      batch_size: examples per member per step (128 for a built-in task when None); a task of
+        one's own takes it only if its factory has a ``batch_size`` parameter.
       metric: what PBT selects on, on the validation split: "accuracy" or "loss" for a
         classification ("accuracy" by default), "loss" for a regression; a task of one's own
         names its fitness itself.
@@ -95,12 +96,16 @@ class SweepConfig:
       memory_limit: the memory one device may use, e.g. "2GiB"; empty for what the device
         has. A population whose round needs more trains in slices of members.
       task: ``{"name": "classification" | "regression" | "package.module:factory", **fields}``;
-        a task of one's own is built as ``factory(**fields)`` (see ``popjax.Task``).
+        a task of one's own is built as ``factory(**fields, **settings)``, where settings are
+        those of ``steps``, ``interval``, ``seed`` and ``batch_size`` that its signature names
+        (see ``popjax.Task``).
       data: ``{"name": "mnist1d" | "digits" | "diabetes" | "npz", "path": ...,
         "val_fraction": 0.1}``; MNIST-1D for a classification and diabetes for a regression by
         default.
-      model: ``{"name": "mlp" | "cnn", **fields of that flax module}``.
-      loss: "cross_entropy" or "squared_error" (to one-hot targets).
+      model: ``{"name": "mlp" | "cnn", **fields of that flax module}``; the MLP 256-256 when
+        empty.
+      loss: "cross_entropy" (when None) or "squared_error" (to one-hot targets) for a
+        classification; a regression trains on the squared error.
       pbt: exploit and explore settings.
       space: the priors of every hyperparameter.
       groups: sub-populations that differ in model, loss or optimizer family (see
@@ -111,22 +116,24 @@ class SweepConfig:
     seed: int = 0
     population: int | str = 32
     steps: int = 6000
-    epochs: float = 0.0
+    epochs: float | None = None
     interval: int = 250
-    batch_size: int = 128
+    batch_size: int | None = None
     metric: str = ""
     checkpoint_every: int = 4
     keep_checkpoints: int = 3
     memory_limit: str = ""
     task: dict = field(default_factory=lambda: {"name": "classification"})
     data: dict = field(default_factory=dict)
-    model: dict = field(default_factory=lambda: {"name": "mlp", "hidden": [256, 256]})
-    loss: str = "cross_entropy"
+    model: dict = field(default_factory=dict)
+    loss: str | None = None
     pbt: PBTConfig = field(default_factory=PBTConfig)
     space: SearchSpace = field(default_factory=SearchSpace)
     groups: list = field(default_factory=list)
 
     def __post_init__(self):
+        if isinstance(self.task, str):  # as a config writes ``task = "regression"``
+            self.task = {"name": self.task}
         # From Python, [pbt] and [space] may come as tables, as in a TOML config.
         if isinstance(self.pbt, dict):
             self.pbt = _pbt_from_dict(self.pbt)
@@ -159,7 +166,12 @@ class SweepConfig:
 
     def validate(self) -> SweepConfig:
         """Checks every field; returns the config with its name filled in."""
-        counts = [k for k in _COUNTS if not (k == "population" and self.auto_population)]
+        counts = [
+            k
+            for k in _COUNTS
+            if not (k == "population" and self.auto_population)
+            and not (k == "batch_size" and self.batch_size is None)
+        ]
         for key in ("seed", *counts):
             value = getattr(self, key)
             if not _is_whole(value):
@@ -186,10 +198,11 @@ class SweepConfig:
                 f"steps {self.steps} is not a multiple of interval {self.interval}: "
                 f"use steps = {below} or {below + self.interval}"
             )
-        if not _is_number(self.epochs) or not 0 <= self.epochs < math.inf:
-            raise ConfigError(
-                f"epochs must be a finite number >= 0 (got {shown(self.epochs)}); 0 uses steps"
-            )
+        if self.epochs is not None:
+            if not _is_number(self.epochs) or not 0 <= self.epochs < math.inf:
+                raise ConfigError(f"epochs must be a finite number > 0 (got {shown(self.epochs)})")
+            if self.epochs == 0:
+                raise ConfigError("epochs = 0 trains nothing: remove epochs to use steps")
         if not isinstance(self.metric, str):
             raise ConfigError(f'metric must be a name such as "loss" (got {shown(self.metric)})')
         if not isinstance(self.memory_limit, (str, int)) or isinstance(self.memory_limit, bool):
@@ -210,9 +223,7 @@ class SweepConfig:
                 raise ConfigError(
                     f'{key} must be a table like {{name = "..."}} (got {shown(getattr(self, key))})'
                 )
-        if not isinstance(self.model.get("name"), str):
-            raise ConfigError(f'model needs a name, "mlp" or "cnn" (got {self.model})')
-        if not isinstance(self.loss, str):
+        if self.loss is not None and not isinstance(self.loss, str):
             raise ConfigError(
                 f'loss must be a name such as "cross_entropy" (got {shown(self.loss)})'
             )
@@ -226,6 +237,10 @@ class SweepConfig:
             )
         config = self._with_task_defaults()
         _check_pbt(self.pbt)
+        if self.epochs is None:  # else the run's rounds are known once the data is
+            from popjax.settings import check_rungs
+
+            check_rungs(self.pbt, self.rounds)
         _check_data(config.data)
         if self.groups:
             from popjax.groups import resolve_groups
@@ -236,7 +251,7 @@ class SweepConfig:
             )
         if not config.name:
             name = (
-                f"{config.data['name']}-{self.model['name']}"
+                f"{config.data['name']}-{config.model['name']}"
                 if self.builtin_task
                 else str(self.task["name"]).rpartition(":")[2]
             )
@@ -245,6 +260,8 @@ class SweepConfig:
 
     def _with_task_defaults(self) -> SweepConfig:
         """The task checked, and its metric and dataset filled in where the config is silent."""
+        from popjax.settings import builtin_defaults, own_task_settings
+
         task = self.task
         if not isinstance(task, dict) or not isinstance(task.get("name"), str):
             raise ConfigError(
@@ -258,9 +275,7 @@ class SweepConfig:
                     unknown_name_error("task", name, tuple(TASK_METRICS))
                     + ', or "package.module:factory" for your own'
                 )
-            if self.metric:
-                raise ConfigError(f"task {name} names its own fitness: remove metric")
-            return self
+            return own_task_settings(self)
         if len(task) > 1:
             raise ConfigError(
                 f"the {name} task takes no fields ({', '.join(sorted(task)[:3])}"
@@ -271,11 +286,11 @@ class SweepConfig:
             raise ConfigError(unknown_name_error(f"metric of a {name}", metric, TASK_METRICS[name]))
         data = {"val_fraction": 0.1, **self.data}
         data.setdefault("name", TASK_DATA[name])
-        return dataclasses.replace(self, metric=metric, data=data)
+        return builtin_defaults(dataclasses.replace(self, metric=metric, data=data))
 
     def with_budget(self, num_train: int) -> SweepConfig:
         """Turns an ``epochs`` budget into whole rounds of steps for ``num_train`` examples."""
-        if not self.epochs:
+        if self.epochs is None:
             return self
         rounds = max(1, round(self.epochs * num_train / (self.batch_size * self.interval)))
         if rounds * self.interval > MAX_COUNT:
@@ -283,6 +298,9 @@ class SweepConfig:
                 f"epochs {self.epochs:g} of {num_train} examples is {rounds * self.interval} "
                 f"steps, more than {MAX_COUNT}: use fewer epochs"
             )
+        from popjax.settings import check_rungs
+
+        check_rungs(self.pbt, rounds)
         return dataclasses.replace(self, steps=rounds * self.interval)
 
     def check_batch_size(self, num_train: int) -> None:
@@ -294,7 +312,13 @@ class SweepConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        plain = {f: getattr(self, f) for f in _FIELDS if f not in ("pbt", "space")}
+        """The settings given or filled in; those left unset (None, empty) are left out, so a
+        task of one's own records none of the built-in tasks' settings."""
+        plain = {
+            f: getattr(self, f)
+            for f in _FIELDS
+            if f not in ("pbt", "space") and getattr(self, f) not in (None, "", {}, [])
+        }
         pbt = dataclasses.asdict(self.pbt)
         pbt["perturb_factors"] = list(pbt["perturb_factors"])
         pbt["rungs"] = list(pbt["rungs"])
@@ -315,17 +339,16 @@ class SweepConfig:
         builtin = table.get("task", {}).get("name", "classification") in TASK_METRICS
         if "space" in table or not builtin:
             table["space"] = SearchSpace.from_dict(table.get("space", {}), builtin=builtin)
-        defaults = cls()
         for key in ("data", "model"):
-            if key in table:
-                if not isinstance(table[key], dict):
-                    raise ConfigError(f"[{key}] must be a table")
-                base = getattr(defaults, key)
-                # A different model or dataset starts from its own defaults, not the MLP's.
-                if table[key].get("name", base.get("name")) != base.get("name"):
-                    base = {}
-                table[key] = {**base, **table[key]}
-        return dataclasses.replace(defaults, **table)
+            if key in table and not isinstance(table[key], dict):
+                raise ConfigError(f"[{key}] must be a table")
+        from popjax.settings import DEFAULT_MODEL
+
+        # A [model] table changes the default MLP's fields; another model starts from its own.
+        model = table.get("model")
+        if model and model.get("name", DEFAULT_MODEL["name"]) == DEFAULT_MODEL["name"]:
+            table["model"] = {**DEFAULT_MODEL, **model}
+        return dataclasses.replace(cls(), **table)
 
     @classmethod
     def from_toml(cls, path) -> SweepConfig:
@@ -388,6 +411,7 @@ def _check_pbt(pbt: PBTConfig) -> None:
         )
     if (
         not isinstance(pbt.rungs, (tuple, list))
+        or not pbt.rungs
         or not all(_is_whole(r) and 1 <= r <= MAX_COUNT for r in pbt.rungs)
         or list(pbt.rungs) != sorted(set(pbt.rungs))
     ):
@@ -419,6 +443,9 @@ def _check_pbt(pbt: PBTConfig) -> None:
         )
     if not isinstance(pbt.enabled, bool):
         raise ConfigError(f"pbt.enabled must be true or false (got {shown(pbt.enabled)})")
+    from popjax.settings import refuse_unused_pbt
+
+    refuse_unused_pbt(pbt)
 
 
 def _check_data(data: dict) -> None:

@@ -85,7 +85,9 @@ def resolve_groups(config) -> list[Group]:
                 )
         model = dict(table.get("model", {}))
         base = (
-            config.model if model.get("name", config.model["name"]) == config.model["name"] else {}
+            config.model
+            if model.get("name", config.model.get("name")) == config.model.get("name")
+            else {}
         )
         group_config = dataclasses.replace(
             config,

@@ -5,6 +5,7 @@ group's task built from it. The sweep, the report, replay and export all read a 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from popjax import data as datasets
 from popjax.config import MAX_COUNT, PYTHON_TASK, ConfigError, SweepConfig
 from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.groups import Group, resolve_groups
+from popjax.settings import factory_settings
 from popjax.space import SearchSpace, schedule_kinds
-from popjax.task import Task, load_task
+from popjax.task import Task, load_task, make_task
 
 # Weights stay float32 whatever the compute dtype: the optimizer updates float32 masters.
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -47,7 +49,8 @@ class Plan:
         if config.builtin_task:
             for group in groups:
                 _check_model(group.config.model)
-                _check_loss(group.config.loss)
+                if group.config.loss is not None:  # a regression's is the squared error
+                    _check_loss(group.config.loss)
         return cls(config, groups)
 
     @classmethod
@@ -105,7 +108,8 @@ class Plan:
 
         Args:
           data, model, loss_fn: for the built-in tasks, what to use instead of the config's.
-          task: a ``popjax.Task`` given from Python, run instead of the config's task.
+          task: a ``popjax.Task`` given from Python, or a function that returns one (given the
+            run's settings that it names, as a config's factory), run instead of the config's.
         """
         if task is not None or not self.config.builtin_task:
             if data is not None or model is not None or loss_fn is not None:
@@ -133,13 +137,23 @@ class Plan:
         plan.config.check_batch_size(len(data.x_train))
         return plan, group_tasks
 
-    def _own_task(self, group: Group, task: Task | None) -> GroupTask:
-        fields = {k: v for k, v in self.config.task.items() if k != "name"}
-        task = task if task is not None else load_task(self.config.task["name"], fields)
+    def _own_task(self, group: Group, task: Task | Callable | None) -> GroupTask:
+        """A task of one's own, its factory given the run's settings that it names."""
+
+        def settings(factory) -> dict:
+            return factory_settings(factory, group.config)
+
+        if task is None:
+            fields = {k: v for k, v in self.config.task.items() if k != "name"}
+            task = load_task(self.config.task["name"], fields, settings)
+        elif callable(task) and not isinstance(task, Task):
+            task = make_task(task, settings(task), f"task={getattr(task, '__name__', 'factory')}")
+        elif isinstance(task, Task):
+            settings(None)  # a Task takes no batch_size
         if not isinstance(task, Task):
             raise PopjaxError(
-                f"task= takes a popjax.Task, or a config's task by name such as "
-                f'"regression" (got a {type(task).__name__})'
+                f"task= takes a popjax.Task or a function that returns one, or a config's task "
+                f'by name such as "regression" (got a {type(task).__name__})'
             )
         space = own_space(task, group.config.space)
         check_one_member(task, space)

@@ -90,7 +90,7 @@ class SweepResult:
 def run(
     config: SweepConfig | str | Path | None = None,
     *,
-    task: Task | str | None = None,
+    task: Task | Callable | str | None = None,
     model=None,
     loss_fn=None,
     data: datasets.Dataset | None = None,
@@ -108,8 +108,10 @@ def run(
 
     Args:
       config: a ``SweepConfig``, the path of a TOML config, or None for the built-in default.
-      task: a ``popjax.Task`` to run instead of the config's (see ``popjax.task``), or a
-        config's task by name ("regression", "package.module:factory").
+      task: a ``popjax.Task`` to run instead of the config's (see ``popjax.task``), a
+        function that returns one (called with the run's settings that it names: ``steps``,
+        ``interval``, ``seed``, ``batch_size``), or a config's task by name ("regression",
+        "package.module:factory").
       model: a flax linen module to train instead of the config's (see ``popjax.nn``).
       loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
       data: a ``Dataset`` to train on instead of the config's.

@@ -87,12 +87,30 @@ class Task(NamedTuple):
 BUILTIN = ("classification", "regression")
 
 
-def load_task(spec: str, fields: Mapping[str, Any] | None = None) -> Task:
+def load_task(
+    spec: str, fields: Mapping[str, Any] | None = None, settings: Callable | None = None
+) -> Task:
     """The task a config names by import path, ``"package.module:factory"``.
 
-    ``factory(**fields)`` must return a ``Task`` (a ``Task`` itself is taken as it is). The
-    current folder is searched first, so a task in ``./my_tasks.py`` is ``"my_tasks:name"``.
+    ``factory(**fields, **settings(factory))`` must return a ``Task`` (a ``Task`` itself is
+    taken as it is); ``settings`` picks the run's settings that the factory takes. The current
+    folder is searched first, so a task in ``./my_tasks.py`` is ``"my_tasks:name"``.
     """
+    made = load_factory(spec)
+    extra = settings(made) if settings is not None else {}
+    if isinstance(made, Task):
+        if fields:
+            raise PopjaxError(
+                f"{spec} is a popjax.Task, not a factory: it takes no fields "
+                f"({', '.join(sorted(fields))}); remove them from [task]"
+            )
+        return made
+    return make_task(made, {**(fields or {}), **extra}, spec)
+
+
+def load_factory(spec: str):
+    """What ``"package.module:factory"`` names: a function that returns a ``Task``, or a
+    ``Task``."""
     module_name, _, attribute = str(spec).partition(":")
     if not module_name or not attribute:
         raise PopjaxError(
@@ -115,18 +133,22 @@ def load_task(spec: str, fields: Mapping[str, Any] | None = None) -> Task:
             "returns a popjax.Task"
         )
     made = getattr(module, attribute)
-    if not isinstance(made, Task):
-        if not callable(made):
-            raise PopjaxError(
-                f"{spec} is a {type(made).__name__}, not a function that returns a popjax.Task"
-            )
-        try:
-            made = made(**dict(fields or {}))
-        except TypeError as error:
-            raise PopjaxError(
-                f"{spec} does not take the fields given in [task] "
-                f"({_first_line(error)}): give the arguments it takes"
-            ) from None
+    if not isinstance(made, Task) and not callable(made):
+        raise PopjaxError(
+            f"{spec} is a {type(made).__name__}, not a function that returns a popjax.Task"
+        )
+    return made
+
+
+def make_task(factory: Callable, arguments: Mapping[str, Any], spec: str) -> Task:
+    """``factory(**arguments)``, which must be a ``Task``."""
+    try:
+        made = factory(**arguments)
+    except TypeError as error:
+        raise PopjaxError(
+            f"{spec} does not take the fields given in [task] "
+            f"({_first_line(error)}): give the arguments it takes"
+        ) from None
     if not isinstance(made, Task):
         raise PopjaxError(f"{spec} returned a {type(made).__name__}: expected a popjax.Task")
     return made
