@@ -41,7 +41,7 @@ from popjax.records import (
     selected_metric,
 )
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
-from popjax.task import Task
+from popjax.task import IMPORT_FOLDER, Task, import_folder
 
 
 @dataclass
@@ -197,7 +197,7 @@ def run(
         # them write their checkpoints into it.
         barrier("popjax: run folder checked")
         if is_main_process():
-            folder = RunFolder(run_dir, config.to_toml())
+            folder = RunFolder(run_dir, with_import_folder(config).to_toml())
         barrier("popjax: run folder made")
 
     with ExitStack() as opened:  # closed on every way out: the end, an error, a signal
@@ -207,15 +207,23 @@ def run(
             checkpoints = opened.enter_context(
                 closing(SweepCheckpoints(run_dir, config.keep_checkpoints))
             )
-        if resume is not None:
-            first_round, states, lineage, history = restore(checkpoints, programs, members)
-            folder = RunFolder.reopen(run_dir, history) if is_main_process() else None
+        restored = restore(checkpoints, programs, members) if resume is not None else None
+        if restored is not None:
+            first_round, states, lineage, history, elapsed = restored
+            # The run's wall time is summed over its processes: this one's clock starts where
+            # the checkpoint's left off (the rounds after it that a kill lost count once more,
+            # as they are trained again).
+            start -= elapsed
         else:
+            # A new run, or a resumed one killed before its first checkpoint: that one starts
+            # again from round 0 in its folder, and the time it ran is lost.
             states = [program.init(program.train_data) for program in programs]
             first_round, history = 0, []
             lineage = Lineage(
                 config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
             )
+        if resume is not None and is_main_process():
+            folder = RunFolder.reopen(run_dir, history)
         round_callbacks = [on_round] if on_round and is_main_process() else []
         if tensorboard and folder:
             logger = opened.enter_context(closing(TensorBoardLogger(run_dir / "tensorboard")))
@@ -252,7 +260,12 @@ def run(
             if checkpoints and (
                 done % config.checkpoint_every == 0 or done == config.rounds or signum
             ):
-                checkpoints.save(done, states, {"lineage": lineage.to_dict(), "history": history})
+                meta = {
+                    "lineage": lineage.to_dict(),
+                    "history": history,
+                    "wall_time_s": time.perf_counter() - start,
+                }
+                checkpoints.save(done, states, meta)
             if signum and done < config.rounds:
                 where = (
                     f"resume with: popjax run --resume {run_dir}"
@@ -271,11 +284,15 @@ def run(
 
 
 def restore(checkpoints: SweepCheckpoints, programs, members):
-    """``(first round, states, lineage, history)`` from the newest readable checkpoint; arrays
-    come back with the member sharding."""
+    """``(first round, states, lineage, history, wall time so far)`` from the newest readable
+    checkpoint, arrays with the member sharding; None if the run has no checkpoint yet."""
+    if not checkpoints.rounds_saved():
+        return None
     abstract = [program.abstract_state(members) for program in programs]
     first_round, states, meta = checkpoints.restore_latest(abstract)
-    return first_round, states, Lineage.from_dict(meta["lineage"]), meta["history"]
+    # Checkpoints written before the wall time was kept count from this process on.
+    elapsed = meta.get("wall_time_s", 0.0)
+    return first_round, states, Lineage.from_dict(meta["lineage"]), meta["history"], elapsed
 
 
 def play_round(programs, states, round_index: int, history: list[dict], plan: Plan) -> dict:
@@ -352,6 +369,17 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
             for program in programs
         },
     )
+
+
+def with_import_folder(config: SweepConfig) -> SweepConfig:
+    """The config a run folder keeps: a task of one's own with the folder its module was
+    imported from, so that the run resumes, reports and replays from any current folder."""
+    if config.builtin_task or config.task["name"] == PYTHON_TASK:
+        return config
+    folder = import_folder(config.task["name"])
+    if folder is None:
+        return config
+    return config.replace(task={**config.task, IMPORT_FOLDER: folder})
 
 
 def resume_target(config, resume, overrides):

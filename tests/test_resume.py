@@ -1,9 +1,13 @@
 """Checkpoints and faults: a killed sweep resumes to the same population; signals checkpoint;
 damaged checkpoints are skipped; diverging members never stop the sweep."""
 
+import inspect
 import json
 import signal
+import sys
 import time
+import tomllib
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -14,7 +18,13 @@ from popjax.checkpoint import SweepCheckpoints
 from popjax.errors import PopjaxError
 from popjax.space import LogUniform, SearchSpace
 
-from conftest import final_state, finish_process, popjax_cli, wait_for_checkpoints
+from conftest import (
+    final_state,
+    finish_process,
+    popjax_cli,
+    run_process,
+    wait_for_checkpoints,
+)
 
 RUN_TOML = """
 name = "resume"
@@ -66,6 +76,146 @@ def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
     assert (summary["best_member"], summary["test"]) == (whole["best_member"], whole["test"])
     metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert metrics == (uninterrupted / "metrics.jsonl").read_text()
+
+
+def without_wall_time(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "wall_time_s"}
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_round_0(tmp_path, uninterrupted):
+    # The same run, checkpointed only at its end: a kill midway leaves no checkpoint.
+    (tmp_path / "run.toml").write_text(
+        RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
+    )
+    process = popjax_cli("run", "run.toml", "--out", "killed", cwd=tmp_path)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (
+        not (tmp_path / "killed" / "checkpoints").is_dir()
+        or not SweepCheckpoints(tmp_path / "killed").rounds_saved()
+    )
+
+    again = run_process(
+        [sys.executable, "-m", "popjax", "run", "run.toml", "--out", "killed"], cwd=tmp_path
+    )
+    assert again.returncode == 2
+    assert "popjax run --resume killed" in again.stderr  # points to the way on
+    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
+    out, err = finish_process(resumed, 400)
+    assert resumed.returncode == 0, err
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    whole = json.loads((uninterrupted / "summary.json").read_text())
+    assert without_wall_time(summary) == without_wall_time(whole)
+    assert metrics.read_text() == (uninterrupted / "metrics.jsonl").read_text()
+
+
+def test_wall_time_sums_the_first_process_and_the_resume(tmp_path):
+    (tmp_path / "run.toml").write_text(RUN_TOML)
+    process = popjax_cli("run", "run.toml", "--out", "killed", cwd=tmp_path)
+    saved = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 240
+    # Late in the run, so that the first process's share outweighs a start of the command.
+    while not (
+        saved.is_dir() and any(p.name.isdigit() and int(p.name) >= 22 for p in saved.iterdir())
+    ):
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    began = time.perf_counter()
+    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
+    out, err = finish_process(resumed, 400)
+    resumed_alone = time.perf_counter() - began
+    assert resumed.returncode == 0, err
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["wall_time_s"] > resumed_alone
+
+
+TASK_MODULE = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import popjax
+
+NOISE = 0.1
+"""
+
+
+def test_a_task_run_resumes_reports_and_exports_from_another_folder(tmp_path):
+    from test_task import TOML, linear_regression
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "my_tasks.py").write_text(TASK_MODULE + inspect.getsource(linear_regression))
+    (project / "task.toml").write_text(TOML.format(steps=600, factory="my_tasks:linear_regression"))
+    process = popjax_cli("run", "task.toml", "--out", "run", cwd=project)
+    wait_for_checkpoints(project / "run", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (project / "run" / "summary.json").exists()  # it did die midway
+    recorded = tomllib.loads((project / "run" / "config.toml").read_text())["task"]
+    assert recorded["import_from"] == str(project.resolve())
+    assert "my_tasks.py" not in {p.name for p in elsewhere.iterdir()}
+
+    run = str(project / "run")
+    resumed = popjax_cli("run", "--resume", run, cwd=elsewhere)
+    out, err = finish_process(resumed, 300)
+    assert resumed.returncode == 0, err
+    assert json.loads((project / "run" / "summary.json").read_text())["task"] == (
+        "my_tasks:linear_regression"
+    )
+    assert len((project / "run" / "metrics.jsonl").read_text().splitlines()) == 30
+    report = run_process([sys.executable, "-m", "popjax", "report", run], cwd=elsewhere)
+    assert report.returncode == 0, report.stderr
+    exported = run_process(
+        [sys.executable, "-m", "popjax", "export-schedule", run, "--out", "schedule.json"],
+        cwd=elsewhere,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert set(json.loads((elsewhere / "schedule.json").read_text())["schedules"]) == {
+        "learning_rate",
+        "momentum",
+    }
+
+
+def test_a_run_folder_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    from popjax.runfolder import RunFolder, check_new
+
+    # What a run killed while making its folder leaves: a hidden partial folder beside it.
+    (tmp_path / ".run.partial").mkdir()
+    (tmp_path / ".run.partial" / "config.toml").write_text("half")
+    RunFolder(tmp_path / "run", "seed = 1\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.toml", "metrics.jsonl"]
+    with pytest.raises(PopjaxError, match="continue it with popjax run --resume"):
+        check_new(tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(PopjaxError, match="already exists: choose another --out"):
+        RunFolder(tmp_path / "other", "seed = 1\n")
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
+    # An empty folder given as --out is filled in place, config.toml last; what a kill before
+    # that leaves is no run folder yet, and a new run takes it.
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "metrics.jsonl").write_text("")
+    (given / "config.toml.tmp").write_text("half")
+    monkeypatch.chdir(given)
+    RunFolder(Path("."), "seed = 1\n")
+    assert sorted(p.name for p in given.iterdir()) == ["config.toml", "metrics.jsonl"]
+    assert (given / "config.toml").read_text() == "seed = 1\n"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(PopjaxError, match="already exists"):
+        check_new(tmp_path / "theirs")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
