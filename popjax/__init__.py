@@ -19,7 +19,7 @@ _EXPORTS = {
     "Fixed": ("popjax.space", "Fixed"),
     "Lineage": ("popjax.lineage", "Lineage"),
     "LogUniform": ("popjax.space", "LogUniform"),
-    "PBTConfig": ("popjax.config", "PBTConfig"),
+    "PBTConfig": ("popjax.pbt_settings", "PBTConfig"),
     "Plan": ("popjax.plan", "Plan"),
     "Population": ("popjax.population", "Population"),
     "PopjaxError": ("popjax.errors", "PopjaxError"),

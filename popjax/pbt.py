@@ -18,8 +18,8 @@ from popjax.mesh import take_members
 from popjax.population import Population
 from popjax.space import Choice, Fixed, SearchSpace
 
-if TYPE_CHECKING:  # the settings are plain data read by the config; only their fields are used
-    from popjax.config import PBTConfig
+if TYPE_CHECKING:
+    from popjax.pbt_settings import PBTConfig
 
 
 def safe_fitness(fitness):

@@ -17,7 +17,8 @@ from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.groups import Group, resolve_groups
 from popjax.settings import factory_settings
 from popjax.space import SearchSpace, schedule_kinds
-from popjax.task import Task, load_task, make_task
+from popjax.task import Task
+from popjax.task_loading import load_task, make_task
 
 # Weights stay float32 whatever the compute dtype: the optimizer updates float32 masters.
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")

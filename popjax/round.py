@@ -19,7 +19,7 @@ from popjax.schedules import at_step
 from popjax.train import make_evaluate, make_segment
 
 if TYPE_CHECKING:
-    from popjax.config import PBTConfig
+    from popjax.pbt_settings import PBTConfig
     from popjax.space import SearchSpace
     from popjax.task import Task
 

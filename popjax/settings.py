@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from popjax.config import ConfigError
+from popjax.errors import ConfigError
 from popjax.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -107,30 +107,3 @@ def factory_settings(factory, config: SweepConfig) -> dict[str, Any]:
         if named["batch_size"].default is inspect.Parameter.empty:
             raise ConfigError(f"task {name} needs batch_size: set batch_size at the top level")
     return settings
-
-
-def refuse_unused_pbt(pbt) -> None:
-    """A setting of an exploit or explore method that the run does not use, changed from its
-    default, would do nothing."""
-    from popjax.config import PBTConfig
-
-    defaults = PBTConfig()
-    for key, method, name in (
-        ("rungs", "exploit", "halving"),
-        ("restart", "exploit", "halving"),
-        ("window", "explore", "pb2"),
-    ):
-        value = tuple(getattr(pbt, key)) if key == "rungs" else getattr(pbt, key)
-        if getattr(pbt, method) != name and value != getattr(defaults, key):
-            raise ConfigError(
-                f'pbt.{key} is for {method} = "{name}": remove it or set {method} = "{name}"'
-            )
-
-
-def check_rungs(pbt, rounds: int) -> None:
-    """Successive halving that reaches none of its rungs would never decide."""
-    if pbt.enabled and pbt.exploit == "halving" and not any(r < rounds for r in pbt.rungs):
-        raise ConfigError(
-            f"pbt.rungs {list(pbt.rungs)}: the run has {rounds} round(s), so successive "
-            f"halving would never decide: give rungs below {rounds}, or more steps"
-        )
