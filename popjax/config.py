@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from popjax.amounts import MAX_COUNT, MAX_SEED, is_number, is_whole
+from popjax.amounts import MAX_COUNT, MAX_SEED, is_number, is_whole, parse_bytes
 from popjax.errors import ConfigError, PopjaxError, shown, unknown_name_error
-from popjax.memory import parse_bytes
 from popjax.pbt_settings import PBTConfig, check_pbt, check_rungs, pbt_from_dict, pbt_to_dict
 from popjax.space import SearchSpace
 
