@@ -15,7 +15,6 @@ from typing import Any
 from popjax.amounts import MAX_COUNT, MAX_SEED, is_number, is_whole, parse_bytes
 from popjax.errors import ConfigError, PopjaxError, shown, unknown_name_error
 from popjax.pbt_settings import PBTConfig, check_pbt, check_rungs, pbt_from_dict, pbt_to_dict
-from popjax.space import SearchSpace
 
 # Where these were first defined: ``from popjax.config import ...`` keeps working.
 __all__ = ["MAX_COUNT", "MAX_SEED", "ConfigError", "PBTConfig", "SweepConfig"]
@@ -63,7 +62,9 @@ class SweepConfig:
       loss: "cross_entropy" (when None) or "squared_error" (to one-hot targets) for a
         classification; a regression trains on the squared error.
       pbt: exploit and explore settings.
-      space: the priors of every hyperparameter.
+      space: the priors of every hyperparameter: a ``[space]`` table, or a
+        ``popjax.SearchSpace`` given from Python, kept as given; the plan resolves it into a
+        ``SearchSpace`` once (``popjax.plan``).
       groups: sub-populations that differ in model, loss or optimizer family (see
         ``popjax.groups``); ``population`` is then their sum.
     """
@@ -84,18 +85,15 @@ class SweepConfig:
     model: dict = field(default_factory=dict)
     loss: str | None = None
     pbt: PBTConfig = field(default_factory=PBTConfig)
-    space: SearchSpace = field(default_factory=SearchSpace)
+    space: Any = field(default_factory=dict)
     groups: list = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.task, str):  # as a config writes ``task = "regression"``
             self.task = {"name": self.task}
-        # From Python, [pbt] and [space] may come as tables, as in a TOML config.
+        # From Python, [pbt] may come as a table, as in a TOML config.
         if isinstance(self.pbt, dict):
             self.pbt = pbt_from_dict(self.pbt)
-        if isinstance(self.space, dict):
-            builtin = not isinstance(self.task, dict) or self.task.get("name") in TASK_METRICS
-            self.space = SearchSpace.from_dict(self.space, builtin=builtin)
 
     @property
     def rounds(self) -> int:
@@ -183,7 +181,8 @@ class SweepConfig:
             raise ConfigError(
                 f'loss must be a name such as "cross_entropy" (got {shown(self.loss)})'
             )
-        if not isinstance(self.space, SearchSpace):
+        # A SearchSpace, told by what it does: a config holds one without importing its class.
+        if not isinstance(self.space, dict) and not callable(getattr(self.space, "updated", None)):
             raise ConfigError(
                 f"space must be a SearchSpace or a [space] table (got {shown(self.space)})"
             )
@@ -196,13 +195,6 @@ class SweepConfig:
         if self.epochs is None:  # else the run's rounds are known once the data is
             check_rungs(self.pbt, self.rounds)
         _check_data(config.data)
-        if self.groups:
-            from popjax.groups import resolve_groups
-
-            groups = resolve_groups(config)
-            config = dataclasses.replace(
-                config, population=sum(g.config.population for g in groups)
-            )
         if not config.name:
             name = (
                 f"{config.data['name']}-{config.model['name']}"
@@ -271,7 +263,8 @@ class SweepConfig:
             for f in _FIELDS
             if f not in ("pbt", "space") and getattr(self, f) not in (None, "", {}, [])
         }
-        return {**plain, "pbt": pbt_to_dict(self.pbt), "space": self.space.to_dict()}
+        space = self.space if isinstance(self.space, dict) else self.space.to_dict()
+        return {**plain, "pbt": pbt_to_dict(self.pbt), "space": space}
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> SweepConfig:
@@ -285,9 +278,6 @@ class SweepConfig:
             table["task"] = {"name": table["task"]}
         if "task" in table and not isinstance(table["task"], dict):
             raise ConfigError('task must be a name or a table like {name = "regression"}')
-        builtin = table.get("task", {}).get("name", "classification") in TASK_METRICS
-        if "space" in table or not builtin:
-            table["space"] = SearchSpace.from_dict(table.get("space", {}), builtin=builtin)
         for key in ("data", "model"):
             if key in table and not isinstance(table[key], dict):
                 raise ConfigError(f"[{key}] must be a table")

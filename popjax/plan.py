@@ -44,7 +44,12 @@ class Plan:
         elif not isinstance(config, SweepConfig):
             config = SweepConfig.from_toml(config)
         config = config.replace(**overrides).validate()
+        config = dataclasses.replace(config, space=resolve_space(config))
         groups = tuple(resolve_groups(config))
+        if config.groups:
+            config = dataclasses.replace(
+                config, population=sum(g.config.population for g in groups)
+            )
         if config.builtin_task:
             for group in groups:
                 check_model(group.config.model)
@@ -176,6 +181,20 @@ class Plan:
                 for gt in group_tasks
             ),
         )
+
+
+def resolve_space(config: SweepConfig) -> SearchSpace:
+    """The config's space as a ``SearchSpace``: a ``[space]`` table read for the config's task
+    (a built-in task's takes popjax's priors for the names it leaves out), one given from
+    Python as it is."""
+    space = config.space
+    if not isinstance(space, SearchSpace):
+        return SearchSpace.from_dict(space, builtin=config.builtin_task)
+    if not config.builtin_task and space.builtin and space.optimizer == "sgd":
+        # A space made for a built-in task (SearchSpace()'s default): only the priors and
+        # schedules given are a task of one's own; the built-in defaults for the rest are not.
+        return SearchSpace(space.given, schedule=space.schedules, builtin=False)
+    return space
 
 
 def own_space(task: Task, config_space: SearchSpace) -> SearchSpace:

@@ -12,7 +12,6 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from popjax.errors import ConfigError
-from popjax.space import SearchSpace
 
 if TYPE_CHECKING:
     from popjax.config import SweepConfig
@@ -71,13 +70,6 @@ def own_task_settings(config: SweepConfig) -> SweepConfig:
         raise ConfigError(
             f"task {name} brings its own model, loss and data: remove {given[0]} (a field of "
             "its factory goes in [task])"
-        )
-    space = config.space
-    if space.builtin and space.optimizer == "sgd":
-        # A space made for a built-in task (SweepConfig's default, from Python): only the priors
-        # and schedules given are the task's; the built-in defaults for the rest are not.
-        config = dataclasses.replace(
-            config, space=SearchSpace(space.given, schedule=space.schedules, builtin=False)
         )
     return config
 
