@@ -135,7 +135,7 @@ def method_config(task: str, method: str, seed: int, setup: dict | None = None):
 def with_setup(config: popjax.SweepConfig, changes: dict) -> popjax.SweepConfig:
     """The config with a setup's changes; ``space`` holds changes to its search space."""
     changes = dict(changes)
-    space = config.space.updated(changes.pop("space", {}))
+    space = popjax.Plan.from_config(config).config.space.updated(changes.pop("space", {}))
     return config.replace(space=space, **changes)
 
 

@@ -15,11 +15,11 @@ __version__ = "0.1.0"
 # name -> (module, attribute or None for the module itself)
 _EXPORTS = {
     "Choice": ("popjax.space", "Choice"),
-    "Dataset": ("popjax.data", "Dataset"),
+    "Dataset": ("popjax.dataset", "Dataset"),
     "Fixed": ("popjax.space", "Fixed"),
     "Lineage": ("popjax.lineage", "Lineage"),
     "LogUniform": ("popjax.space", "LogUniform"),
-    "PBTConfig": ("popjax.config", "PBTConfig"),
+    "PBTConfig": ("popjax.pbt_settings", "PBTConfig"),
     "Plan": ("popjax.plan", "Plan"),
     "Population": ("popjax.population", "Population"),
     "PopjaxError": ("popjax.errors", "PopjaxError"),
@@ -34,6 +34,7 @@ _EXPORTS = {
     "augment": ("popjax.augment", None),
     "cache": ("popjax.cache", None),
     "data": ("popjax.data", None),
+    "dataset": ("popjax.dataset", None),
     "distributed": ("popjax.distributed", None),
     "hyperparameters": ("popjax.hyperparameters", None),
     "memory": ("popjax.memory", None),

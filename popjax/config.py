@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from popjax.errors import PopjaxError, shown, unknown_name_error
-from popjax.memory import parse_bytes
-from popjax.space import SearchSpace
+from popjax.amounts import MAX_COUNT, MAX_SEED, is_number, is_whole, parse_bytes
+from popjax.errors import ConfigError, PopjaxError, shown, unknown_name_error
+from popjax.pbt_settings import PBTConfig, check_pbt, check_rungs, pbt_from_dict, pbt_to_dict
+
+# Where these were first defined: ``from popjax.config import ...`` keeps working.
+__all__ = ["MAX_COUNT", "MAX_SEED", "ConfigError", "PBTConfig", "SweepConfig"]
 
 DATA_KEYS = ("name", "path", "val_fraction")
 # The built-in tasks: what each selects on, and the dataset it trains on unless told otherwise.
@@ -22,56 +25,8 @@ TASK_METRICS = {"classification": ("accuracy", "loss"), "regression": ("loss",)}
 TASK_DATA = {"classification": "mnist1d", "regression": "diabetes"}
 # The task of a run given a ``popjax.Task`` from Python: resuming it needs the same object.
 PYTHON_TASK = "custom"
-EXPLOIT_METHODS = ("truncation", "tournament", "halving")
-RESTART_METHODS = ("prior", "copy")
-EXPLORE_METHODS = ("perturb", "pb2")
-# JAX's PRNGKey takes 32 bits on jax 0.7 and 0.10 alike: a larger seed wraps round to a smaller
-# one's key, and numpy refuses a negative one.
-MAX_SEED = 2**32 - 1
-# Steps and member indices are int32 on the device.
-MAX_COUNT = 2**31 - 1
 # A run folder is named after the run: a name must be a plain folder name.
 MAX_NAME_LENGTH = 200
-
-
-class ConfigError(PopjaxError):
-    """A config that cannot run; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class PBTConfig:
-    """How PBT exploits and explores.
-
-    Attributes:
-      exploit: "truncation" (the bottom ``fraction`` copy a random member of the top
-        ``fraction``), "tournament" (each member meets a random other and copies it if it is
-        better) or "halving" (successive halving: at each of the ``rungs``, the bottom
-        ``fraction`` stop, and their slots ``restart``).
-      fraction: the ``q`` of truncation selection; the share that stops at a rung.
-      rungs: when successive halving decides (by default 1, 2, 4, 8, ...): rounds of a trial's
-        own training with ``restart = "prior"`` (a trial is judged against every trial that
-        reached the same rung, as ASHA; see ``popjax.halving``), rounds of the run with copies.
-      restart: what a slot stopped by successive halving does next: "prior" (a new trial,
-        fresh weights and hyperparameters from the priors, as ASHA's random search) or "copy"
-        (a copy of a top member, explored, as PBT).
-      perturb_factors: explore multiplies each copied hyperparameter by one of these.
-      resample_probability: the chance that a copied hyperparameter is drawn anew from its prior.
-      enabled: False runs the same population as a random search (no exploit, no explore).
-      explore: "perturb" (the factors and resampling above) or "pb2" (a replaced member's
-        hyperparameters maximise an upper confidence bound of a Gaussian process of the
-        population's recent gains; see ``popjax.pb2``).
-      window: the rounds of each member's gains that PB2's model learns from.
-    """
-
-    exploit: str = "truncation"
-    fraction: float = 0.25
-    perturb_factors: tuple[float, ...] = (0.8, 1.2)
-    resample_probability: float = 0.25
-    enabled: bool = True
-    explore: str = "perturb"
-    window: int = 4
-    rungs: tuple[int, ...] = tuple(2**k for k in range(16))
-    restart: str = "prior"
 
 
 @dataclass
@@ -107,7 +62,9 @@ class SweepConfig:
       loss: "cross_entropy" (when None) or "squared_error" (to one-hot targets) for a
         classification; a regression trains on the squared error.
       pbt: exploit and explore settings.
-      space: the priors of every hyperparameter.
+      space: the priors of every hyperparameter: a ``[space]`` table, or a
+        ``popjax.SearchSpace`` given from Python, kept as given; the plan resolves it into a
+        ``SearchSpace`` once (``popjax.plan``).
       groups: sub-populations that differ in model, loss or optimizer family (see
         ``popjax.groups``); ``population`` is then their sum.
     """
@@ -128,18 +85,15 @@ class SweepConfig:
     model: dict = field(default_factory=dict)
     loss: str | None = None
     pbt: PBTConfig = field(default_factory=PBTConfig)
-    space: SearchSpace = field(default_factory=SearchSpace)
+    space: Any = field(default_factory=dict)
     groups: list = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.task, str):  # as a config writes ``task = "regression"``
             self.task = {"name": self.task}
-        # From Python, [pbt] and [space] may come as tables, as in a TOML config.
+        # From Python, [pbt] may come as a table, as in a TOML config.
         if isinstance(self.pbt, dict):
-            self.pbt = _pbt_from_dict(self.pbt)
-        if isinstance(self.space, dict):
-            builtin = not isinstance(self.task, dict) or self.task.get("name") in TASK_METRICS
-            self.space = SearchSpace.from_dict(self.space, builtin=builtin)
+            self.pbt = pbt_from_dict(self.pbt)
 
     @property
     def rounds(self) -> int:
@@ -174,7 +128,7 @@ class SweepConfig:
         ]
         for key in ("seed", *counts):
             value = getattr(self, key)
-            if not _is_whole(value):
+            if not is_whole(value):
                 extra = ', or "auto"' if key == "population" else ""
                 raise ConfigError(f"{key} must be a whole number{extra} (got {shown(value)})")
         if not 0 <= self.seed <= MAX_SEED:
@@ -199,7 +153,7 @@ class SweepConfig:
                 f"use steps = {below} or {below + self.interval}"
             )
         if self.epochs is not None:
-            if not _is_number(self.epochs) or not 0 <= self.epochs < math.inf:
+            if not is_number(self.epochs) or not 0 <= self.epochs < math.inf:
                 raise ConfigError(f"epochs must be a finite number > 0 (got {shown(self.epochs)})")
             if self.epochs == 0:
                 raise ConfigError("epochs = 0 trains nothing: remove epochs to use steps")
@@ -227,7 +181,8 @@ class SweepConfig:
             raise ConfigError(
                 f'loss must be a name such as "cross_entropy" (got {shown(self.loss)})'
             )
-        if not isinstance(self.space, SearchSpace):
+        # A SearchSpace, told by what it does: a config holds one without importing its class.
+        if not isinstance(self.space, dict) and not callable(getattr(self.space, "updated", None)):
             raise ConfigError(
                 f"space must be a SearchSpace or a [space] table (got {shown(self.space)})"
             )
@@ -236,19 +191,10 @@ class SweepConfig:
                 f"groups must be a list of tables ([[groups]] in TOML) (got {shown(self.groups)})"
             )
         config = self._with_task_defaults()
-        _check_pbt(self.pbt)
+        check_pbt(self.pbt)
         if self.epochs is None:  # else the run's rounds are known once the data is
-            from popjax.settings import check_rungs
-
             check_rungs(self.pbt, self.rounds)
         _check_data(config.data)
-        if self.groups:
-            from popjax.groups import resolve_groups
-
-            groups = resolve_groups(config)
-            config = dataclasses.replace(
-                config, population=sum(g.config.population for g in groups)
-            )
         if not config.name:
             name = (
                 f"{config.data['name']}-{config.model['name']}"
@@ -298,8 +244,6 @@ class SweepConfig:
                 f"epochs {self.epochs:g} of {num_train} examples is {rounds * self.interval} "
                 f"steps, more than {MAX_COUNT}: use fewer epochs"
             )
-        from popjax.settings import check_rungs
-
         check_rungs(self.pbt, rounds)
         return dataclasses.replace(self, steps=rounds * self.interval)
 
@@ -319,10 +263,8 @@ class SweepConfig:
             for f in _FIELDS
             if f not in ("pbt", "space") and getattr(self, f) not in (None, "", {}, [])
         }
-        pbt = dataclasses.asdict(self.pbt)
-        pbt["perturb_factors"] = list(pbt["perturb_factors"])
-        pbt["rungs"] = list(pbt["rungs"])
-        return {**plain, "pbt": pbt, "space": self.space.to_dict()}
+        space = self.space if isinstance(self.space, dict) else self.space.to_dict()
+        return {**plain, "pbt": pbt_to_dict(self.pbt), "space": space}
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> SweepConfig:
@@ -331,14 +273,11 @@ class SweepConfig:
             if key not in _FIELDS:
                 raise ConfigError(unknown_name_error("config key", key, _FIELDS))
         if "pbt" in table:
-            table["pbt"] = _pbt_from_dict(table["pbt"])
+            table["pbt"] = pbt_from_dict(table["pbt"])
         if isinstance(table.get("task"), str):
             table["task"] = {"name": table["task"]}
         if "task" in table and not isinstance(table["task"], dict):
             raise ConfigError('task must be a name or a table like {name = "regression"}')
-        builtin = table.get("task", {}).get("name", "classification") in TASK_METRICS
-        if "space" in table or not builtin:
-            table["space"] = SearchSpace.from_dict(table.get("space", {}), builtin=builtin)
         for key in ("data", "model"):
             if key in table and not isinstance(table[key], dict):
                 raise ConfigError(f"[{key}] must be a table")
@@ -376,78 +315,6 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(SweepConfig))
 _COUNTS = ("population", "steps", "interval", "batch_size", "checkpoint_every", "keep_checkpoints")
 
 
-def _pbt_from_dict(table) -> PBTConfig:
-    if not isinstance(table, dict):
-        raise ConfigError("[pbt] must be a table")
-    known = tuple(f.name for f in dataclasses.fields(PBTConfig))
-    for key in table:
-        if key not in known:
-            raise ConfigError(unknown_name_error("pbt key", key, known))
-    table = dict(table)
-    factors = table.get("perturb_factors")
-    if isinstance(factors, (list, tuple)) and all(_is_number(f) for f in factors):
-        table["perturb_factors"] = tuple(float(f) for f in factors)
-    if isinstance(table.get("rungs"), list):
-        table["rungs"] = tuple(table["rungs"])
-    return PBTConfig(**table)
-
-
-def _check_pbt(pbt: PBTConfig) -> None:
-    if not isinstance(pbt, PBTConfig):
-        raise ConfigError(f"pbt must be a PBTConfig or a [pbt] table (got {type(pbt).__name__})")
-    for key, methods in (
-        ("exploit", EXPLOIT_METHODS),
-        ("explore", EXPLORE_METHODS),
-        ("restart", RESTART_METHODS),
-    ):
-        value = getattr(pbt, key)
-        if not isinstance(value, str) or value not in methods:
-            raise ConfigError(
-                f"pbt.{key}: " + unknown_name_error(f"{key} method", str(value), methods)
-            )
-    if not _is_whole(pbt.window) or not 1 <= pbt.window <= MAX_COUNT:
-        raise ConfigError(
-            f"pbt.window must be a whole number of rounds >= 1 (got {shown(pbt.window)})"
-        )
-    if (
-        not isinstance(pbt.rungs, (tuple, list))
-        or not pbt.rungs
-        or not all(_is_whole(r) and 1 <= r <= MAX_COUNT for r in pbt.rungs)
-        or list(pbt.rungs) != sorted(set(pbt.rungs))
-    ):
-        raise ConfigError(
-            f"pbt.rungs must be rounds >= 1 in increasing order, e.g. [1, 2, 4, 8] "
-            f"(got {shown(pbt.rungs)})"
-        )
-    if pbt.exploit == "halving" and pbt.restart == "prior":
-        if not _is_number(pbt.fraction) or not 0.0 < pbt.fraction < 1.0:
-            raise ConfigError(
-                f"pbt.fraction, the share that stops at a rung, must be in (0, 1) "
-                f"(got {shown(pbt.fraction)})"
-            )
-    elif not _is_number(pbt.fraction) or not 0.0 < pbt.fraction <= 0.5:
-        raise ConfigError(f"pbt.fraction must be in (0, 0.5] (got {shown(pbt.fraction)})")
-    if not _is_number(pbt.resample_probability) or not 0.0 <= pbt.resample_probability <= 1.0:
-        raise ConfigError(
-            f"pbt.resample_probability must be in [0, 1] (got {shown(pbt.resample_probability)})"
-        )
-    factors = pbt.perturb_factors
-    if (
-        not isinstance(factors, (list, tuple))
-        or not factors
-        or not all(_is_number(f) and 0 < f < math.inf for f in factors)
-    ):
-        raise ConfigError(
-            f"pbt.perturb_factors must be a list of finite numbers > 0, such as [0.8, 1.2] "
-            f"(got {shown(factors)})"
-        )
-    if not isinstance(pbt.enabled, bool):
-        raise ConfigError(f"pbt.enabled must be true or false (got {shown(pbt.enabled)})")
-    from popjax.settings import refuse_unused_pbt
-
-    refuse_unused_pbt(pbt)
-
-
 def _check_data(data: dict) -> None:
     for key in data:
         if key not in DATA_KEYS:
@@ -458,7 +325,7 @@ def _check_data(data: dict) -> None:
     if path is not None and (not isinstance(path, str) or not path or "\0" in path):
         raise ConfigError(f"data.path must be the path of an .npz file (got {shown(path)})")
     fraction = data.get("val_fraction", 0.1)
-    if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+    if not is_number(fraction) or not 0.0 < fraction < 1.0:
         raise ConfigError(
             f"data.val_fraction must be a number between 0 and 1 (got {shown(fraction)})"
         )
@@ -476,12 +343,3 @@ def _check_name(name) -> None:
             f"name names the run folder: use at most {MAX_NAME_LENGTH} printable characters "
             f"without / or \\ (got {shown(name)})"
         )
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    """A real number that compares as one: no bool, no NaN."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

@@ -8,6 +8,10 @@ class PopjaxError(ValueError):
     """Bad input to popjax; the command line prints its message alone and exits with 2."""
 
 
+class ConfigError(PopjaxError):
+    """A config that cannot run; the message says what to change."""
+
+
 def unknown_name_error(kind: str, name: str, known: Sequence[str]) -> str:
     """The message for a misspelt name, with the nearest known one when there is one."""
     near = difflib.get_close_matches(name, known, n=1)

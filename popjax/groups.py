@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from popjax.amounts import MAX_COUNT
 from popjax.errors import PopjaxError, shown, unknown_name_error
 
 if TYPE_CHECKING:
@@ -49,13 +50,12 @@ def member_ranges(groups: list[Group]) -> dict[str, list[int]]:
 
 
 def resolve_groups(config) -> list[Group]:
-    """The sweep's groups; a sweep without ``groups`` is one group of everyone.
+    """The sweep's groups; a sweep without ``groups`` is one group of everyone. ``config`` is
+    a plan's, its space resolved (``popjax.plan``): each group's space is that space updated.
 
     Raises:
       PopjaxError: a group that cannot run, with what to change.
     """
-    from popjax.config import MAX_COUNT
-
     if not config.groups:
         return [Group("all", config, 0)]
     if not isinstance(config.groups, list):

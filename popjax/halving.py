@@ -10,14 +10,21 @@ whole population at once) are judged together, as synchronous successive halving
 
 The records stay on the device, member axis first (``[P, rungs, arrivals]``: slot ``p``'s
 ``i``-th trial to reach rung ``k``), so they are split over devices with the members.
+A stopped slot begins again as a new trial (``restart_members``). Halving with copies instead
+is PBT's truncation at the rungs alone (``at_rung``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from popjax.population import Population
+
+if TYPE_CHECKING:
+    from popjax.space import SearchSpace
 
 
 def judged_rungs(rungs, rounds: int) -> tuple[int, ...]:
@@ -75,3 +82,34 @@ def judge(records: RungRecords, age, fitness, rungs, fraction: float):
         records.count + arriving.astype(jnp.int32),
     )
     return stopped, updated
+
+
+def at_rung(round_index, rungs) -> jax.Array:
+    """Whether successive halving with copies decides at the start of this round (after
+    ``round_index`` rounds; every member's weights are that old)."""
+    return jnp.any(round_index == jnp.asarray(rungs, jnp.int32))
+
+
+def restart_members(key, population: Population, restart, space: SearchSpace, fresh_state):
+    """The ``restart`` members begin again as new trials: hyperparameters drawn from the
+    priors, fresh weights and optimizer state from ``fresh_state(key, hparams)`` (all members'
+    states, of which only theirs are kept) and a step count of 0. They keep their key stream,
+    so their batches differ from any other member's."""
+    hparams_key, state_key = jax.random.split(key)
+    drawn = space.sample(hparams_key, population.size)
+    hparams = {
+        name: jnp.where(restart, drawn[name], value) for name, value in population.hparams.items()
+    }
+
+    def restarted():
+        fresh = fresh_state(state_key, hparams)
+        return jax.tree_util.tree_map(
+            lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
+            fresh,
+            population.state,
+        )
+
+    # Off the rungs, nothing is initialised.
+    state = jax.lax.cond(jnp.any(restart), restarted, lambda: population.state)
+    step = jnp.where(restart, 0, population.step)
+    return population._replace(state=state, hparams=hparams, step=step)

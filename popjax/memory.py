@@ -10,34 +10,13 @@ largest population whose round fits whole, that is at full speed.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 
+from popjax.amounts import format_bytes, parse_bytes
 from popjax.errors import PopjaxError
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
 # XLA's plan leaves out the runtime's own buffers and fragmentation.
 HEADROOM = 0.9
-
-
-def parse_bytes(text: str | int) -> int:
-    """``"2GiB"``, ``"512 MB"`` or a whole number of bytes."""
-    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
-        return text
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b|b)?\s*", str(text).lower())
-    if not match or float(match.group(1)) <= 0:
-        raise PopjaxError(
-            f'memory_limit must be an amount such as "2GiB" or "512MB" (got {text!r})'
-        )
-    return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
-
-
-def format_bytes(count: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count:.0f} B"
 
 
 def device_budget(limit: str | int = "", devices=None) -> int:

@@ -18,8 +18,8 @@ from popjax.mesh import take_members
 from popjax.population import Population
 from popjax.space import Choice, Fixed, SearchSpace
 
-if TYPE_CHECKING:  # the settings are plain data read by the config; only their fields are used
-    from popjax.config import PBTConfig
+if TYPE_CHECKING:
+    from popjax.pbt_settings import PBTConfig
 
 
 def safe_fitness(fitness):
@@ -54,37 +54,6 @@ def tournament_sources(key, fitness):
     fitness = safe_fitness(fitness)
     replaced = fitness[other] > fitness
     return jnp.where(replaced, other, identity), replaced
-
-
-def at_rung(round_index, rungs) -> jax.Array:
-    """Whether successive halving with copies decides at the start of this round (after
-    ``round_index`` rounds; every member's weights are that old)."""
-    return jnp.any(round_index == jnp.asarray(rungs, jnp.int32))
-
-
-def restart_members(key, population: Population, restart, space: SearchSpace, fresh_state):
-    """The ``restart`` members begin again as new trials: hyperparameters drawn from the
-    priors, fresh weights and optimizer state from ``fresh_state(key, hparams)`` (all members'
-    states, of which only theirs are kept) and a step count of 0. They keep their key stream,
-    so their batches differ from any other member's."""
-    hparams_key, state_key = jax.random.split(key)
-    drawn = space.sample(hparams_key, population.size)
-    hparams = {
-        name: jnp.where(restart, drawn[name], value) for name, value in population.hparams.items()
-    }
-
-    def restarted():
-        fresh = fresh_state(state_key, hparams)
-        return jax.tree_util.tree_map(
-            lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
-            fresh,
-            population.state,
-        )
-
-    # Off the rungs, nothing is initialised.
-    state = jax.lax.cond(jnp.any(restart), restarted, lambda: population.state)
-    step = jnp.where(restart, 0, population.step)
-    return population._replace(state=state, hparams=hparams, step=step)
 
 
 def exploit_sources(key, fitness, config: PBTConfig, rung=True):

@@ -12,15 +12,14 @@ from pathlib import Path
 import jax
 
 from popjax import data as datasets
-from popjax.config import MAX_COUNT, PYTHON_TASK, ConfigError, SweepConfig
-from popjax.errors import PopjaxError, shown, unknown_name_error
+from popjax.builtin_tasks import builtin_task, check_arguments, check_loss, check_model
+from popjax.config import PYTHON_TASK, SweepConfig
+from popjax.errors import PopjaxError
 from popjax.groups import Group, resolve_groups
 from popjax.settings import factory_settings
 from popjax.space import SearchSpace, schedule_kinds
-from popjax.task import Task, load_task, make_task
-
-# Weights stay float32 whatever the compute dtype: the optimizer updates float32 masters.
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+from popjax.task import Task
+from popjax.task_loading import load_task, make_task
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,17 @@ class Plan:
         elif not isinstance(config, SweepConfig):
             config = SweepConfig.from_toml(config)
         config = config.replace(**overrides).validate()
+        config = dataclasses.replace(config, space=resolve_space(config))
         groups = tuple(resolve_groups(config))
+        if config.groups:
+            config = dataclasses.replace(
+                config, population=sum(g.config.population for g in groups)
+            )
         if config.builtin_task:
             for group in groups:
-                _check_model(group.config.model)
+                check_model(group.config.model)
                 if group.config.loss is not None:  # a regression's is the squared error
-                    _check_loss(group.config.loss)
+                    check_loss(group.config.loss)
         return cls(config, groups)
 
     @classmethod
@@ -132,7 +136,10 @@ class Plan:
                 "a sweep with groups builds each group's model from its config: "
                 "drop model= or the groups"
             )
-        group_tasks = [plan._builtin_task(g, data, model, loss_fn) for g in plan.groups]
+        group_tasks = [
+            GroupTask(g, builtin_task(g.config, data, model, loss_fn), g.config.space)
+            for g in plan.groups
+        ]
         # After the model's own check: inputs it cannot take say more than a batch size.
         plan.config.check_batch_size(len(data.x_train))
         return plan, group_tasks
@@ -175,31 +182,19 @@ class Plan:
             ),
         )
 
-    def _builtin_task(self, group: Group, data, model, loss_fn) -> GroupTask:
-        from popjax.tasks import supervised
 
-        config = group.config
-        regression = config.task["name"] == "regression"
-        if loss_fn is None:
-            loss_fn = (
-                supervised.mean_squared_error if regression else supervised.LOSSES[config.loss]
-            )
-        if loss_fn is not supervised.cross_entropy:
-            needs = [n for n in supervised.PER_EXAMPLE_HPARAMS if n in config.space.priors]
-            if needs:
-                raise PopjaxError(
-                    f"{', '.join(needs)} work with popjax's own cross-entropy "
-                    'only: use loss = "cross_entropy" or remove them'
-                )
-        if model is None:
-            model = build_model(config, data.num_classes)
-        check_model_fits(model, data.x_train[: config.batch_size], data.num_classes, regression)
-        common = dict(batch_size=config.batch_size, loss=loss_fn, optimizer=config.space.optimizer)
-        if regression:
-            task = supervised.regression(model, data, **common)
-        else:
-            task = supervised.classification(model, data, metric=config.metric, **common)
-        return GroupTask(group, task, config.space)
+def resolve_space(config: SweepConfig) -> SearchSpace:
+    """The config's space as a ``SearchSpace``: a ``[space]`` table read for the config's task
+    (a built-in task's takes popjax's priors for the names it leaves out), one given from
+    Python as it is."""
+    space = config.space
+    if not isinstance(space, SearchSpace):
+        return SearchSpace.from_dict(space, builtin=config.builtin_task)
+    if not config.builtin_task and space.builtin and space.optimizer == "sgd":
+        # A space made for a built-in task (SearchSpace()'s default): only the priors and
+        # schedules given are a task of one's own; the built-in defaults for the rest are not.
+        return SearchSpace(space.given, schedule=space.schedules, builtin=False)
+    return space
 
 
 def own_space(task: Task, config_space: SearchSpace) -> SearchSpace:
@@ -216,119 +211,9 @@ def own_space(task: Task, config_space: SearchSpace) -> SearchSpace:
     return space
 
 
-def check_arguments(data, model, loss_fn) -> None:
-    """What ``popjax.run`` was given for a built-in task, by type, before anything is built."""
-    if data is not None and not isinstance(data, datasets.Dataset):
-        raise PopjaxError(
-            f"data= takes a popjax.Dataset, such as popjax.data.from_arrays(x, y, x_test, "
-            f"y_test) (got a {type(data).__name__}); a config's data table goes in the config: "
-            "SweepConfig(data={...})"
-        )
-    if model is not None and not (
-        callable(getattr(model, "init", None))
-        and callable(getattr(model, "apply", None))
-        and not isinstance(model, type)
-    ):
-        raise PopjaxError(
-            f"model= takes a flax linen module, such as popjax.nn.MLP(hidden=(64, 64)) (got a "
-            f"{type(model).__name__}); a config's model table goes in the config: "
-            "SweepConfig(model={...})"
-        )
-    if loss_fn is not None and not callable(loss_fn):
-        raise PopjaxError(
-            f"loss_fn= takes a function loss_fn(logits, labels) -> scalar (got a "
-            f'{type(loss_fn).__name__}); a config names its loss with loss = "squared_error"'
-        )
-
-
 def check_one_member(task: Task, space: SearchSpace) -> None:
     """One member's functions traced with hyperparameters drawn from ``space``."""
     from popjax.task import check_task
 
     hparams = {name: value[0] for name, value in space.sample(jax.random.PRNGKey(0), 1).items()}
     check_task(task, hparams)
-
-
-def build_model(config: SweepConfig, num_outputs: int):
-    """The flax module a built-in task's config names."""
-    from popjax.nn import MODELS
-
-    fields = {k: v for k, v in config.model.items() if k != "name"}
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return MODELS[config.model["name"]](num_classes=num_outputs, **fields)
-
-
-def check_model_fits(model, sample_x, num_outputs: int, regression: bool = False) -> None:
-    """Runs the model once on one batch: a shape mismatch becomes a one-line error."""
-    import jax.numpy as jnp
-
-    sample_x = jnp.asarray(sample_x)
-    try:
-        variables = jax.eval_shape(
-            lambda k: model.init(k, sample_x, train=False), jax.random.PRNGKey(0)
-        )
-        outputs = jax.eval_shape(lambda v: model.apply(v, sample_x, train=False), variables)
-    except Exception as error:  # flax raises many kinds on a shape mismatch
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise PopjaxError(
-            f"the model cannot take inputs of shape {tuple(sample_x.shape[1:])}: {first_line}"
-        ) from None
-    if regression and outputs.shape[-1] != num_outputs:
-        raise PopjaxError(
-            f"the model outputs {outputs.shape[-1]} values but a target has "
-            f"{num_outputs}: give the model {num_outputs} outputs"
-        )
-    if not regression and outputs.shape[-1] < num_outputs:
-        raise PopjaxError(
-            f"the model outputs {outputs.shape[-1]} logits but the labels have {num_outputs} "
-            "classes: give the model at least as many outputs"
-        )
-
-
-def _check_model(model: dict) -> None:
-    from popjax.nn import MODELS
-
-    name = model.get("name")
-    if name not in MODELS:
-        raise ConfigError(unknown_name_error("model", str(name), tuple(MODELS)))
-    module_fields = [
-        f.name
-        for f in dataclasses.fields(MODELS[name])
-        if f.name not in ("parent", "name", "num_classes")
-    ]
-    for key in model:
-        if key != "name" and key not in module_fields:
-            raise ConfigError(unknown_name_error(f"{name} model field", str(key), module_fields))
-    dtype = model.get("dtype", "float32")
-    if not isinstance(dtype, str) or dtype not in COMPUTE_DTYPES:
-        raise ConfigError(unknown_name_error("model dtype", str(dtype), COMPUTE_DTYPES))
-    defaults = {f.name: f.default for f in dataclasses.fields(MODELS[name])}
-    for key, value in model.items():
-        _check_model_field(name, key, value, defaults.get(key))
-
-
-def _check_model_field(model: str, key: str, value, default) -> None:
-    """A field of popjax's own models, by the type of its default: sizes are whole numbers."""
-
-    def size(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{model}.{key} must be true or false (got {shown(value)})")
-    elif isinstance(default, int):
-        if not size(value):
-            raise ConfigError(f"{model}.{key} must be a whole number >= 1 (got {shown(value)})")
-    elif isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(map(size, value)):
-            raise ConfigError(
-                f"{model}.{key} must be a list of whole numbers >= 1, such as "
-                f"{list(default)} (got {shown(value)})"
-            )
-
-
-def _check_loss(loss: str) -> None:
-    from popjax.tasks.supervised import LOSSES
-
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise ConfigError(unknown_name_error("loss", str(loss), tuple(LOSSES)))

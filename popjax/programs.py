@@ -15,6 +15,7 @@ import jax
 
 from popjax import memory
 from popjax import mesh as meshes
+from popjax.amounts import format_bytes
 from popjax.distributed import is_main_process
 from popjax.groups import Group
 from popjax.plan import GroupTask, Plan
@@ -167,8 +168,8 @@ def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
     size, per_member = memory.largest_population(bytes_at, members.mesh.size, budget)
     if is_main_process():
         print(
-            f"popjax: population auto: {size} members fit in {memory.format_bytes(budget)} "
-            f"per device at full speed (about {memory.format_bytes(per_member)} a member)",
+            f"popjax: population auto: {size} members fit in {format_bytes(budget)} "
+            f"per device at full speed (about {format_bytes(per_member)} a member)",
             file=sys.stderr,
         )
     sized = resized(size)

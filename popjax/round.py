@@ -13,13 +13,14 @@ import jax
 import jax.numpy as jnp
 
 from popjax import halving, pb2
-from popjax.pbt import at_rung, pbt_step, restart_members
+from popjax.halving import at_rung, restart_members
+from popjax.pbt import pbt_step
 from popjax.population import Population, init_members, member_keys
 from popjax.schedules import at_step
 from popjax.train import make_evaluate, make_segment
 
 if TYPE_CHECKING:
-    from popjax.config import PBTConfig
+    from popjax.pbt_settings import PBTConfig
     from popjax.space import SearchSpace
     from popjax.task import Task
 

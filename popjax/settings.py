@@ -11,8 +11,7 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from popjax.config import ConfigError
-from popjax.space import SearchSpace
+from popjax.errors import ConfigError
 
 if TYPE_CHECKING:
     from popjax.config import SweepConfig
@@ -72,13 +71,6 @@ def own_task_settings(config: SweepConfig) -> SweepConfig:
             f"task {name} brings its own model, loss and data: remove {given[0]} (a field of "
             "its factory goes in [task])"
         )
-    space = config.space
-    if space.builtin and space.optimizer == "sgd":
-        # A space made for a built-in task (SweepConfig's default, from Python): only the priors
-        # and schedules given are the task's; the built-in defaults for the rest are not.
-        config = dataclasses.replace(
-            config, space=SearchSpace(space.given, schedule=space.schedules, builtin=False)
-        )
     return config
 
 
@@ -107,30 +99,3 @@ def factory_settings(factory, config: SweepConfig) -> dict[str, Any]:
         if named["batch_size"].default is inspect.Parameter.empty:
             raise ConfigError(f"task {name} needs batch_size: set batch_size at the top level")
     return settings
-
-
-def refuse_unused_pbt(pbt) -> None:
-    """A setting of an exploit or explore method that the run does not use, changed from its
-    default, would do nothing."""
-    from popjax.config import PBTConfig
-
-    defaults = PBTConfig()
-    for key, method, name in (
-        ("rungs", "exploit", "halving"),
-        ("restart", "exploit", "halving"),
-        ("window", "explore", "pb2"),
-    ):
-        value = tuple(getattr(pbt, key)) if key == "rungs" else getattr(pbt, key)
-        if getattr(pbt, method) != name and value != getattr(defaults, key):
-            raise ConfigError(
-                f'pbt.{key} is for {method} = "{name}": remove it or set {method} = "{name}"'
-            )
-
-
-def check_rungs(pbt, rounds: int) -> None:
-    """Successive halving that reaches none of its rungs would never decide."""
-    if pbt.enabled and pbt.exploit == "halving" and not any(r < rounds for r in pbt.rungs):
-        raise ConfigError(
-            f"pbt.rungs {list(pbt.rungs)}: the run has {rounds} round(s), so successive "
-            f"halving would never decide: give rungs below {rounds}, or more steps"
-        )

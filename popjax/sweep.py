@@ -41,7 +41,8 @@ from popjax.records import (
     selected_metric,
 )
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
-from popjax.task import IMPORT_FOLDER, Task, import_folder
+from popjax.task import Task
+from popjax.task_loading import IMPORT_FOLDER, import_folder
 
 
 @dataclass

@@ -35,12 +35,12 @@ def main() -> None:
 
     import jax
 
-    from popjax import memory, programs
+    from popjax import amounts, programs
     from popjax.errors import PopjaxError
     from popjax.mesh import member_sharding, population_mesh
     from popjax.plan import Plan
 
-    budget = memory.parse_bytes(args.limit)
+    budget = amounts.parse_bytes(args.limit)
     mesh = population_mesh()
     members = member_sharding(mesh)
     place = programs.Placement(mesh)
@@ -99,7 +99,7 @@ def main() -> None:
     ):
         print(
             f"  {name:>9}: {size} members, {fitted.slices} slice(s) a round, "
-            f"{memory.format_bytes(fitted.round_bytes_planned)} per device, "
+            f"{amounts.format_bytes(fitted.round_bytes_planned)} per device, "
             f"{rate:,.0f} member-steps/s"
         )
     print(

@@ -40,7 +40,7 @@ def round_times(population: int, explore: str, rounds: int, interval: int) -> li
 
 def propose_time(population: int, window: int, repeats: int = 5) -> float:
     """Seconds of one PB2 explore of ``population`` members, compiled beforehand."""
-    space = popjax.SweepConfig().space
+    space = popjax.SearchSpace()
     dims = len(pb2.searched(space))
     key = jax.random.PRNGKey(0)
     hparams = space.sample(key, population)

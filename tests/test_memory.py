@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import popjax
+from popjax.amounts import parse_bytes
 from popjax.config import ConfigError, SweepConfig
 from popjax.errors import PopjaxError
-from popjax.memory import choose_chunks, largest_population, parse_bytes, slice_counts
+from popjax.memory import choose_chunks, largest_population, slice_counts
 from popjax.nn import MLP
 from popjax.runfolder import read_summary
 from popjax.train import in_chunks

@@ -17,7 +17,7 @@ import optax
 
 from popjax import optim
 from popjax.augment import augment
-from popjax.data import Dataset, class_index, sample_balanced, sample_uniform
+from popjax.dataset import Dataset, class_index, sample_balanced, sample_uniform
 from popjax.hyperparameters import acting_in
 from popjax.nn import reinitialize
 from popjax.task import Task, TaskData
