@@ -56,18 +56,17 @@ def plain_loop(task: popjax.Task, hparams: dict, steps: int, interval: int, seed
         start = time.perf_counter()
         state = jax.block_until_ready(init(key, member_hparams, data.train))
         times["init"] += time.perf_counter() - start
-        for step in range(steps):
-            key, step_key = jax.random.split(key)
+        for first in range(0, steps, interval):
+            # Dispatch is asynchronous: a segment's time ends when its last state is ready.
             start = time.perf_counter()
-            state, metrics = step_fn(state, member_hparams, step_key, np.int32(step), data.train)
-            if (step + 1) % interval == 0:
-                jax.block_until_ready(state)
-                times["train"] += time.perf_counter() - start
-                start = time.perf_counter()
-                score = jax.device_get(evaluate(state, member_hparams, step_key, data.val))
-                times["evaluate"] += time.perf_counter() - start
-            else:
-                times["train"] += time.perf_counter() - start
+            for step in range(first, first + interval):
+                key, step_key = jax.random.split(key)
+                state, _ = step_fn(state, member_hparams, step_key, np.int32(step), data.train)
+            jax.block_until_ready(state)
+            times["train"] += time.perf_counter() - start
+            start = time.perf_counter()
+            score = jax.device_get(evaluate(state, member_hparams, step_key, data.val))
+            times["evaluate"] += time.perf_counter() - start
         scores.append(score)
     return times, scores
 
