@@ -235,7 +235,7 @@ def refuse_existing(path) -> None:
 
 
 def export_command(args) -> int:
-    from popjax.schedules import export
+    from popjax.replay import export
 
     refuse_existing(args.out)
     written = export(args.run_dir, args.out, member=args.member)
