@@ -30,7 +30,7 @@ _EXPORTS = {
     "TaskData": ("popjax.task", "TaskData"),
     "Uniform": ("popjax.space", "Uniform"),
     "run": ("popjax.sweep", "run"),
-    "use_cpu_cores": ("popjax.mesh", "use_cpu_cores"),
+    "use_cpu_cores": ("popjax.devices", "use_cpu_cores"),
     "augment": ("popjax.augment", None),
     "cache": ("popjax.cache", None),
     "data": ("popjax.data", None),

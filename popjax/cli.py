@@ -117,8 +117,8 @@ def main(argv=None) -> int:
 
 def run_command(args) -> int:
     # Imported here so that `popjax --help` answers without starting JAX.
+    from popjax.devices import use_cpu_cores
     from popjax.distributed import Distributed
-    from popjax.mesh import use_cpu_cores
     from popjax.report import best_members_table
     from popjax.sweep import run
 

@@ -223,8 +223,7 @@ def retrain(
         population = segment(population, first_step, train_data)
 
     last = {
-        name: jnp.asarray([schedule(replayed["steps"] - 1)])
-        for name, schedule in schedules.items()
+        name: jnp.asarray([schedule(replayed["steps"] - 1)]) for name, schedule in schedules.items()
     }
     evaluate = jax.jit(lambda population, split: make_evaluate(task)(population, split, False)[1])
     population = population._replace(hparams=last)

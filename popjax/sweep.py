@@ -25,7 +25,7 @@ from popjax import memory
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
-from popjax.distributed import Distributed, barrier, is_main_process, main_process_value
+from popjax.distributed import Distributed, barrier, is_main_process, main_process_value, to_host
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted, stop_requests
@@ -305,7 +305,7 @@ def play_round(programs, states, round_index: int, history: list[dict], plan: Pl
         states[index] = (population, standing)
         outputs.append((output, population.hparams))
     records = []
-    for program, host in zip(programs, meshes.to_host(outputs)):
+    for program, host in zip(programs, to_host(outputs)):
         last_epochs = (
             [history[-1]["epochs"][m] for m in program.group.members]
             if history and "epochs" in history[-1]
@@ -329,7 +329,7 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
     # A task without data (an RL agent) is tested by one more evaluation, with keys that no
     # selection saw: fresh episodes.
     test_metrics = [
-        meshes.to_host(program.test(population, program.data.test if program.data else None))
+        to_host(program.test(population, program.data.test if program.data else None))
         for program, (population, _) in zip(programs, states)
         if program.data is None or program.data.test is not None
     ]
