@@ -29,7 +29,7 @@ _EXPORTS = {
     "Task": ("popjax.task", "Task"),
     "TaskData": ("popjax.task", "TaskData"),
     "Uniform": ("popjax.space", "Uniform"),
-    "run": ("popjax.sweep", "run"),
+    "run": ("popjax.api", "run"),
     "use_cpu_cores": ("popjax.devices", "use_cpu_cores"),
     "augment": ("popjax.augment", None),
     "cache": ("popjax.cache", None),

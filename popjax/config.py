@@ -165,7 +165,8 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> SweepConfig:
-        """Checks every field; returns the config with its name filled in."""
+        """Checks every field; returns the config with its name filled in. The groups' tables
+        are resolved, and ``population`` set to their sum, by the plan (``popjax.plan``)."""
         counts = [
             k
             for k in _COUNTS
@@ -242,13 +243,6 @@ class SweepConfig:
 
             check_rungs(self.pbt, self.rounds)
         _check_data(config.data)
-        if self.groups:
-            from popjax.groups import resolve_groups
-
-            groups = resolve_groups(config)
-            config = dataclasses.replace(
-                config, population=sum(g.config.population for g in groups)
-            )
         if not config.name:
             name = (
                 f"{config.data['name']}-{config.model['name']}"

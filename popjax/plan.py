@@ -46,6 +46,10 @@ class Plan:
             config = SweepConfig.from_toml(config)
         config = config.replace(**overrides).validate()
         groups = tuple(resolve_groups(config))
+        if config.groups:
+            config = dataclasses.replace(
+                config, population=sum(g.config.population for g in groups)
+            )
         if config.builtin_task:
             for group in groups:
                 _check_model(group.config.model)

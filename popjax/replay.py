@@ -101,9 +101,8 @@ def export(run, path, member="best") -> dict:
 def _run_record(run):
     """``(lineage, best member, plan or None)`` of a result or a run folder."""
     if hasattr(run, "lineage") and hasattr(run, "best_member"):
-        # A bare lineage has no config: hyperparameters as they were, no schedule.
-        config = getattr(run, "config", None)
-        return run.lineage, run.best_member, Plan.from_config(config) if config else None
+        # A bare lineage has no plan: hyperparameters as they were, no schedule.
+        return run.lineage, run.best_member, getattr(run, "plan", None)
     run_dir = Path(run)
     if not (run_dir / LINEAGE).is_file():
         raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
