@@ -38,7 +38,7 @@ import json
 import platform
 from pathlib import Path
 
-from popjax.mesh import use_cpu_cores
+from popjax.devices import use_cpu_cores
 
 use_cpu_cores(16)  # on a CPU, members spread over the cores, as `popjax run` does
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from popjax.api import run
 from popjax.plan import Plan
-from popjax.sweep import run
 
 # compare also spreads the members over the CPU cores
 from compare import AUGMENTATION, HERE, METHODS, MNIST1D_AUGMENTATION, TASKS, method_config

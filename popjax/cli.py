@@ -117,24 +117,17 @@ def main(argv=None) -> int:
 
 def run_command(args) -> int:
     # Imported here so that `popjax --help` answers without starting JAX.
+    from popjax.api import run_plan
+    from popjax.devices import use_cpu_cores
     from popjax.distributed import Distributed
-    from popjax.mesh import use_cpu_cores
     from popjax.report import best_members_table
-    from popjax.sweep import run
+    from popjax.sweep import plan_run
 
-    distributed = None
-    if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
-        distributed = Distributed(args.coordinator, args.num_processes, args.process_id)
-    elif args.cpu_devices == "cores":
-        use_cpu_cores(planned_population(args))
-    result = run(
+    # The plan, resolved once and before JAX starts: the CPU's devices must divide the members.
+    plan, _, out = plan_run(
         args.config,
         out=args.out,
-        progress=not args.quiet,
-        distributed=distributed,
         resume=args.resume,
-        tensorboard=args.tensorboard,
-        cache=args.cache,
         population=args.population,
         memory_limit=args.memory_limit,
         steps=args.steps,
@@ -142,6 +135,20 @@ def run_command(args) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         name=args.name,
+    )
+    distributed = None
+    if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
+        distributed = Distributed(args.coordinator, args.num_processes, args.process_id)
+    elif args.cpu_devices == "cores":
+        use_cpu_cores(device_divisor(plan))
+    result = run_plan(
+        plan,
+        out=out,
+        progress=not args.quiet,
+        distributed=distributed,
+        resume=args.resume is not None,
+        tensorboard=args.tensorboard,
+        cache=args.cache,
     )
     if result.run_dir is None:  # another process than 0 of a multi-process run
         return 0
@@ -207,23 +214,14 @@ def population_arg(text: str) -> int | str:
         ) from None
 
 
-def planned_population(args) -> int | None:
-    """What the device count must divide, read before JAX starts: the population, or with
-    groups the greatest common divisor of theirs. None if the config is bad (``run`` then
-    reports it)."""
+def device_divisor(plan) -> int | None:
+    """What the CPU's device count must divide: the population, or with groups the greatest
+    common divisor of theirs; None for ``population = "auto"``, sized to a multiple of them."""
     import math
-    from pathlib import Path
 
-    from popjax.plan import Plan
-
-    source = Path(args.resume) / "config.toml" if args.resume else args.config
-    try:
-        plan = Plan.from_config(source, population=args.population)
-        if plan.config.auto_population:
-            return None  # every core: the population is sized to a multiple of them
-        return math.gcd(*(g.config.population for g in plan.groups))
-    except (PopjaxError, OSError):
+    if plan.config.auto_population:
         return None
+    return math.gcd(*(g.config.population for g in plan.groups))
 
 
 def refuse_existing(path) -> None:
@@ -235,7 +233,7 @@ def refuse_existing(path) -> None:
 
 
 def export_command(args) -> int:
-    from popjax.schedules import export
+    from popjax.replay import export
 
     refuse_existing(args.out)
     written = export(args.run_dir, args.out, member=args.member)

@@ -119,7 +119,8 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> SweepConfig:
-        """Checks every field; returns the config with its name filled in."""
+        """Checks every field; returns the config with its name filled in. The groups' tables
+        are resolved, and ``population`` set to their sum, by the plan (``popjax.plan``)."""
         counts = [
             k
             for k in _COUNTS

@@ -1,4 +1,5 @@
-"""Several hosts: starting ``jax.distributed`` before any device is touched.
+"""Several hosts: starting ``jax.distributed`` before any device is touched, and bringing
+per-member arrays to every host.
 
 Every process runs the same sweep on the same seed; together they see one global mesh, so the
 population spreads over the devices of all hosts. Process 0 writes the run folder's files; every
@@ -88,3 +89,12 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def to_host(tree):
+    """Brings per-member arrays to the host; across processes, every process gets all members."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)

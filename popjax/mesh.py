@@ -1,4 +1,5 @@
-"""The device mesh: the member axis spread over every device on a 1-D mesh named ``pop``.
+"""The population mesh: the member axis spread over every device on a 1-D mesh named ``pop``,
+the member sharding, and copying members between devices.
 
 Meshes use Auto axis types on every jax version: with Explicit axes (jax 0.10's default) the PBT
 gather ``x[source]`` on the sharded axis raises, and a jitted function's ``out_shardings`` keeps
@@ -6,9 +7,6 @@ the gathered result sharded.
 """
 
 from __future__ import annotations
-
-import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -18,32 +16,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from popjax.errors import PopjaxError
 
 AXIS = "pop"
-
-
-def cpu_cores() -> int:
-    """The CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def use_cpu_cores(population: int | None = None) -> int | None:
-    """Makes JAX show one CPU device per core, so members spread over cores as over chips.
-
-    XLA runs one CPU device's small ops on one thread; a population sharded over one device per
-    core keeps every core busy. Uses ``gcd(cores, population)`` devices, so that they divide the
-    population. Must run before JAX's first operation; does nothing (returns None) if JAX has
-    started or the user already chose a device count (``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS``).
-    Accelerators are unaffected: only the CPU backend's device count changes.
-    """
-    if "JAX_NUM_CPU_DEVICES" in os.environ or "device_count" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    count = math.gcd(cpu_cores(), population) if population else cpu_cores()
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # JAX already started: keep its devices
-        return None
-    return count
 
 
 def population_mesh(devices=None) -> Mesh:
@@ -141,12 +113,3 @@ def put_replicated(array, mesh: Mesh) -> jax.Array:
     Every process passes the same value (data generated or loaded from the same seed).
     """
     return jax.make_array_from_process_local_data(replicated(mesh), np.asarray(array))
-
-
-def to_host(tree):
-    """Brings per-member arrays to the host; across processes, every process gets all members."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)

@@ -1,13 +1,21 @@
-"""Retraining one member from scratch with a PBT member's replayed hyperparameter schedules.
+"""A member's lineage replayed: the hyperparameter schedules its weights trained with, and a
+retraining from scratch with them.
 
-A PBT member's weights were shaped by every hyperparameter its ancestors trained with. Replaying
-those schedules on a fresh member (fresh initial state, fresh key stream) shows whether the
-schedule itself, rather than the luck of one lineage, reaches the member's result. It works for
-any task: the member's own task trains, its hyperparameters read from the schedules each step.
+A PBT run changes a member's hyperparameters at every exploit, and the member carries the
+weights of different ancestors. ``trajectories`` follows its ancestry in a run folder (or a
+``SweepResult``) and returns, for each hyperparameter, the piecewise schedule its weights
+actually trained with; ``schedule`` gives one as a jax function, ``export`` writes them all to
+JSON (``popjax.schedules.load`` reads them back with jax alone).
+
+``retrain`` replays those schedules on a fresh member (fresh initial state, fresh key stream):
+it shows whether the schedule itself, rather than the luck of one lineage, reaches the
+member's result. It works for any task: the member's own task trains, its hyperparameters read
+from the schedules each step.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +27,90 @@ from tqdm.auto import tqdm
 from popjax import data as datasets
 from popjax.errors import PopjaxError
 from popjax.groups import Group
+from popjax.lineage import Lineage
 from popjax.plan import Plan
 from popjax.population import init_members, member_keys
-from popjax.runfolder import read_metrics, read_summary
-from popjax.schedules import from_trajectories, member_trajectories
+from popjax.runfolder import LINEAGE, read_metrics, read_summary
+from popjax.schedules import FORMAT, from_trajectories
 from popjax.train import make_evaluate, make_segment
+
+
+def trajectories(run, member="best") -> dict:
+    """A member's hyperparameters along its ancestry, as plain data.
+
+    Args:
+      run: a run folder (its ``lineage.json`` and ``summary.json``) or a ``SweepResult``.
+      member: a member id, or "best" for the run's best member.
+    Returns:
+      ``{"format", "member", "interval", "steps", "schedule_kinds", "total_steps",
+      "schedules": {name: {"boundaries", "values"}}}`` where value ``i`` holds on steps
+      ``[boundaries[i-1], boundaries[i])``. ``schedule_kinds`` names the schedule of each
+      scheduled hyperparameter, whose values are then the schedule's peaks; ``total_steps`` is
+      the run's length that its decays run over.
+    """
+    lineage, best, plan = _run_record(run)
+    member = best if member == "best" else int(member)
+    population = len(lineage.parents[0]) if lineage.parents else 0
+    if not 0 <= member < population:
+        raise PopjaxError(f"member {member} is not in the run: give 'best' or 0..{population - 1}")
+    kinds, total_steps = {}, None
+    if plan is not None:  # the schedules of the member's own group
+        group = plan.group_of(member)
+        kinds, total_steps = group.config.space.scheduled(), group.config.steps
+    history = lineage.history(member)
+    # Steps count from the start of the member's trial (a restart by successive halving
+    # begins a new one, its step count at 0).
+    first_step = history[0]["start_step"]
+    boundaries = [entry["end_step"] - first_step for entry in history[:-1]]
+    names = list(history[0]["hparams"])
+    return {
+        "format": FORMAT,
+        "member": member,
+        "interval": lineage.interval,
+        "steps": history[-1]["end_step"] - first_step,
+        "schedule_kinds": kinds,
+        "total_steps": total_steps,
+        "schedules": {
+            name: {"boundaries": boundaries, "values": [e["hparams"][name] for e in history]}
+            for name in names
+        },
+    }
+
+
+def schedule(run, member="best", name="learning_rate"):
+    """The schedule of hyperparameter ``name`` that ``member``'s weights trained with.
+
+    At every step it gives the value that the member, or the ancestor whose weights it carried
+    then, trained with, following every exploit. For a hyperparameter under a schedule (warmup,
+    decay), that is its value at that step from the schedule parameters of that round.
+
+    Example:
+      >>> lr = popjax.replay.schedule("runs/mnist1d-mlp-...", member="best")
+      >>> optimizer = optax.sgd(learning_rate=lr, momentum=0.9)
+    """
+    return from_trajectories(trajectories(run, member), name)
+
+
+def export(run, path, member="best") -> dict:
+    """Writes all of a member's replayed schedules to JSON; returns what it wrote."""
+    written = trajectories(run, member)
+    Path(path).write_text(json.dumps(written, indent=1))
+    return written
+
+
+def _run_record(run):
+    """``(lineage, best member, plan or None)`` of a result or a run folder."""
+    if hasattr(run, "lineage") and hasattr(run, "best_member"):
+        # A bare lineage has no plan: hyperparameters as they were, no schedule.
+        return run.lineage, run.best_member, getattr(run, "plan", None)
+    run_dir = Path(run)
+    if not (run_dir / LINEAGE).is_file():
+        raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
+    return (
+        Lineage.load(run_dir / LINEAGE),
+        int(read_summary(run_dir)["best_member"]),
+        Plan.from_run(run_dir),
+    )
 
 
 @dataclass
@@ -93,15 +180,15 @@ def retrain(
     start = time.perf_counter()
     run_dir = Path(run)
     plan = Plan.from_run(run_dir)
-    trajectories = member_trajectories(run_dir, member)
-    member = trajectories["member"]
+    replayed = trajectories(run_dir, member)
+    member = replayed["member"]
     group = plan.group_of(member)
     alone = Plan(group.config, (Group(group.name, group.config, 0),))  # its group, one member
     alone, [group_task] = alone.build(data=data, model=model, loss_fn=loss_fn, task=task)
     task, config = group_task.task, alone.config
     seed = config.seed if seed is None else seed
     # A replayed schedule is already the value at each step, the space's schedules included.
-    schedules = {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
+    schedules = {name: from_trajectories(replayed, name) for name in replayed["schedules"]}
     missing = set(group_task.space.names) - set(schedules)
     if missing:
         raise PopjaxError(
@@ -123,11 +210,11 @@ def retrain(
 
     first = {
         name: jnp.asarray([s["values"][0]], jnp.float32)
-        for name, s in trajectories["schedules"].items()
+        for name, s in replayed["schedules"].items()
     }
     population = init_members(task, member_keys(jax.random.PRNGKey(seed), 1), first, train_data)
     for first_step in tqdm(
-        range(0, trajectories["steps"], config.interval),
+        range(0, replayed["steps"], config.interval),
         desc=f"replay of member {member}",
         unit="round",
         disable=not progress,
@@ -135,8 +222,7 @@ def retrain(
         population = segment(population, first_step, train_data)
 
     last = {
-        name: jnp.asarray([schedule(trajectories["steps"] - 1)])
-        for name, schedule in schedules.items()
+        name: jnp.asarray([schedule(replayed["steps"] - 1)]) for name, schedule in schedules.items()
     }
     evaluate = jax.jit(lambda population, split: make_evaluate(task)(population, split, False)[1])
     population = population._replace(hparams=last)
@@ -152,7 +238,7 @@ def retrain(
     last_round = read_metrics(run_dir)[-1]
     return ReplayResult(
         member=member,
-        steps=trajectories["steps"],
+        steps=replayed["steps"],
         seed=seed,
         metric=task.fitness,
         minimize=task.minimize,

@@ -12,14 +12,13 @@ from popjax.halving import judged_rungs
 
 def best_members_table(result, top: int = 5) -> str:
     """The ``top`` members by final validation fitness, with their hyperparameters and test."""
-    from popjax.groups import resolve_groups
     from popjax.records import fitness_values
 
     last = result.history[-1]
     metric = result.selects_on
     val = np.asarray(last[f"val_{metric}"], dtype=float)
     order = np.argsort(-fitness_values(last), kind="stable")[:top]
-    groups = resolve_groups(result.config)
+    groups = result.plan.groups
     fixed = fixed_hyperparameters(groups, result.lineage.hparams)
     options = named_options(groups)
     names = [name for name in last["hparams"] if name not in fixed]

@@ -1,12 +1,14 @@
-"""optax-compatible schedules, with per-member parameters, and the replay of a PBT lineage.
+"""optax-compatible schedules, with per-member parameters: the schedule functions, the kinds a
+search space can give a hyperparameter, and replayed schedules rebuilt from plain data.
 
 Every schedule here is ``Callable[[step], value]``, the optax signature, so it serves as the
 ``learning_rate`` of any optax optimizer. Parameters may be arrays with a member axis: under
 ``vmap`` each member evaluates its own schedule.
 
-A PBT run changes a member's hyperparameters at every exploit; ``replay`` follows a member's
-ancestry and returns, for each hyperparameter, the piecewise schedule its weights actually
-trained with. ``export`` writes them to JSON; ``load`` reads them back as plain jax functions.
+A PBT run changes a member's hyperparameters at every exploit; ``popjax.replay`` follows a
+member's ancestry in a run and exports, for each hyperparameter, the piecewise schedule its
+weights actually trained with. ``load`` reads such a file back as plain jax functions; this
+module reads no run folder, so it needs jax alone.
 """
 
 from __future__ import annotations
@@ -171,63 +173,6 @@ def learning_rate_at(kind: str, hparams, step, total_steps: int):
     return value_at(kind, "learning_rate", hparams, step, total_steps)
 
 
-def member_trajectories(run, member="best") -> dict:
-    """A member's hyperparameters along its ancestry, as plain data.
-
-    Args:
-      run: a run folder (its ``lineage.json`` and ``summary.json``) or a ``SweepResult``.
-      member: a member id, or "best" for the run's best member.
-    Returns:
-      ``{"format", "member", "interval", "steps", "schedule_kinds", "total_steps",
-      "schedules": {name: {"boundaries", "values"}}}`` where value ``i`` holds on steps
-      ``[boundaries[i-1], boundaries[i])``. ``schedule_kinds`` names the schedule of each
-      scheduled hyperparameter, whose values are then the schedule's peaks; ``total_steps`` is
-      the run's length that its decays run over.
-    """
-    lineage, best, plan = _run_record(run)
-    member = best if member == "best" else int(member)
-    population = len(lineage.parents[0]) if lineage.parents else 0
-    if not 0 <= member < population:
-        raise PopjaxError(f"member {member} is not in the run: give 'best' or 0..{population - 1}")
-    kinds, total_steps = {}, None
-    if plan is not None:  # the schedules of the member's own group
-        group = plan.group_of(member)
-        kinds, total_steps = group.config.space.scheduled(), group.config.steps
-    history = lineage.history(member)
-    # Steps count from the start of the member's trial (a restart by successive halving
-    # begins a new one, its step count at 0).
-    first_step = history[0]["start_step"]
-    boundaries = [entry["end_step"] - first_step for entry in history[:-1]]
-    names = list(history[0]["hparams"])
-    return {
-        "format": FORMAT,
-        "member": member,
-        "interval": lineage.interval,
-        "steps": history[-1]["end_step"] - first_step,
-        "schedule_kinds": kinds,
-        "total_steps": total_steps,
-        "schedules": {
-            name: {"boundaries": boundaries, "values": [e["hparams"][name] for e in history]}
-            for name in names
-        },
-    }
-
-
-def replay(run, member="best", name="learning_rate"):
-    """The schedule of hyperparameter ``name`` that ``member``'s weights trained with.
-
-    At every step it gives the value that the member, or the ancestor whose weights it carried
-    then, trained with, following every exploit. For a hyperparameter under a schedule (warmup,
-    decay), that is its value at that step from the schedule parameters of that round.
-
-    Example:
-      >>> lr = popjax.schedules.replay("runs/mnist1d-mlp-...", member="best")
-      >>> optimizer = optax.sgd(learning_rate=lr, momentum=0.9)
-    """
-    trajectories = member_trajectories(run, member)
-    return from_trajectories(trajectories, name)
-
-
 def _kinds(trajectories: dict) -> tuple[dict, int | None]:
     """The schedule kinds and run length of an export, of this format or the first."""
     if "schedule_kinds" in trajectories:
@@ -237,7 +182,8 @@ def _kinds(trajectories: dict) -> tuple[dict, int | None]:
 
 
 def from_trajectories(trajectories: dict, name: str):
-    """The schedule of hyperparameter ``name`` from ``member_trajectories``'s data."""
+    """The schedule of hyperparameter ``name`` from a member's trajectories (the data that
+    ``popjax.replay.trajectories`` returns and ``popjax.replay.export`` writes)."""
     schedules = trajectories["schedules"]
     if name not in schedules:
         raise PopjaxError(f"no hyperparameter '{name}' in the run: known: {', '.join(schedules)}")
@@ -255,13 +201,6 @@ def from_trajectories(trajectories: dict, name: str):
     return schedule
 
 
-def export(run, path, member="best") -> dict:
-    """Writes all of a member's replayed schedules to JSON; returns what it wrote."""
-    trajectories = member_trajectories(run, member)
-    Path(path).write_text(json.dumps(trajectories, indent=1))
-    return trajectories
-
-
 def load(path) -> dict:
     """Reads an exported file: ``{name: schedule}``, plain functions of jax arrays.
 
@@ -274,26 +213,3 @@ def load(path) -> dict:
     if trajectories.get("format") not in FORMATS:
         raise PopjaxError(f"{path} is not a file written by popjax export-schedule")
     return {name: from_trajectories(trajectories, name) for name in trajectories["schedules"]}
-
-
-def _run_record(run):
-    """``(lineage, best member, plan or None)`` of a result or a run folder.
-
-    Imported here, not at the top: ``import popjax.schedules`` needs jax and optax alone.
-    """
-    from popjax.lineage import Lineage
-    from popjax.plan import Plan
-    from popjax.runfolder import LINEAGE, read_summary
-
-    if hasattr(run, "lineage") and hasattr(run, "best_member"):
-        # A bare lineage has no config: hyperparameters as they were, no schedule.
-        config = getattr(run, "config", None)
-        return run.lineage, run.best_member, Plan.from_config(config) if config else None
-    run_dir = Path(run)
-    if not (run_dir / LINEAGE).is_file():
-        raise PopjaxError(f"{run_dir} is not a finished run folder (no {LINEAGE})")
-    return (
-        Lineage.load(run_dir / LINEAGE),
-        int(read_summary(run_dir)["best_member"]),
-        Plan.from_run(run_dir),
-    )

@@ -2,14 +2,15 @@
 
 A round (``popjax.round``) is one jitted call per group: PBT, ``interval`` training steps for
 every member, then validation. The host only reads back per-member figures (a few numbers per
-member) to log, record the lineage (``popjax.records``), checkpoint and draw progress.
+member) to log, record the lineage (``popjax.records``), checkpoint and pass each round's
+record to its callbacks (the face's progress bar and TensorBoard events, a user's ``on_round``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from popjax import cache as caches
 from popjax import data as datasets
@@ -25,7 +25,7 @@ from popjax import memory
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
-from popjax.distributed import Distributed, barrier, is_main_process, main_process_value
+from popjax.distributed import Distributed, barrier, is_main_process, main_process_value, to_host
 from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted, stop_requests
@@ -38,7 +38,6 @@ from popjax.records import (
     fitness_values,
     merge_records,
     round_record,
-    selected_metric,
 )
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
 from popjax.task import Task
@@ -67,6 +66,7 @@ class SweepResult:
     minimize: bool = False
     # Per group: the slices of members its round ran in and XLA's plan of its bytes per device.
     memory: dict | None = None
+    plan: Plan | None = None  # the plan the sweep ran, resolved
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -88,61 +88,23 @@ class SweepResult:
         }
 
 
-def run(
+def plan_run(
     config: SweepConfig | str | Path | None = None,
     *,
     task: Task | Callable | str | None = None,
-    model=None,
-    loss_fn=None,
-    data: datasets.Dataset | None = None,
     out: str | Path | None = None,
     write: bool = True,
-    progress: bool = True,
-    distributed: Distributed | None = None,
     resume: str | Path | None = None,
-    tensorboard: bool = False,
-    on_round: Callable[[dict], None] | None = None,
-    cache: bool = True,
     **overrides,
-) -> SweepResult:
-    """Runs a whole sweep and returns its result.
-
-    Args:
-      config: a ``SweepConfig``, the path of a TOML config, or None for the built-in default.
-      task: a ``popjax.Task`` to run instead of the config's (see ``popjax.task``), a
-        function that returns one (called with the run's settings that it names: ``steps``,
-        ``interval``, ``seed``, ``batch_size``), or a config's task by name ("regression",
-        "package.module:factory").
-      model: a flax linen module to train instead of the config's (see ``popjax.nn``).
-      loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
-      data: a ``Dataset`` to train on instead of the config's.
-      out: the run folder; ``runs/<name>-<timestamp>`` by default. Must not exist yet.
-      write: False writes no run folder (and no checkpoints).
-      progress: show a progress bar.
-      distributed: join a multi-process run first (see ``popjax.distributed``).
-      resume: a run folder to continue from its newest readable checkpoint, with its config
-        (pass the same ``task``, ``model``, ``loss_fn`` and ``data`` if the run was given them).
-      tensorboard: also stream each round's figures to TensorBoard event files in
-        ``<run folder>/tensorboard`` (needs tensorboardX).
-      on_round: called on the main process with each round's record (a metrics.jsonl line).
-      cache: keep compiled programs and generated datasets in popjax's per-user cache
-        (``popjax.cache``), so that a rerun compiles and generates nothing twice.
-      **overrides: config fields to change, e.g. ``population=8, steps=200``.
+) -> tuple[Plan, Task | Callable | None, str | Path | None]:
+    """A sweep's plan, resolved once from what ``popjax.run`` (or ``popjax run``) was given,
+    with the task given from Python, if any, and the run folder (a resumed run's own).
 
     Raises:
-      PopjaxError: bad input, or every member diverged.
-      SweepInterrupted: SIGINT or SIGTERM arrived; a checkpoint was saved first.
-
-    Example:
-      >>> result = popjax.run(population=8, steps=400, interval=100, write=False)
-      >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
+      PopjaxError: a config that cannot run, or a resume that changes it.
     """
-    start = time.perf_counter()
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise PopjaxError(f"out must be a folder path (got a {type(out).__name__})")
-    if not cache:
-        caches.disable()
-    caches.enable_compilation_cache()
     if isinstance(task, (str, dict)):  # a config's task: "regression", "package.module:factory"
         overrides["task"], task = task, None
     if resume is not None:
@@ -151,7 +113,41 @@ def run(
         config, out = resume_target(config, resume, overrides)
     elif task is not None:
         overrides["task"] = {"name": PYTHON_TASK}
-    plan = Plan.from_config(config, **overrides)
+    return Plan.from_config(config, **overrides), task, out
+
+
+def run_plan(
+    plan: Plan,
+    *,
+    task: Task | Callable | None = None,
+    model=None,
+    loss_fn=None,
+    data: datasets.Dataset | None = None,
+    out: str | Path | None = None,
+    write: bool = True,
+    resume: bool = False,
+    distributed: Distributed | None = None,
+    cache: bool = True,
+    callbacks: Sequence = (),
+) -> SweepResult:
+    """Runs the sweep that ``plan`` (from ``plan_run``) resolved; see ``popjax.run``.
+
+    The plan is taken as it is, but for the two steps of its resolution that need more than
+    the config, each of which returns a new plan: ``Plan.build`` turns an ``epochs`` budget
+    into steps once the data's size is known, and ``size_population`` sizes
+    ``population = "auto"`` from the devices' memory.
+
+    Args:
+      resume: continue ``out``, a run folder, from its newest readable checkpoint.
+      callbacks: what watches the rounds, on the main process: each is called with every
+        round's record (a metrics.jsonl line) and, where it has them, ``start(config,
+        first_round, run_dir)`` once the run's length and first round are known (``run_dir``
+        the run folder this process writes, else None) and ``close()`` on every way out.
+    """
+    start = time.perf_counter()
+    if not cache:
+        caches.disable()
+    caches.enable_compilation_cache()
     if distributed is not None:
         start_distributed(distributed)
 
@@ -161,13 +157,10 @@ def run(
         if out is not None
         else default_run_dir(plan.config.name, when=main_process_value(int(time.time())))
     )
-    if write and resume is None:
+    if write and not resume:
         check_new(run_dir)
-    if tensorboard and write:
-        from popjax.tensorboard import TensorBoardLogger, summary_writer_class
 
-        summary_writer_class()  # a missing package is an error before anything is written
-
+    # The two resolution steps that need the data and the devices (see above).
     plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
@@ -193,7 +186,7 @@ def run(
     ]
 
     folder = None
-    if write and resume is None:
+    if write and not resume:
         # Process 0 makes the folder once every process has seen that it is new; then all of
         # them write their checkpoints into it.
         barrier("popjax: run folder checked")
@@ -208,7 +201,7 @@ def run(
             checkpoints = opened.enter_context(
                 closing(SweepCheckpoints(run_dir, config.keep_checkpoints))
             )
-        restored = restore(checkpoints, programs, members) if resume is not None else None
+        restored = restore(checkpoints, programs, members) if resume else None
         if restored is not None:
             first_round, states, lineage, history, elapsed = restored
             # The run's wall time is summed over its processes: this one's clock starts where
@@ -223,23 +216,14 @@ def run(
             lineage = Lineage(
                 config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
             )
-        if resume is not None and is_main_process():
+        if resume and is_main_process():
             folder = RunFolder.reopen(run_dir, history)
-        round_callbacks = [on_round] if on_round and is_main_process() else []
-        if tensorboard and folder:
-            logger = opened.enter_context(closing(TensorBoardLogger(run_dir / "tensorboard")))
-            round_callbacks.append(logger)
-        bar = opened.enter_context(
-            closing(
-                tqdm(
-                    total=config.rounds,
-                    initial=first_round,
-                    desc=config.name,
-                    unit="round",
-                    disable=not (progress and is_main_process()),
-                )
-            )
-        )
+        watchers = list(callbacks) if is_main_process() else []
+        for watcher in watchers:
+            if hasattr(watcher, "close"):
+                opened.enter_context(closing(watcher))
+            if hasattr(watcher, "start"):
+                watcher.start(config, first_round, folder.path if folder else None)
         stops = opened.enter_context(stop_requests())
         for round_index in range(first_round, config.rounds):
             record = play_round(programs, states, round_index, history, plan)
@@ -249,13 +233,11 @@ def run(
             history.append(record)
             if folder:
                 folder.append_round(record)
-            for callback in round_callbacks:
-                callback(record)
+            for watcher in watchers:
+                watcher(record)
             for program in programs:
                 group = program.group.name if len(programs) > 1 else None
                 check_not_all_diverged(record, program.space, group, program.group.members)
-            bar.set_postfix(**progress_figures(record))
-            bar.update()
             done = round_index + 1
             signum = stops.agreed()
             if checkpoints and (
@@ -306,7 +288,7 @@ def play_round(programs, states, round_index: int, history: list[dict], plan: Pl
         states[index] = (population, standing)
         outputs.append((output, population.hparams))
     records = []
-    for program, host in zip(programs, meshes.to_host(outputs)):
+    for program, host in zip(programs, to_host(outputs)):
         last_epochs = (
             [history[-1]["epochs"][m] for m in program.group.members]
             if history and "epochs" in history[-1]
@@ -318,19 +300,12 @@ def play_round(programs, states, round_index: int, history: list[dict], plan: Pl
     return merge_records(records, plan.groups)
 
 
-def progress_figures(record: dict) -> dict[str, str]:
-    """The best and median member's selected metric, for the progress bar."""
-    values = selected_metric(record)[1]
-    best = values[np.argmax(fitness_values(record))]
-    return {"best": f"{best:.4g}", "median": f"{np.nanmedian(values):.4g}"}
-
-
 def finish(plan: Plan, programs, states, history, lineage, devices, start, run_dir) -> SweepResult:
     """The result: the best member on the last validation, and every member's test figures."""
     # A task without data (an RL agent) is tested by one more evaluation, with keys that no
     # selection saw: fresh episodes.
     test_metrics = [
-        meshes.to_host(program.test(population, program.data.test if program.data else None))
+        to_host(program.test(population, program.data.test if program.data else None))
         for program, (population, _) in zip(programs, states)
         if program.data is None or program.data.test is not None
     ]
@@ -347,6 +322,7 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
     populations = [population for population, _ in states]
     return SweepResult(
         config=plan.config,
+        plan=plan,
         best_member=best,
         best_hparams={k: v[best] for k, v in last["hparams"].items() if v[best] is not None},
         best_val={k[len("val_") :]: v[best] for k, v in last.items() if k.startswith("val_")},

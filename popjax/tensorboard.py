@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from popjax.errors import PopjaxError
+from popjax.records import fitness_values, selected_metric
 
 
 def summary_writer_class():
@@ -26,15 +27,26 @@ def summary_writer_class():
 
 
 class TensorBoardLogger:
-    """A round callback: ``logger(record)`` writes one round; ``close()`` flushes."""
+    """A round callback (see ``popjax.sweep.run_plan``): ``start`` opens the event files in
+    ``<run folder>/tensorboard``, unless given ``log_dir`` here; ``logger(record)`` writes one
+    round; ``close()`` flushes. A sweep that writes no run folder logs nothing."""
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir=None):
+        self.log_dir = self.writer = None
+        if log_dir is not None:
+            self._open(log_dir)
+
+    def _open(self, log_dir) -> None:
         self.log_dir = Path(log_dir)
         self.writer = summary_writer_class()(str(self.log_dir))
 
-    def __call__(self, record: dict) -> None:
-        from popjax.records import fitness_values, selected_metric
+    def start(self, config, first_round: int, run_dir) -> None:
+        if self.writer is None and run_dir is not None:
+            self._open(Path(run_dir) / "tensorboard")
 
+    def __call__(self, record: dict) -> None:
+        if self.writer is None:
+            return
         step = record["step"]
         key, values = selected_metric(record)
         best = int(np.argmax(fitness_values(record)))
@@ -59,4 +71,5 @@ class TensorBoardLogger:
         self.writer.add_histogram(f"{key}/members", values[np.isfinite(values)], step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -89,7 +89,7 @@ def parse_args(argv=None):
 
 args = parse_args() if __name__ == "__main__" else None
 if args is not None and args.cpu_devices == "cores":
-    from popjax.mesh import use_cpu_cores  # before JAX starts
+    from popjax.devices import use_cpu_cores  # before JAX starts
 
     use_cpu_cores()
 

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--cpu-devices", choices=("cores", "one"), default="cores")
     args = parser.parse_args()
     if args.cpu_devices == "cores":
-        from popjax.mesh import use_cpu_cores
+        from popjax.devices import use_cpu_cores
 
         use_cpu_cores()
 

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 import popjax
-from popjax.distributed import Distributed
-from popjax.mesh import AXIS, to_host
+from popjax.distributed import Distributed, to_host
+from popjax.mesh import AXIS
 
 
 def main(out, *distributed):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from popjax.mesh import cpu_cores
+from popjax.devices import cpu_cores
 
 from conftest import popjax_command
 

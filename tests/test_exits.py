@@ -9,6 +9,7 @@ import pytest
 from tqdm.auto import tqdm
 
 import popjax
+import popjax.progress
 import popjax.sweep
 import popjax.tensorboard
 from popjax.checkpoint import SweepCheckpoints
@@ -55,7 +56,7 @@ def closed(monkeypatch):
             names.append("tensorboard")
 
     monkeypatch.setattr(popjax.sweep, "SweepCheckpoints", Checkpoints)
-    monkeypatch.setattr(popjax.sweep, "tqdm", Bar)
+    monkeypatch.setattr(popjax.progress, "tqdm", Bar)
     monkeypatch.setattr(popjax.tensorboard, "TensorBoardLogger", Logger)
     return names
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import popjax
-from popjax import report, schedules
+from popjax import replay, report
 from popjax.nn import MLP
 from popjax.tasks.supervised import cross_entropy, squared_error
 
@@ -66,7 +66,7 @@ def test_records_say_which_group_and_which_hyperparameters(grouped):
     assert all(v is None for v in last["hparams"]["b1"][:4])
     assert all(0.8 <= v <= 0.9 for v in last["hparams"]["b1"][4:])
     # A member's replayed schedules are its own group's hyperparameters.
-    adam_member = schedules.member_trajectories(out, member=5)["schedules"]
+    adam_member = replay.trajectories(out, member=5)["schedules"]
     assert "b1" in adam_member and "momentum" not in adam_member
     assert report.write_report(out).is_file()
 

@@ -89,7 +89,7 @@ def test_the_lineage_records_each_restart_and_a_restarted_member_starts_there(ha
     rounds = result.lineage.rounds
     history = result.lineage.history(member)
     assert history[0]["round"] == last and len(history) == rounds - last
-    trajectory = popjax.schedules.member_trajectories(out, member)
+    trajectory = popjax.replay.trajectories(out, member)
     assert trajectory["steps"] == (rounds - last) * 10
     # Its epochs count from the restart: one round's worth in its first round.
     epochs = [record["epochs"][member] for record in result.history]

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import popjax
-from popjax import schedules
+from popjax import replay, schedules
 from popjax.errors import PopjaxError
 from popjax.lineage import Lineage
 
@@ -70,13 +70,13 @@ def hand_lineage():
 
 def test_replay_follows_the_ancestry_at_every_step_and_boundary():
     result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
-    lr = jax.jit(schedules.replay(result, member=0))
+    lr = jax.jit(replay.schedule(result, member=0))
     # Member 0 copied member 1 at round 2, which had copied member 0 at round 1: the weights
     # trained as member 0, then as member 1, then as member 0 again.
     expected = {0: 0.1, 9: 0.1, 10: 0.12, 19: 0.12, 20: 0.096, 29: 0.096, 30: 0.096}
     for step, value in expected.items():
         assert float(lr(step)) == pytest.approx(value), step
-    lr1 = schedules.replay(result, member=1)
+    lr1 = replay.schedule(result, member=1)
     # Member 1 carries the weights member 0 trained in round 0.
     assert [float(lr1(s)) for s in (9, 10, 19, 20)] == pytest.approx([0.1, 0.12, 0.12, 0.12])
 
@@ -96,7 +96,7 @@ def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_
     assert any(p != m for r in run.lineage.parents for m, p in enumerate(r))
     ancestry = run.lineage.ancestry(run.best_member)
     for name in run.best_hparams:
-        schedule = jax.jit(schedules.replay(tmp_path / "run", member="best", name=name))
+        schedule = jax.jit(replay.schedule(tmp_path / "run", member="best", name=name))
         values = np.asarray(jax.vmap(schedule)(jnp.arange(80)))
         for step in range(80):
             r = step // 10
@@ -136,7 +136,7 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
     loaded = schedules.load(tmp_path / "schedule.json")
     assert set(loaded) == {"learning_rate", "momentum", "dropout", "weight_decay"}
     for name, schedule in loaded.items():
-        replayed = schedules.replay(tmp_path / "run", member="best", name=name)
+        replayed = replay.schedule(tmp_path / "run", member="best", name=name)
         steps = jnp.arange(written["steps"] + 5)
         assert np.array_equal(jax.vmap(schedule)(steps), jax.vmap(replayed)(steps))
         values = written["schedules"][name]["values"]
@@ -152,7 +152,7 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
 def test_loaded_schedule_drives_a_plain_optax_loop(tmp_path):
     path = tmp_path / "schedule.json"
     result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
-    schedules.export(result, path, member=0)
+    replay.export(result, path, member=0)
     code = f"""
 import jax, jax.numpy as jnp, optax
 from popjax.schedules import load
@@ -172,9 +172,9 @@ print(float(w))
 def test_bad_member_and_name_are_clear_errors():
     result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
     with pytest.raises(PopjaxError, match="member 5 is not in the run"):
-        schedules.replay(result, member=5)
+        replay.schedule(result, member=5)
     with pytest.raises(PopjaxError, match="no hyperparameter 'lr'"):
-        schedules.replay(result, name="lr")
+        replay.schedule(result, name="lr")
 
 
 def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model):
@@ -222,7 +222,7 @@ def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_d
     warmups = [r["warmup_steps"] for r in run.lineage.hparams]
     assert any(a != b for r0, r1 in zip(warmups, warmups[1:]) for a, b in zip(r0, r1))
     ancestry = run.lineage.ancestry(run.best_member)
-    lr = jax.jit(schedules.replay(tmp_path / "run", member="best", name="learning_rate"))
+    lr = jax.jit(replay.schedule(tmp_path / "run", member="best", name="learning_rate"))
     values = np.asarray(jax.vmap(lr)(jnp.arange(80)))
     for step in range(80):
         r = step // 10
@@ -237,7 +237,7 @@ def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_d
             want = peak * 0.5 * (1 + np.cos(np.pi * min((step - warmup) / (80 - warmup), 1.0)))
         assert values[step] == pytest.approx(want, rel=1e-5, abs=1e-7), step
     # The export carries the schedule kind, so a loaded learning_rate is the same function.
-    schedules.export(tmp_path / "run", tmp_path / "s.json")
+    replay.export(tmp_path / "run", tmp_path / "s.json")
     loaded = schedules.load(tmp_path / "s.json")["learning_rate"]
     np.testing.assert_array_equal(jax.vmap(loaded)(jnp.arange(80)), values)
 
@@ -342,7 +342,7 @@ def test_tuned_schedules_replay_and_export_their_rates(tmp_path, small_data, sma
         rounds = [r[name] for r in run.lineage.hparams]
         assert any(a != b for r0, r1 in zip(rounds, rounds[1:]) for a, b in zip(r0, r1)), name
     ancestry = run.lineage.ancestry(run.best_member)
-    lr = jax.jit(schedules.replay(tmp_path / "run", member="best", name="learning_rate"))
+    lr = jax.jit(replay.schedule(tmp_path / "run", member="best", name="learning_rate"))
     values = np.asarray(jax.vmap(lr)(jnp.arange(80)))
     for step in range(80):
         r = step // 10
@@ -351,13 +351,13 @@ def test_tuned_schedules_replay_and_export_their_rates(tmp_path, small_data, sma
         assert values[step] == pytest.approx(want, rel=1e-5, abs=1e-7), step
     # The schedule moves the rate within rounds too, not only where PBT sets new values.
     assert any(values[step] != values[step - 1] for step in range(1, 80) if step % 10)
-    schedules.export(tmp_path / "run", tmp_path / "s.json")
+    replay.export(tmp_path / "run", tmp_path / "s.json")
     loaded = schedules.load(tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text())["schedule_kinds"] == {
         "learning_rate": kind
     }
     # Equal at every step to the replay, computed the same way (jit may fuse differently).
-    replayed = schedules.replay(tmp_path / "run", member="best", name="learning_rate")
+    replayed = replay.schedule(tmp_path / "run", member="best", name="learning_rate")
     steps = jnp.arange(80)
     np.testing.assert_array_equal(
         jax.vmap(loaded["learning_rate"])(steps), jax.vmap(replayed)(steps)
