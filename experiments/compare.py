@@ -164,14 +164,14 @@ def main(argv=None) -> None:
                 config = method_config(task, method, seed, {} if args.as_configured else None)
                 result = popjax.run(config, write=False, progress=False)
                 # A classifier is scored by accuracy whatever it selected its member on.
-                metric = "accuracy" if "accuracy" in result.best_test else result.selects_on
+                metric = "accuracy" if "accuracy" in result.best_test else result.fitness
                 runs.append(
                     {
                         "task": task,
                         "method": method,
                         "seed": seed,
                         "metric": metric,
-                        "selected_on": result.selects_on,
+                        "selected_on": result.fitness,
                         f"val_{metric}": result.best_val[metric],
                         f"test_{metric}": result.best_test[metric],
                         "best_hparams": result.best_hparams,

@@ -153,7 +153,7 @@ def run_command(args) -> int:
     if result.run_dir is None:  # another process than 0 of a multi-process run
         return 0
     print(best_members_table(result))
-    metric = result.selects_on
+    metric = result.fitness
     test = f", test {metric} {result.best_test[metric]:.4f}" if metric in result.best_test else ""
     print(
         f"best member {result.best_member}: validation {metric} "

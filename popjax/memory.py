@@ -2,7 +2,7 @@
 against the memory one device may use.
 
 A round that would not fit runs its members in slices, one after another
-(``popjax.train.in_chunks``): the weights and optimizer state of every member stay on the
+(``popjax.train.in_slices``): the weights and optimizer state of every member stay on the
 device, the activations and gradients of one slice at a time. ``population = "auto"`` picks the
 largest population whose round fits whole, that is at full speed.
 """
@@ -60,18 +60,18 @@ def slice_counts(local_members: int) -> list[int]:
     return [*counts, local_members]
 
 
-def choose_chunks(
+def choose_slices(
     bytes_with: Callable[[int], int | None], local_members: int, budget: int, population: int
 ) -> tuple[int, int | None]:
-    """``(chunks, bytes)``: the fewest slices whose round fits in ``budget`` per device.
+    """``(slices, bytes)``: the fewest slices whose round fits in ``budget`` per device.
 
-    ``bytes_with(chunks)`` compiles the round in that many slices and returns its bytes.
+    ``bytes_with(slices)`` compiles the round in that many slices and returns its bytes.
     """
     tried = []
-    for chunks in slice_counts(local_members):
-        size = bytes_with(chunks)
+    for slices in slice_counts(local_members):
+        size = bytes_with(slices)
         if size is None or size <= budget:
-            return chunks, size
+            return slices, size
         tried.append(size)
     # Even one member at a time is too much: the state of every member alone does not fit.
     raise PopjaxError(

@@ -2,7 +2,7 @@
 the member sharding, and copying members between devices.
 
 Meshes use Auto axis types on every jax version: with Explicit axes (jax 0.10's default) the PBT
-gather ``x[source]`` on the sharded axis raises, and a jitted function's ``out_shardings`` keeps
+gather ``x[parents]`` on the sharded axis raises, and a jitted function's ``out_shardings`` keeps
 the gathered result sharded.
 """
 
@@ -49,31 +49,31 @@ def check_population_size(size: int, num_devices: int) -> None:
     )
 
 
-def take_members(tree, source, rank, mesh: Mesh | None = None):
-    """``leaf[source]`` for every leaf of a member-sharded ``tree``: member ``i`` of the result
-    is member ``source[i]`` of the input (``source`` replicated, ``[P]``), for a ``source``
+def take_members(tree, parents, rank, mesh: Mesh | None = None):
+    """``leaf[parents]`` for every leaf of a member-sharded ``tree``: member ``i`` of the result
+    is member ``parents[i]`` of the input (``parents`` replicated, ``[P]``), for a ``parents``
     that only ever points to a member ranked higher in ``rank`` (the members from worst to
     best), as PBT's exploit does.
 
     A gather would hold a second copy of every member's state at once. On a one-device mesh the
-    members are instead rewritten in place, one at a time from the worst up: a source ranks
+    members are instead rewritten in place, one at a time from the worst up: a parent ranks
     above the member copying it, so it is still unchanged when read. Over several devices, a
     gather along the sharded axis would have XLA collect the whole population on every
     device; instead each leaf's members pass once around a ring of the devices, and every
     device takes what it needs from each block as it passes.
     """
     if mesh is None:  # where the members are is not known: a plain gather
-        return jax.tree_util.tree_map(lambda leaf: leaf[source], tree)
+        return jax.tree_util.tree_map(lambda leaf: leaf[parents], tree)
     if mesh.size == 1:
         # Only the members that take another's state, still worst first.
-        moves = source[rank] != rank
+        moves = parents[rank] != rank
         order = rank[jnp.argsort(~moves, stable=True)]
 
         def rewrite(turn, tree):
             member = order[turn]
             return jax.tree_util.tree_map(
                 lambda leaf: jax.lax.dynamic_update_index_in_dim(
-                    leaf, leaf[source[member]], member, axis=0
+                    leaf, leaf[parents[member]], member, axis=0
                 ),
                 tree,
             )
@@ -82,10 +82,10 @@ def take_members(tree, source, rank, mesh: Mesh | None = None):
     size = mesh.size
     ring = [(i, (i + 1) % size) for i in range(size)]
 
-    def local_leaf(leaf, source):
+    def local_leaf(leaf, parents):
         me = jax.lax.axis_index(AXIS)
         count = leaf.shape[0]
-        wanted = jax.lax.dynamic_slice_in_dim(source, me * count, count)
+        wanted = jax.lax.dynamic_slice_in_dim(parents, me * count, count)
 
         def visit(turn, carry):
             block, taken = carry
@@ -104,7 +104,7 @@ def take_members(tree, source, rank, mesh: Mesh | None = None):
         in_specs=(PartitionSpec(AXIS), PartitionSpec()),
         out_specs=PartitionSpec(AXIS),
     )
-    return jax.tree_util.tree_map(lambda leaf: take(leaf, source), tree)
+    return jax.tree_util.tree_map(lambda leaf: take(leaf, parents), tree)
 
 
 def put_replicated(array, mesh: Mesh) -> jax.Array:

@@ -27,11 +27,11 @@ def safe_fitness(fitness):
     return jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
 
 
-def truncation_sources(key, fitness, fraction: float):
-    """Truncation selection: ``(source [P] int32, replaced [P] bool)``.
+def truncation_parents(key, fitness, fraction: float):
+    """Truncation selection: ``(parents [P] int32, replaced [P] bool)``.
 
     The ``floor(fraction * P)`` worst members each copy a member drawn uniformly from the same
-    number of best members; all others are their own source.
+    number of best members; all others are their own parent.
     """
     size = fitness.shape[0]
     count = int(fraction * size)
@@ -44,7 +44,7 @@ def truncation_sources(key, fitness, fraction: float):
     return identity.at[bottom].set(picks), jnp.zeros(size, bool).at[bottom].set(True)
 
 
-def tournament_sources(key, fitness):
+def tournament_parents(key, fitness):
     """Binary tournament: each member meets a uniformly drawn other and copies it if better."""
     size = fitness.shape[0]
     identity = jnp.arange(size, dtype=jnp.int32)
@@ -56,34 +56,36 @@ def tournament_sources(key, fitness):
     return jnp.where(replaced, other, identity), replaced
 
 
-def exploit_sources(key, fitness, config: PBTConfig, rung=True):
+def exploit_parents(key, fitness, config: PBTConfig, rung=True):
     """Who copies whom. A diverged member (non-finite fitness) is always replaced, by the
-    best member when its exploit method would have kept it, and is never a source.
+    best member when its exploit method would have kept it, and is never a parent.
     Successive halving copies as truncation does, at its rungs only (``rung``, traced)."""
     if config.exploit in ("truncation", "halving"):
-        source, replaced = truncation_sources(key, fitness, config.fraction)
+        parents, replaced = truncation_parents(key, fitness, config.fraction)
         if config.exploit == "halving":
             replaced = replaced & rung
-            source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
+            parents = jnp.where(
+                replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype)
+            )
     else:
-        source, replaced = tournament_sources(key, fitness)
+        parents, replaced = tournament_parents(key, fitness)
     diverged = ~jnp.isfinite(fitness)
-    best = jnp.argmax(safe_fitness(fitness)).astype(source.dtype)
-    source = jnp.where(diverged & ~replaced, best, source)
-    return source, replaced | diverged
+    best = jnp.argmax(safe_fitness(fitness)).astype(parents.dtype)
+    parents = jnp.where(diverged & ~replaced, best, parents)
+    return parents, replaced | diverged
 
 
-def copy_members(population: Population, source, rank, mesh=None) -> Population:
-    """Members take their whole task state (every leaf) and hyperparameters from ``source``,
+def copy_members(population: Population, parents, rank, mesh=None) -> Population:
+    """Members take their whole task state (every leaf) and hyperparameters from ``parents``,
     which always ranks higher in ``rank`` (member indices from worst to best).
 
-    Each keeps its own key stream, id and step count, so a copy does not replay its source's
+    Each keeps its own key stream, id and step count, so a copy does not replay its parent's
     batches and dropout masks. The states are copied without a second copy of the population
     (see ``popjax.mesh.take_members``).
     """
     return population._replace(
-        state=take_members(population.state, source, rank, mesh),
-        hparams={name: value[source] for name, value in population.hparams.items()},
+        state=take_members(population.state, parents, rank, mesh),
+        hparams={name: value[parents] for name, value in population.hparams.items()},
     )
 
 
@@ -130,7 +132,7 @@ def pbt_step(
     now=0,
     rung=True,
 ):
-    """One exploit + explore. Returns ``(population, source [P], replaced [P])``.
+    """One exploit + explore. Returns ``(population, parents [P], replaced [P])``.
 
     ``active`` (a traced bool) switches the step off without a second compiled program: the
     first round has no fitness to select on yet. ``mesh``: the devices the members are spread
@@ -139,13 +141,13 @@ def pbt_step(
     ``rung``: whether successive halving decides this round.
     """
     exploit_key, explore_key, pb2_key = jax.random.split(key, 3)
-    source, replaced = exploit_sources(exploit_key, fitness, config, rung)
+    parents, replaced = exploit_parents(exploit_key, fitness, config, rung)
     replaced = replaced & active
-    source = jnp.where(replaced, source, jnp.arange(source.shape[0], dtype=source.dtype))
+    parents = jnp.where(replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype))
     # Every exploit method copies from a member ranked strictly higher (diverged members
     # rank lowest and copy the best), in the order the stable sort gives ties.
     rank = jnp.argsort(safe_fitness(fitness)).astype(jnp.int32)
-    population = copy_members(population, source, rank, mesh)
+    population = copy_members(population, parents, rank, mesh)
     hparams = explore(explore_key, population.hparams, space, replaced, config)
     if config.explore == "pb2" and pb2.searched(space):
         # Until a round's gains are seen, PB2's model knows nothing: perturb meanwhile.
@@ -161,4 +163,4 @@ def pbt_step(
             pb2_key, observations.flat(), population.hparams, replaced, jnp.asarray(now)
         )
         hparams = {name: jnp.where(informed, chosen[name], hparams[name]) for name in hparams}
-    return population._replace(hparams=hparams), source, replaced
+    return population._replace(hparams=hparams), parents, replaced

@@ -13,7 +13,7 @@ class Population(NamedTuple):
 
     ``state`` is whatever the task's ``init`` returns (weights, optimizer state, running
     statistics, environments). ``rng`` is each member's own key stream: every key its task
-    functions get comes from it. PBT copies ``state`` and ``hparams`` from a source member; a
+    functions get comes from it. PBT copies ``state`` and ``hparams`` from a parent; a
     member always keeps its own ``rng``, ``member_ids`` and ``step``.
     """
 

@@ -20,12 +20,12 @@ from popjax.distributed import is_main_process
 from popjax.groups import Group
 from popjax.plan import GroupTask, Plan
 from popjax.population import init_population
-from popjax.round import Standing, make_round
+from popjax.round import SelectionState, make_round
 from popjax.task import Task
 from popjax.train import make_evaluate
 
 
-class Placement:
+class ReplicatedArrays:
     """Host arrays replicated over the mesh, each once: groups built from one dataset share
     its arrays, so they share one copy on the devices."""
 
@@ -57,7 +57,7 @@ class GroupProgram:
         return self.data.train if self.data is not None else None
 
     def abstract_state(self, members):
-        """The shapes, dtypes and sharding of ``(population, standing)``, nothing allocated."""
+        """The shapes, dtypes and sharding of ``(population, selection)``, nothing allocated."""
         return jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
             jax.eval_shape(self.init, self.train_data),
@@ -79,7 +79,7 @@ class GroupProgram:
         members,
         place,
         num_groups: int,
-        chunks: int = 1,
+        slices: int = 1,
     ) -> GroupProgram:
         group, task, space = group_task.group, group_task.task, group_task.space
         config = group.config
@@ -89,10 +89,12 @@ class GroupProgram:
 
         def init(train_data):
             population = init_population(init_key, task, space, config.population, train_data)
-            return population, Standing.initial(config.population, space, config.pbt, config.rounds)
+            return population, SelectionState.initial(
+                config.population, space, config.pbt, config.rounds
+            )
 
         shards = members.mesh.size
-        evaluate = make_evaluate(task, chunks, shards)
+        evaluate = make_evaluate(task, slices, shards)
         return cls(
             group=group,
             task=task,
@@ -106,7 +108,7 @@ class GroupProgram:
                     space,
                     config.pbt,
                     pbt_key,
-                    chunks,
+                    slices,
                     members.mesh,
                     total_steps=config.steps,
                 ),
@@ -120,22 +122,24 @@ class GroupProgram:
         )
 
 
-def fit_program(group_task, index, keys, members, place, num_groups, budget) -> GroupProgram:
+def program_within_budget(
+    group_task, index, keys, members, place, num_groups, budget
+) -> GroupProgram:
     """The group's program in the fewest slices of members whose round fits in ``budget``
     bytes per device (one slice, the whole population at once, when it fits)."""
     built = {}
 
-    def bytes_with(chunks):
-        built[chunks] = GroupProgram.build(
-            group_task, index, *keys, members, place, num_groups, chunks
+    def bytes_with(slices):
+        built[slices] = GroupProgram.build(
+            group_task, index, *keys, members, place, num_groups, slices
         )
-        return built[chunks].round_bytes(members)
+        return built[slices].round_bytes(members)
 
     population = group_task.group.config.population
-    chunks, planned = memory.choose_chunks(
+    slices, planned = memory.choose_slices(
         bytes_with, population // members.mesh.size, budget, population
     )
-    return dataclasses.replace(built[chunks], slices=chunks, round_bytes_planned=planned)
+    return dataclasses.replace(built[slices], slices=slices, round_bytes_planned=planned)
 
 
 def size_population(plan: Plan, group_task: GroupTask, members, place, budget):

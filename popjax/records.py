@@ -43,7 +43,7 @@ def round_record(round_index: int, interval: int, host, last_epochs, task) -> di
     ``epochs_per_step``. ``task`` is the group's ``popjax.Task``.
     """
     output, hparams = host
-    parents = np.asarray(output.source)
+    parents = np.asarray(output.parents)
     record = {
         "round": round_index,
         "step": (round_index + 1) * interval,

@@ -15,7 +15,7 @@ def best_members_table(result, top: int = 5) -> str:
     from popjax.records import fitness_values
 
     last = result.history[-1]
-    metric = result.selects_on
+    metric = result.fitness
     val = np.asarray(last[f"val_{metric}"], dtype=float)
     order = np.argsort(-fitness_values(last), kind="stable")[:top]
     groups = result.plan.groups

@@ -2,7 +2,7 @@
 
 One jitted call per round; the round index is traced, so every round runs the same program.
 The task's data comes in as an argument, never as constants baked into the program.
-``Standing`` is what each member carries between rounds for PBT and early stopping to read.
+``SelectionState`` is what each member carries between rounds for PBT and early stopping to read.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 class RoundOutput(NamedTuple):
     """What a round reports for each member, all ``[P]``."""
 
-    source: jax.Array  # the member it copied at the round's start (itself if kept)
+    parents: (
+        jax.Array
+    )  # each member's parent: the member it copied at the round's start (itself if kept)
     train: dict  # each training metric, averaged over the round's steps
     val: dict  # each metric of the task's evaluate on the validation data
     fitness: jax.Array  # what PBT selects on, higher is better; -inf if diverged
@@ -36,7 +38,7 @@ class RoundOutput(NamedTuple):
     restarted: jax.Array  # began again as a new trial at the round's start (halving)
 
 
-class Standing(NamedTuple):
+class SelectionState(NamedTuple):
     """Each member's record across rounds, all ``[P]``: what PBT and early stopping read."""
 
     fitness: jax.Array  # the last validation figure; -inf if diverged
@@ -52,7 +54,7 @@ class Standing(NamedTuple):
         space: SearchSpace | None = None,
         pbt: PBTConfig | None = None,
         rounds: int | None = None,
-    ) -> Standing:
+    ) -> SelectionState:
         """Before the first round; with PB2's (empty) observations if ``pbt`` explores so, and
         successive halving's (empty) rung records for a run of ``rounds`` if it restarts
         trials."""
@@ -84,17 +86,17 @@ def make_round(
     space: SearchSpace,
     pbt: PBTConfig,
     pbt_key,
-    chunks: int = 1,
+    slices: int = 1,
     mesh=None,
     total_steps: int | None = None,
 ):
-    """``round(population, standing, round_index, data) -> (population, standing, output)``.
+    """``round(population, selection, round_index, data) -> (population, selection, output)``.
 
     ``data`` is the task's ``TaskData`` (None for a task without data). The round index is
     traced, so every round runs the same compiled program. ``mesh``: the devices the member
-    axis is split over, if several. Training and validation run ``chunks`` slices of the
+    axis is split over, if several. Training and validation run ``slices`` slices of the
     members one after another, each spread over those devices (see
-    ``popjax.train.in_chunks``). ``total_steps``: the run's length, which the space's schedules
+    ``popjax.train.in_slices``). ``total_steps``: the run's length, which the space's schedules
     decay over (needed when it has any).
     """
     shards = mesh.size if mesh is not None else 1
@@ -106,24 +108,24 @@ def make_round(
         def hparams_at(hparams, step):
             return at_step(hparams, space.scheduled(), step, total_steps)
 
-    segment = make_segment(task, interval, chunks, shards, hparams_at)
-    evaluate = make_evaluate(task, chunks, shards)
+    segment = make_segment(task, interval, slices, shards, hparams_at)
+    evaluate = make_evaluate(task, slices, shards)
 
-    def round_fn(population: Population, standing: Standing, round_index, data=None):
-        stopped = early_stopped(population.hparams, standing)
-        start_fitness = standing.fitness  # of the weights each member trains on this round
+    def round_fn(population: Population, selection: SelectionState, round_index, data=None):
+        stopped = early_stopped(population.hparams, selection)
+        start_fitness = selection.fitness  # of the weights each member trains on this round
         identity = jnp.arange(population.size, dtype=jnp.int32)
-        source, restarted = identity, jnp.zeros(population.size, bool)
+        parents, restarted = identity, jnp.zeros(population.size, bool)
         if pbt.enabled:
             # Stopped members rank as diverged: replaced first, never copied. The first round
             # has no fitness to select on yet.
-            fitness = jnp.where(stopped, -jnp.inf, standing.fitness)
+            fitness = jnp.where(stopped, -jnp.inf, selection.fitness)
             key = jax.random.fold_in(pbt_key, round_index)
             if restarts_trials(pbt):
                 # A trial's own rounds: a restart set its step count back to 0.
                 age = population.step // interval
                 halted, records = halving.judge(
-                    standing.rungs, age, fitness, pbt.rungs, pbt.fraction
+                    selection.rungs, age, fitness, pbt.rungs, pbt.fraction
                 )
                 restarted = (halted | ~jnp.isfinite(fitness)) & (round_index > 0)
                 train_data = data.train if data is not None else None
@@ -134,16 +136,16 @@ def make_round(
 
                 population = restart_members(key, population, restarted, space, fresh_state)
                 replaced = restarted
-                start_fitness = jnp.where(restarted, jnp.nan, standing.fitness)
-                standing = standing._replace(
-                    best=jnp.where(restarted, -jnp.inf, standing.best),
-                    stale=jnp.where(restarted, 0, standing.stale),
+                start_fitness = jnp.where(restarted, jnp.nan, selection.fitness)
+                selection = selection._replace(
+                    best=jnp.where(restarted, -jnp.inf, selection.best),
+                    stale=jnp.where(restarted, 0, selection.stale),
                     rungs=records,
                 )
             else:
                 # With copies every member is as old as the run: its rungs are the run's rounds.
                 rung = at_rung(round_index, pbt.rungs) if pbt.exploit == "halving" else True
-                population, source, replaced = pbt_step(
+                population, parents, replaced = pbt_step(
                     key,
                     population,
                     fitness,
@@ -151,14 +153,14 @@ def make_round(
                     pbt,
                     active=round_index > 0,
                     mesh=mesh,
-                    observations=standing.observed,
+                    observations=selection.observed,
                     now=round_index,
                     rung=rung,
                 )
-                start_fitness = jnp.where(replaced, standing.fitness[source], standing.fitness)
-                standing = standing._replace(
-                    best=jnp.where(replaced, standing.best[source], standing.best),
-                    stale=jnp.where(replaced, 0, standing.stale),
+                start_fitness = jnp.where(replaced, selection.fitness[parents], selection.fitness)
+                selection = selection._replace(
+                    best=jnp.where(replaced, selection.best[parents], selection.best),
+                    stale=jnp.where(replaced, 0, selection.stale),
                 )
             stopped = stopped & ~replaced
         trained, train_metrics = segment(population, data.train if data is not None else None)
@@ -179,8 +181,8 @@ def make_round(
         for metric in (*train_metrics.values(), *val_metrics.values()):
             diverged = diverged | ~jnp.isfinite(metric)
         fitness = jnp.where(diverged, -jnp.inf, fitness)
-        improved = fitness > standing.best
-        observed = standing.observed
+        improved = fitness > selection.best
+        observed = selection.observed
         if observed is not None:  # the gain of each member's hyperparameters this round
             observed = observed.added(
                 pb2.to_unit(population.hparams, space),
@@ -188,24 +190,24 @@ def make_round(
                 fitness - start_fitness,
                 (round_index > 0) & ~stopped,
             )
-        standing = Standing(
+        selection = SelectionState(
             fitness,
-            jnp.maximum(fitness, standing.best),
-            jnp.where(improved, 0, standing.stale + 1),
+            jnp.maximum(fitness, selection.best),
+            jnp.where(improved, 0, selection.stale + 1),
             observed,
-            standing.rungs,
+            selection.rungs,
         )
         return (
             population,
-            standing,
-            RoundOutput(source, train_metrics, val_metrics, fitness, stopped, restarted),
+            selection,
+            RoundOutput(parents, train_metrics, val_metrics, fitness, stopped, restarted),
         )
 
     return round_fn
 
 
-def early_stopped(hparams, standing: Standing):
+def early_stopped(hparams, selection: SelectionState):
     """Members whose validation figure has not improved for ``patience`` rounds."""
     if "patience" not in hparams:
-        return jnp.zeros(standing.stale.shape, bool)
-    return standing.stale >= hparams["patience"]
+        return jnp.zeros(selection.stale.shape, bool)
+    return selection.stale >= hparams["patience"]

@@ -32,7 +32,7 @@ from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
 from popjax.plan import Plan
 from popjax.population import Population
-from popjax.programs import Placement, fit_program, size_population
+from popjax.programs import ReplicatedArrays, program_within_budget, size_population
 from popjax.records import (
     check_not_all_diverged,
     fitness_values,
@@ -62,7 +62,7 @@ class SweepResult:
     compilations: int
     run_dir: Path | None
     groups: dict[str, list[int]] | None = None  # name -> [first member, end)
-    selects_on: str = "accuracy"  # the metric PBT selected on, on the validation data
+    fitness: str = "accuracy"  # the name of the metric PBT selected on, on the validation data
     minimize: bool = False
     # Per group: the slices of members its round ran in and XLA's plan of its bytes per device.
     memory: dict | None = None
@@ -72,7 +72,7 @@ class SweepResult:
         return {
             "name": self.config.name,
             "task": self.config.task["name"],
-            "selects_on": self.selects_on,
+            "selects_on": self.fitness,  # the files keep their key
             "minimize": self.minimize,
             "best_member": self.best_member,
             "best_hparams": self.best_hparams,
@@ -165,7 +165,7 @@ def run_plan(
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
-    place = Placement(mesh)
+    place = ReplicatedArrays(mesh)
     budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
     if plan.config.auto_population:
         plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
@@ -173,7 +173,7 @@ def run_plan(
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
     programs = [
-        fit_program(
+        program_within_budget(
             group_task,
             index,
             (init_key, pbt_key),
@@ -284,8 +284,8 @@ def play_round(programs, states, round_index: int, history: list[dict], plan: Pl
     # the device while the host waits once.
     outputs = []
     for index, program in enumerate(programs):
-        population, standing, output = program.round_fn(*states[index], round_index, program.data)
-        states[index] = (population, standing)
+        population, selection, output = program.round_fn(*states[index], round_index, program.data)
+        states[index] = (population, selection)
         outputs.append((output, population.hparams))
     records = []
     for program, host in zip(programs, to_host(outputs)):
@@ -336,7 +336,7 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
         compilations=sum(program.round_fn._cache_size() for program in programs),
         run_dir=run_dir,
         groups=plan.member_ranges(),
-        selects_on=task.fitness,
+        fitness=task.fitness,
         minimize=task.minimize,
         memory={
             program.group.name: {

@@ -104,7 +104,7 @@ from popjax.mesh import member_sharding, population_mesh, replicated  # noqa: E4
 from popjax.nn import CNN1D, MLP  # noqa: E402
 from popjax.pbt import pbt_step  # noqa: E402
 from popjax.population import init_population, select  # noqa: E402
-from popjax.round import Standing, make_round  # noqa: E402
+from popjax.round import SelectionState, make_round  # noqa: E402
 from popjax.space import SearchSpace  # noqa: E402
 from popjax.tasks import classification  # noqa: E402
 from popjax.train import make_evaluate  # noqa: E402
@@ -221,7 +221,7 @@ def measure_population(task, size, args, budget) -> dict:
         init_population(jax.random.PRNGKey(args.seed), task, SPACE, size, data.train), members
     )
     standing = jax.device_put(
-        Standing.initial(size)._replace(fitness=jnp.linspace(0.0, 1.0, size)), members
+        SelectionState.initial(size)._replace(fitness=jnp.linspace(0.0, 1.0, size)), members
     )
     fitness = standing.fitness
 

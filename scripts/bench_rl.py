@@ -23,7 +23,7 @@ import jax
 
 from popjax.config import PBTConfig
 from popjax.population import init_population, select
-from popjax.round import Standing, make_round
+from popjax.round import SelectionState, make_round
 from popjax.space import SearchSpace
 from popjax.tasks.rl import ppo
 
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         round_fn = jax.jit(
             make_round(task, args.interval, space, PBTConfig(), jax.random.PRNGKey(2))
         )
-        standing = Standing.initial(size)
+        standing = SelectionState.initial(size)
         jax.block_until_ready(round_fn(population, standing, 1))
 
         def one_round():

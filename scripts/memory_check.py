@@ -43,7 +43,7 @@ def main() -> None:
     budget = amounts.parse_bytes(args.limit)
     mesh = population_mesh()
     members = member_sharding(mesh)
-    place = programs.Placement(mesh)
+    place = programs.ReplicatedArrays(mesh)
     model = {"name": "mlp", "hidden": [args.hidden, args.hidden]}
     settings = dict(model=model, batch_size=args.batch_size, steps=args.steps, interval=args.steps)
     _, (group_task,) = Plan.from_config(population=mesh.size, **settings).build()
@@ -59,7 +59,7 @@ def main() -> None:
     def program(size):
         """The fitted program for ``size`` members, or None if even slices do not fit."""
         try:
-            return programs.fit_program(sized(size), 0, keys, members, place, 1, budget)
+            return programs.program_within_budget(sized(size), 0, keys, members, place, 1, budget)
         except PopjaxError:
             return None
 

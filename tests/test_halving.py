@@ -11,7 +11,7 @@ import pytest
 
 import popjax
 from popjax.config import PBTConfig
-from popjax.round import Standing, make_round
+from popjax.round import SelectionState, make_round
 from popjax.space import Fixed, LogUniform, SearchSpace
 
 from conftest import classifier, hparams_for, members
@@ -175,7 +175,7 @@ def test_restarted_slots_get_fresh_weights_and_hyperparameters_from_the_priors(
     pbt = PBTConfig(exploit="halving", fraction=0.25, rungs=(3,), restart="prior")
     round_fn = jax.jit(make_round(task, 1, space, pbt, jax.random.PRNGKey(0)))
     fitness = jnp.asarray([0.5, 0.1, 0.9, 0.8, 0.05, 0.7, 0.6, 0.4])  # worst two: 4 and 1
-    standing = Standing.initial(8, space, pbt, rounds=10)._replace(fitness=fitness)
+    standing = SelectionState.initial(8, space, pbt, rounds=10)._replace(fitness=fitness)
 
     # Trials of 2 rounds (steps at interval 1) are below the rung; of 3, at it.
     younger = population._replace(step=jnp.full(8, 2, jnp.int32))

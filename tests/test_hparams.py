@@ -13,7 +13,7 @@ import popjax
 from popjax import data as datasets
 from popjax.augment import augment
 from popjax.nn import MLP
-from popjax.round import Standing, make_round
+from popjax.round import SelectionState, make_round
 from popjax.space import NEUTRAL_VALUES, SearchSpace, Uniform
 
 from conftest import classifier, hparams_for, members, segment_of, tree_allclose, tree_equal
@@ -209,20 +209,20 @@ def test_early_stopped_member_freezes_and_is_replaced_first(small_data, small_mo
     task = classifier(small_data, small_model)
     round_fn = jax.jit(make_round(task, 5, space, popjax.PBTConfig(), jax.random.PRNGKey(0)))
     population = popjax.population.init_population(jax.random.PRNGKey(0), task, space, 4)
-    standing = Standing(
+    selection = SelectionState(
         jnp.array([0.9, 0.5, 0.6, 0.7]), jnp.array([0.9, 0.5, 0.6, 0.7]), jnp.array([0, 5, 0, 0])
     )  # member 1: 5 rounds without improving
     # Round 0 runs no PBT: member 1 is stopped, so its weights do not move.
-    after, _, output = round_fn(population, standing, 0, task.data)
+    after, _, output = round_fn(population, selection, 0, task.data)
     assert output.stopped.tolist() == [False, True, False, False]
     w, w0 = after.params["Dense_0"]["kernel"], population.params["Dense_0"]["kernel"]
     assert np.array_equal(w[1], w0[1]) and not np.array_equal(w[0], w0[0])
     # At a PBT round it is replaced even though its last fitness is not the worst.
-    standing = Standing(
+    selection = SelectionState(
         jnp.array([0.9, 0.8, 0.6, 0.7]), jnp.array([0.9, 0.8, 0.6, 0.7]), jnp.array([0, 5, 0, 0])
     )
-    _, _, output = round_fn(population, standing, 1, task.data)
-    assert int(output.source[1]) != 1 and not bool(output.stopped[1])
+    _, _, output = round_fn(population, selection, 1, task.data)
+    assert int(output.parents[1]) != 1 and not bool(output.stopped[1])
 
 
 def test_epoch_budget_and_epochs_in_the_lineage(small_data, small_model):

@@ -11,10 +11,10 @@ import popjax
 from popjax.amounts import parse_bytes
 from popjax.config import ConfigError, SweepConfig
 from popjax.errors import PopjaxError
-from popjax.memory import choose_chunks, largest_population, slice_counts
+from popjax.memory import choose_slices, largest_population, slice_counts
 from popjax.nn import MLP
 from popjax.runfolder import read_summary
-from popjax.train import in_chunks
+from popjax.train import in_slices
 
 from conftest import popjax_command
 
@@ -51,8 +51,8 @@ def test_slices_divide_the_members_of_a_device():
     assert slice_counts(1) == [1]
 
 
-@pytest.mark.parametrize("chunks, shards", [(2, 1), (4, 2), (3, 4)])
-def test_slices_keep_every_member_in_its_place(chunks, shards):
+@pytest.mark.parametrize("slices, shards", [(2, 1), (4, 2), (3, 4)])
+def test_slices_keep_every_member_in_its_place(slices, shards):
     size = 24
     members = jnp.arange(size)
     seen_together = []
@@ -61,12 +61,12 @@ def test_slices_keep_every_member_in_its_place(chunks, shards):
         seen_together.append(part.shape[0])
         return part * 10 + offset, {"id": part}
 
-    out, metrics = jax.jit(in_chunks(fn, chunks, shards))(members, 1)
+    out, metrics = jax.jit(in_slices(fn, slices, shards))(members, 1)
     assert np.array_equal(out, np.arange(size) * 10 + 1)
     assert np.array_equal(metrics["id"], np.arange(size))
-    assert seen_together[-1] == size // chunks
+    assert seen_together[-1] == size // slices
     # Each slice takes the same share of every shard's block of members.
-    layout = np.arange(size).reshape(shards, chunks, -1)
+    layout = np.arange(size).reshape(shards, slices, -1)
     first_slice = layout[:, 0].ravel()
     assert len(set(first_slice // (size // shards))) == shards
 
@@ -157,10 +157,10 @@ def test_the_search_finds_the_largest_population_a_brute_force_finds(fixed, per,
 
 
 def test_slices_chosen_are_the_fewest_that_fit():
-    def bytes_with(chunks):  # state 1000 a device, activations 800 shared by the slices
-        return 1000 + 800 // chunks
+    def bytes_with(slices):  # state 1000 a device, activations 800 shared by the slices
+        return 1000 + 800 // slices
 
-    assert choose_chunks(bytes_with, 8, 1900, 8) == (1, 1800)
-    assert choose_chunks(bytes_with, 8, 1300, 8) == (4, 1200)
+    assert choose_slices(bytes_with, 8, 1900, 8) == (1, 1800)
+    assert choose_slices(bytes_with, 8, 1300, 8) == (4, 1200)
     with pytest.raises(PopjaxError, match="even one member at a time"):
-        choose_chunks(bytes_with, 8, 1000, 8)
+        choose_slices(bytes_with, 8, 1000, 8)

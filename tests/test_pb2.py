@@ -13,7 +13,7 @@ from scipy.stats import multivariate_normal
 import popjax
 from popjax import pb2
 from popjax.config import PBTConfig
-from popjax.pbt import explore, truncation_sources
+from popjax.pbt import explore, truncation_parents
 from popjax.space import Choice, LogUniform, SearchSpace, Uniform
 
 from conftest import run_process
@@ -133,7 +133,7 @@ def test_pb2_moves_replaced_members_closer_to_the_optimum_than_perturbation():
         present = x[-1]
         hparams = pb2.from_unit(jnp.asarray(present, jnp.float32), space)
         key = jax.random.PRNGKey(seed)
-        source, replaced = truncation_sources(key, jnp.asarray(y[-1]), 0.25)
+        source, replaced = truncation_parents(key, jnp.asarray(y[-1]), 0.25)
         copied = {name: value[source] for name, value in hparams.items()}
 
         new, any_data = propose(key, observations, copied, space, replaced, float(rounds))

@@ -13,11 +13,11 @@ from popjax.mesh import population_mesh
 from popjax.nn import MLP
 from popjax.pbt import (
     copy_members,
-    exploit_sources,
+    exploit_parents,
     explore,
     pbt_step,
-    tournament_sources,
-    truncation_sources,
+    tournament_parents,
+    truncation_parents,
 )
 from popjax.population import select
 from popjax.space import Choice, Fixed, LogUniform, SearchSpace, Uniform
@@ -50,7 +50,7 @@ def population_of(size):
 
 def test_truncation_replaces_the_bottom_with_the_top():
     fitness = jnp.array([0.5, 0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.6])
-    source, replaced = truncation_sources(jax.random.PRNGKey(0), fitness, 0.25)
+    source, replaced = truncation_parents(jax.random.PRNGKey(0), fitness, 0.25)
     assert set(np.flatnonzero(replaced)) == {1, 5}  # the two worst
     assert all(int(source[m]) in {2, 4} for m in (1, 5))  # copy one of the two best
     kept = np.flatnonzero(~np.asarray(replaced))
@@ -60,14 +60,14 @@ def test_truncation_replaces_the_bottom_with_the_top():
 def test_diverged_members_are_replaced_and_never_copied():
     fitness = jnp.array([jnp.nan, 0.5, 0.6, 0.7, jnp.inf, 0.8, 0.9, 0.95])
     for seed in range(5):
-        source, replaced = truncation_sources(jax.random.PRNGKey(seed), fitness, 0.25)
+        source, replaced = truncation_parents(jax.random.PRNGKey(seed), fitness, 0.25)
         assert bool(replaced[0]) and bool(replaced[4])
         assert set(np.asarray(source).tolist()).isdisjoint({0, 4})
 
 
 def test_tournament_copies_only_better_members():
     fitness = jnp.arange(16, dtype=jnp.float32)
-    source, replaced = tournament_sources(jax.random.PRNGKey(3), fitness)
+    source, replaced = tournament_parents(jax.random.PRNGKey(3), fitness)
     source, replaced = np.asarray(source), np.asarray(replaced)
     assert replaced.any()
     assert np.all(fitness[source[replaced]] > fitness[replaced])
@@ -84,7 +84,7 @@ def test_diverged_members_are_replaced_by_healthy_ones_under_every_exploit(explo
     config = PBTConfig(exploit=exploit, fraction=0.25)
     sources = []
     for seed in range(20):
-        source, replaced = exploit_sources(jax.random.PRNGKey(seed), fitness, config)
+        source, replaced = exploit_parents(jax.random.PRNGKey(seed), fitness, config)
         source, replaced = np.asarray(source), np.asarray(replaced)
         for member in range(8):
             if member in healthy:

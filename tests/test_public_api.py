@@ -34,3 +34,24 @@ def test_builtin_tasks_use_the_public_api_alone(path):
         assert module in public_modules or getattr(popjax, name, None) is imported, (
             f"{path.name} imports {name} from {module}, which popjax does not export"
         )
+
+
+def test_the_glossary_names_what_the_code_has():
+    """Every ``popjax.x.y`` the glossary points to exists, so the words and the code agree."""
+    import importlib
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "glossary.md").read_text()
+    names = set(re.findall(r"`(popjax(?:\.\w+)+)`", text))
+    assert len(names) > 10
+    for name in sorted(names):
+        parts = name.split(".")
+        for split in range(len(parts), 0, -1):  # the longest importable module, then attributes
+            try:
+                found = importlib.import_module(".".join(parts[:split]))
+                break
+            except ImportError:
+                continue
+        for attribute in parts[split:]:
+            assert hasattr(found, attribute), f"the glossary names {name}, which does not exist"
+            found = getattr(found, attribute)

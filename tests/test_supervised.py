@@ -9,7 +9,7 @@ import popjax
 from popjax.config import PBTConfig
 from popjax.data import Dataset
 from popjax.nn import MLP
-from popjax.round import Standing, make_round
+from popjax.round import SelectionState, make_round
 from popjax.space import Fixed, SearchSpace
 
 from conftest import classifier, hparams_for, members
@@ -41,10 +41,10 @@ def test_the_metric_decides_whom_pbt_copies_where_accuracy_and_loss_disagree(met
         {name: Fixed(0.0) for name in ("learning_rate", "momentum", "dropout", "weight_decay")}
     )
     round_fn = jax.jit(make_round(task, 1, space, PBTConfig(fraction=0.5), jax.random.PRNGKey(0)))
-    population, standing, output = round_fn(population, Standing.initial(2), 0, task.data)
+    population, selection, output = round_fn(population, SelectionState.initial(2), 0, task.data)
     np.testing.assert_allclose(output.val["loss"], losses, rtol=1e-4)
-    _, _, output = round_fn(population, standing, 1, task.data)
-    assert output.source.tolist() == [winner, winner]
+    _, _, output = round_fn(population, selection, 1, task.data)
+    assert output.parents.tolist() == [winner, winner]
 
 
 def test_regression_on_diabetes_beats_predicting_the_mean(tmp_path):
@@ -59,7 +59,7 @@ def test_regression_on_diabetes_beats_predicting_the_mean(tmp_path):
         out=tmp_path / "run",
         progress=False,
     )
-    assert result.selects_on == "loss" and result.minimize
+    assert result.fitness == "loss" and result.minimize
     data = popjax.Plan.from_config(task="regression").load_data()
     assert data.name == "diabetes" and data.x_train.shape[1] == 10
     # Predicting the training mean: the loss every model must beat, computed with numpy.

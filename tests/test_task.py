@@ -97,7 +97,7 @@ def test_a_task_of_ones_own_trains_and_pbt_selects_the_lowest_loss():
     result = popjax.run(
         task=task, population=8, steps=200, interval=20, write=False, progress=False
     )
-    assert result.selects_on == "loss" and result.minimize
+    assert result.fitness == "loss" and result.minimize
     # Independently: the least-squares fit on the training data, scored on validation.
     train, val = task.data.train, task.data.val
     w_hat = np.linalg.lstsq(train["x"], train["y"], rcond=None)[0]
