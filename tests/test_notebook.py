@@ -13,6 +13,8 @@ import pytest
 
 from conftest import run_process
 
+pytestmark = pytest.mark.slow  # a notebook kernel, a wheel built and installed
+
 ROOT = Path(__file__).parents[1]
 NOTEBOOK = ROOT / "experiments" / "colab_tpu.ipynb"
 
