@@ -107,6 +107,7 @@ print(json.dumps({{
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(300)
 def test_a_rerun_compiles_nothing_it_compiled_before(cache_dir):
     def sweep(cache_on=True):

@@ -51,6 +51,7 @@ def assert_same_population(a, b):
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(400)
 def test_two_processes_killed_mid_run_resume_to_the_same_population(tmp_path, uninterrupted):
     whole = uninterrupted(**TWO_HOSTS)
@@ -70,6 +71,7 @@ def test_two_processes_killed_mid_run_resume_to_the_same_population(tmp_path, un
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(400)
 def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, uninterrupted):
     whole = uninterrupted(**TWO_HOSTS)
@@ -101,6 +103,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, unint
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(300)
 def test_a_checkpoint_of_eight_devices_resumes_on_two(tmp_path, uninterrupted):
     whole_dir = uninterrupted(**TWO_HOSTS)

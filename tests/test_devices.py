@@ -11,7 +11,8 @@ import pytest
 
 from conftest import finish_process, free_port, run_process, start_process
 
-pytestmark = pytest.mark.slow  # every test starts popjax processes
+# Every test starts popjax processes, over meshes of devices and processes.
+pytestmark = [pytest.mark.slow, pytest.mark.version_sensitive]
 
 WORKER = str(Path(__file__).with_name("sweep_worker.py"))
 

@@ -199,6 +199,7 @@ print("devices", len(result.devices))
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(240)
 def test_pb2_runs_with_the_members_over_several_cpu_devices(tmp_path):
     # LAPACK's factorisations hang when two CPU devices run them inside one round; PB2's

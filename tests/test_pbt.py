@@ -139,6 +139,7 @@ print("ok", jax.device_count())
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(120)
 def test_members_copied_across_devices_arrive_whole_and_stay_sharded():
     done = run_process(["python", "-c", RING], devices=4, timeout=100)

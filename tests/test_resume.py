@@ -18,6 +18,7 @@ from conftest import RUN_TOML, final_state, finish_process, kill_and_resume, pop
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
     uninterrupted = uninterrupted()  # on one device
     (tmp_path / "run.toml").write_text(RUN_TOML)
@@ -36,6 +37,7 @@ def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
 
 
 @pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
     # Long rounds, so that the signal lands well before the end of the run.
