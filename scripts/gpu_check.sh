@@ -39,8 +39,9 @@ export POPJAX_CACHE_DIR="$PWD/.gpu-site/cache"
 echo "installed from wheelhouse: $(echo $missing | wc -w) $(elapsed)"
 
 echo "=== tests $(elapsed) ==="
-# The notebook test needs a Jupyter kernel, which GPU images rarely carry.
-timeout 140 $PY -m pytest -q -x --ignore=tests/test_notebook.py -p no:cacheprovider \
+# The notebook test needs a Jupyter kernel, which GPU images rarely carry. One test process on
+# the one GPU: -o addopts drops pyproject's pytest-xdist options (the image has no xdist).
+timeout 140 $PY -m pytest -q -x -o addopts= --ignore=tests/test_notebook.py -p no:cacheprovider \
   --durations=5 2>&1 | tail -25
 echo "=== time to the first round, cold and warm cache $(elapsed) ==="
 timeout 45 $PY scripts/start_time.py --tries 1 -- --population 32 --steps 1000 --interval 250 \

@@ -10,10 +10,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 # Before JAX starts: a device count set in the environment (JAX_NUM_CPU_DEVICES, or XLA's
 # forced host device count) applies neither to this process nor to the popjax processes the
@@ -22,6 +24,13 @@ os.environ.pop("JAX_NUM_CPU_DEVICES", None)
 if "XLA_FLAGS" in os.environ:
     os.environ["XLA_FLAGS"] = re.sub(
         r"--xla_force_host_platform_device_count=\S*", "", os.environ["XLA_FLAGS"]
+    ).strip()
+# The suite's time is mostly XLA compiling small programs, and LLVM's optimizations most of
+# that: without them each compiles in about half the time (the same operations, in slower
+# code). The popjax processes the tests start inherit the flag; a level set in XLA_FLAGS stays.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
 import jax  # noqa: E402
@@ -32,9 +41,13 @@ import pytest  # noqa: E402
 from popjax import data as datasets  # noqa: E402
 from popjax.nn import MLP  # noqa: E402
 
-# popjax's cache (compiled programs, MNIST-1D) in a folder of the session's own, shared by the
+# popjax's cache (compiled programs, MNIST-1D) in a folder of the test run's own, shared by the
 # popjax processes the tests start, and removed at the end: nothing is left in the user's cache.
-SESSION_CACHE = tempfile.mkdtemp(prefix="popjax-test-cache-")
+# pytest-xdist's workers are sessions of their own, started with the environment of the process
+# that made the folder: they share it, so a program one of them compiled the others load.
+SESSION_CACHE = os.environ.get("POPJAX_TEST_CACHE") or tempfile.mkdtemp(prefix="popjax-test-cache-")
+OWNS_CACHE = "POPJAX_TEST_CACHE" not in os.environ
+os.environ["POPJAX_TEST_CACHE"] = SESSION_CACHE
 os.environ["POPJAX_CACHE_DIR"] = SESSION_CACHE
 os.environ.pop("POPJAX_CACHE", None)
 
@@ -42,16 +55,26 @@ os.environ.pop("POPJAX_CACHE", None)
 def pytest_sessionfinish(session, exitstatus):
     for process in STARTED:
         stop(process)
-    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+    if OWNS_CACHE:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 # Every subprocess the tests start, in its own process group; a test's are killed at its end.
 STARTED: list[subprocess.Popen] = []
 
 
-def start_process(args, *, cwd=None, env=None, merge_stderr=False):
+def start_process(args, *, cwd=None, env=None, devices=None, merge_stderr=False):
     """A subprocess with text pipes, registered to be killed (its whole process group) when the
-    test ends; ``env`` replaces the environment, as in ``subprocess.Popen``."""
+    test ends; ``env`` replaces the environment, as in ``subprocess.Popen``; ``devices`` runs it
+    on that many CPU devices. The one way the tests start a process: the other helpers call it.
+
+    ``args`` may start with ``python``: this interpreter, so the subprocess imports this popjax.
+    """
+    if args[0] == "python":
+        args = [sys.executable, *args[1:]]
+    if devices is not None:
+        env = {**(os.environ if env is None else env)}
+        env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
     process = subprocess.Popen(
         args,
         cwd=cwd,
@@ -84,9 +107,10 @@ def finish_process(process, timeout):
         raise
 
 
-def run_process(args, *, cwd=None, timeout=300, env=None):
-    """``subprocess.run(args, capture_output=True, text=True)``, its process killed on failure."""
-    process = start_process(args, cwd=cwd, env=env)
+def run_process(args, *, cwd=None, timeout=300, env=None, devices=None):
+    """``subprocess.run(args, capture_output=True, text=True)``, its process killed on failure;
+    the arguments as ``start_process``'s."""
+    process = start_process(args, cwd=cwd, env=env, devices=devices)
     out, err = finish_process(process, timeout)
     return subprocess.CompletedProcess(args, process.returncode, out, err)
 
@@ -169,22 +193,17 @@ def segment_of(task, steps):
 def popjax_command(*args, cwd, timeout=300, **env):
     """``popjax ARGS`` run to its end in a subprocess; ``env`` adds environment variables."""
     return run_process(
-        [sys.executable, "-m", "popjax", *args],
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, **env},
+        ["python", "-m", "popjax", *args], cwd=cwd, timeout=timeout, env={**os.environ, **env}
     )
 
 
-def popjax_cli(*args, cwd, report=False, **env):
-    """``popjax ARGS`` started in a subprocess on one CPU device, where checkpoints compare bit
-    for bit; ``env`` adds environment variables."""
+def popjax_cli(*args, cwd, report=False, devices=1, **env):
+    """``popjax ARGS`` started in a subprocess on ``devices`` CPU devices (one by default, where
+    checkpoints compare bit for bit); ``env`` adds environment variables."""
     flags = ["--quiet"] + ([] if report else ["--no-report"])
-    return start_process(
-        [sys.executable, "-m", "popjax", *args, *flags],
-        cwd=cwd,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1", **env},
-    )
+    devices = env.pop("JAX_NUM_CPU_DEVICES", devices)
+    command = ["python", "-m", "popjax", *args, *flags]
+    return start_process(command, cwd=cwd, env={**os.environ, **env}, devices=devices)
 
 
 def final_state(run_dir):
@@ -198,12 +217,125 @@ def final_state(run_dir):
     return latest, jax.tree_util.tree_leaves(jax.device_get(restored["state"]))
 
 
+def saved_rounds(run_dir):
+    """The rounds whose checkpoints are whole in the run folder, in order."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
 def wait_for_checkpoints(run_dir, count, process, timeout=240):
+    """Waits until ``count`` checkpoints are whole while the process (or every process of a
+    list) still runs."""
+    processes = process if isinstance(process, list) else [process]
     deadline = time.time() + timeout
     while time.time() < deadline:
-        assert process.poll() is None, process.communicate()
-        folder = run_dir / "checkpoints"
-        if folder.is_dir() and sum(p.name.isdigit() for p in folder.iterdir()) >= count:
+        for one in processes:
+            assert one.poll() is None, one.communicate()[1][-3000:]
+        if len(saved_rounds(run_dir)) >= count:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("no checkpoints appeared")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweep_processes(*args, cwd, processes=1, devices=1, **env):
+    """``popjax ARGS`` started as the ``processes`` processes of one run (process 0 first),
+    ``devices`` CPU devices each, as ``popjax_cli`` starts it."""
+    if processes == 1:
+        return [popjax_cli(*args, cwd=cwd, devices=devices, **env)]
+    flags = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
+    return [
+        popjax_cli(*args, *flags, "--process-id", str(i), cwd=cwd, devices=devices, **env)
+        for i in range(processes)
+    ]
+
+
+def finish_sweep(processes, timeout=400):
+    """Waits for every process of a run to end, each successfully; their stderr."""
+    errors = []
+    for process in processes:
+        _, err = finish_process(process, timeout)
+        assert process.returncode == 0, err[-3000:]
+        errors.append(err)
+    return errors
+
+
+def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices=1, **env):
+    """``popjax run CONFIG --out killed`` in ``cwd``, every process killed (SIGKILL) once
+    ``checkpoints`` rounds are saved and ``pause`` seconds more, then resumed in the same layout
+    and run to its end. Returns the newest round saved when it was killed."""
+    run_dir = Path(cwd) / "killed"
+    layout = dict(cwd=cwd, processes=processes, devices=devices, **env)
+    started = sweep_processes("run", config, "--out", "killed", **layout)
+    wait_for_checkpoints(run_dir, checkpoints, started)
+    time.sleep(pause)
+    for process in started:
+        stop(process)
+    assert not (run_dir / "summary.json").exists()  # killed before its end
+    killed_after = saved_rounds(run_dir)[-1]
+    finish_sweep(sweep_processes("run", "--resume", "killed", **layout))
+    return killed_after
+
+
+# The sweep the kill-and-resume tests stop and resume: 24 rounds, a checkpoint after each, every
+# one kept (a test may cut the run back to any round); 8 members, one a device on 8 devices.
+RUN_TOML = """
+name = "resume"
+population = 8
+steps = 480
+interval = 20
+batch_size = 16
+checkpoint_every = 1
+keep_checkpoints = 30
+
+[data]
+name = "digits"
+
+[model]
+name = "mlp"
+hidden = [32]
+"""
+ROUNDS = 24
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """``uninterrupted(processes=1, devices=1)``: the run folder of RUN_TOML's sweep run to its
+    end in that layout without a stop, run once a session for each layout."""
+    runs = {}
+
+    def run(processes=1, devices=1):
+        if (processes, devices) not in runs:
+            cwd = tmp_path_factory.mktemp("whole")
+            (cwd / "run.toml").write_text(RUN_TOML)
+            layout = dict(cwd=cwd, processes=processes, devices=devices)
+            finish_sweep(sweep_processes("run", "run.toml", "--out", "whole", **layout))
+            runs[processes, devices] = cwd / "whole"
+        return runs[processes, devices]
+
+    return run
+
+
+# A tiny sweep: a small classifier, a few rounds; what a test changes goes in its arguments.
+TINY_RUN = dict(population=4, steps=60, interval=10, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_data, small_model):
+    """``tiny_run(config=None, **settings)``: ``popjax.run`` of TINY_RUN on ``small_data`` and
+    ``small_model``, ``settings`` overriding; it writes a run folder only when given ``out``."""
+    import popjax
+
+    def run(*config, **settings):
+        settings = {"data": small_data, "model": small_model, **TINY_RUN, **settings}
+        settings.setdefault("write", "out" in settings)
+        return popjax.run(*config, **settings)
+
+    return run

@@ -764,11 +764,11 @@ def test_valid_edge_values_run(folder, monkeypatch):
     assert np.isfinite(result.history[-1]["val_loss"]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_headline_cases_as_a_user_runs_them(tmp_path):
     """The cases first met by hand, each as a real ``popjax run`` process, side by side."""
-    import subprocess
-    import sys
+    from conftest import popjax_cli
 
     arrays = good_arrays()
     arrays["x"] = with_value(arrays["x"], 5, NAN)
@@ -789,13 +789,8 @@ def test_headline_cases_as_a_user_runs_them(tmp_path):
         [str(Path(popjax.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
     )
     processes = {
-        word: subprocess.Popen(
-            [sys.executable, "-m", "popjax", "run", *args, "--out", f"run{i}", "--quiet"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "PYTHONPATH": package_root},
+        word: popjax_cli(
+            "run", *args, "--out", f"run{i}", cwd=tmp_path, report=True, PYTHONPATH=package_root
         )
         for i, (word, args) in enumerate(runs.items())
     }

@@ -3,7 +3,6 @@ damaged copy is never trusted; turned off, nothing is read or written."""
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -107,14 +106,13 @@ print(json.dumps({{
 """
 
 
+@pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(300)
 def test_a_rerun_compiles_nothing_it_compiled_before(cache_dir):
     def sweep(cache_on=True):
-        env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1"}
         done = run_process(
-            [sys.executable, "-c", COUNT_COMPILES.format(cache=cache_on)],
-            env=env,
-            timeout=240,
+            ["python", "-c", COUNT_COMPILES.format(cache=cache_on)], devices=1, timeout=240
         )
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])

@@ -10,6 +10,8 @@ from popjax.devices import cpu_cores
 
 from conftest import popjax_command
 
+pytestmark = pytest.mark.slow  # every test runs the command in a subprocess
+
 TINY_TOML = """
 name = "tiny"
 population = 4

@@ -4,25 +4,22 @@ each device holds the same members, and on one device the same to float rounding
 Each case runs in fresh subprocesses, since the CPU device count is fixed when JAX starts.
 """
 
-import os
-import socket
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import finish_process, run_process, start_process
+from conftest import finish_process, free_port, run_process, start_process
+
+# Every test starts popjax processes, over meshes of devices and processes.
+pytestmark = [pytest.mark.slow, pytest.mark.version_sensitive]
 
 WORKER = str(Path(__file__).with_name("sweep_worker.py"))
 
 
 def start_worker(out, devices, *distributed):
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    return start_process(
-        [sys.executable, WORKER, str(out), *map(str, distributed)], env=env, merge_stderr=True
-    )
+    args = ["python", WORKER, str(out), *map(str, distributed)]
+    return start_process(args, devices=devices, merge_stderr=True)
 
 
 def finish(process, timeout=400):
@@ -72,12 +69,6 @@ def test_one_device_agrees_with_eight_to_float_rounding_in_the_first_round(
     assert (eight_devices["parents"] != np.arange(8)).any()  # PBT copied across devices
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_of_four_devices_match_one_process_of_eight_bit_for_bit(
     tmp_path, eight_devices
 ):
@@ -93,11 +84,10 @@ def test_two_processes_of_four_devices_match_one_process_of_eight_bit_for_bit(
 
 
 def test_population_that_devices_do_not_divide_names_sizes_that_work(tmp_path):
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "JAX_PLATFORMS": "cpu"}
     done = run_process(
-        [sys.executable, "-m", "popjax", "run", "--population", "12", "--out", "run"],
+        ["python", "-m", "popjax", "run", "--population", "12", "--out", "run"],
         cwd=tmp_path,
-        env=env,
+        devices=8,
     )
     assert done.returncode == 2
     assert "population 12 does not divide over 8 devices: use 8 or 16" in done.stderr

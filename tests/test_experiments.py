@@ -6,7 +6,11 @@ The scripts set JAX's CPU device count when imported, so each check runs in a su
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import run_process
+
+pytestmark = pytest.mark.slow  # every check runs in a subprocess
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 

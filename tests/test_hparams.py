@@ -225,18 +225,13 @@ def test_early_stopped_member_freezes_and_is_replaced_first(small_data, small_mo
     assert int(output.parents[1]) != 1 and not bool(output.stopped[1])
 
 
-def test_epoch_budget_and_epochs_in_the_lineage(small_data, small_model):
+def test_epoch_budget_and_epochs_in_the_lineage(small_data, tiny_run):
     space = SearchSpace({"batch_fraction": popjax.Choice((0.5, 1.0))})
-    result = popjax.run(
-        data=small_data,
-        model=small_model,
-        population=4,
+    result = tiny_run(
         interval=5,
         steps=5,
         batch_size=20,
         epochs=2.0,
-        write=False,
-        progress=False,
         space=space,
     )
     n = len(small_data.x_train)

@@ -109,6 +109,7 @@ def test_auto_population_is_for_one_population():
         ).validate()
 
 
+@pytest.mark.slow
 def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path):
     config = tmp_path / "small.toml"
     config.write_text("steps = 20\ninterval = 10\nbatch_size = 256\n[model]\nhidden = [16]\n")

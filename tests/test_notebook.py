@@ -13,6 +13,9 @@ import pytest
 
 from conftest import run_process
 
+# A notebook kernel, a wheel built and installed; Colab runs it on the oldest versions.
+pytestmark = [pytest.mark.slow, pytest.mark.version_sensitive]
+
 ROOT = Path(__file__).parents[1]
 NOTEBOOK = ROOT / "experiments" / "colab_tpu.ipynb"
 

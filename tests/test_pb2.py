@@ -1,9 +1,6 @@
 """PB2's Gaussian process against closed forms in numpy, and its explore against random
 perturbation on a fitness with a known optimum."""
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,18 +165,11 @@ def ratios_to_sources(result):
     return np.array(ratios)
 
 
-def test_pb2_in_a_sweep_chooses_its_own_values_without_recompiling(small_data, small_model):
+def test_pb2_in_a_sweep_chooses_its_own_values_without_recompiling(tiny_run):
     def sweep(explore_method):
-        return popjax.run(
-            data=small_data,
-            model=small_model,
+        return tiny_run(
             population=8,
-            steps=60,
-            interval=10,
-            batch_size=16,
             pbt=PBTConfig(explore=explore_method, resample_probability=0.0),
-            write=False,
-            progress=False,
             seed=4,
         )
 
@@ -208,11 +198,12 @@ print("devices", len(result.devices))
 """
 
 
+@pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(240)
 def test_pb2_runs_with_the_members_over_several_cpu_devices(tmp_path):
     # LAPACK's factorisations hang when two CPU devices run them inside one round; PB2's
     # model must not depend on them.
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
-    done = run_process([sys.executable, "-c", SEVERAL_DEVICES], cwd=tmp_path, timeout=200, env=env)
+    done = run_process(["python", "-c", SEVERAL_DEVICES], cwd=tmp_path, timeout=200, devices=2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "devices 2" in done.stdout

@@ -138,13 +138,11 @@ print("ok", jax.device_count())
 """
 
 
+@pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.timeout(120)
 def test_members_copied_across_devices_arrive_whole_and_stay_sharded():
-    import os
-    import sys
-
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
-    done = run_process([sys.executable, "-c", RING], env=env, timeout=100)
+    done = run_process(["python", "-c", RING], devices=4, timeout=100)
     assert done.stdout.strip() == "ok 4", done.stderr[-2000:]
 
 

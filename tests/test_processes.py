@@ -10,6 +10,8 @@ import pytest
 
 from conftest import run_process
 
+pytestmark = pytest.mark.slow  # a pytest session in a subprocess
+
 ROOT = Path(__file__).parents[1]
 
 HANGING = '''
@@ -61,7 +63,7 @@ def test_failed_and_timed_out_tests_leave_no_process_behind(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")  # the suite's settings
     (tmp_path / "test_inner.py").write_text(HANGING.replace("sys.argv[0]", "__file__"))
     done = run_process(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_inner.py"],
+        ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "test_inner.py"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=100,

@@ -6,7 +6,11 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import popjax_command, run_process
+
+pytestmark = pytest.mark.slow  # the README's task in subprocesses
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -19,17 +19,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, small_data, small_model):
+def run_dir(tmp_path_factory, tiny_run):
     out = tmp_path_factory.mktemp("report") / "run"
-    popjax.run(
-        data=small_data,
-        model=small_model,
-        population=4,
-        steps=60,
-        interval=10,
-        batch_size=16,
+    tiny_run(
         out=out,
-        progress=False,
         tensorboard=True,
         # One hyperparameter held fixed, one chosen by name among popjax's options.
         space={"dropout": 0.0, "activation": {"prior": "choice", "values": ["relu", "tanh"]}},
@@ -160,6 +153,7 @@ def test_report_of_a_task_of_ones_own(tmp_path):
     assert "test" not in " ".join(header)
 
 
+@pytest.mark.slow
 def test_report_command_on_a_folder_that_is_no_run(tmp_path):
     done = run_process(
         [sys.executable, "-m", "popjax", "report", str(tmp_path)],

@@ -19,56 +19,26 @@ from popjax.errors import PopjaxError
 from popjax.space import LogUniform, SearchSpace
 
 from conftest import (
+    RUN_TOML,
     final_state,
     finish_process,
+    kill_and_resume,
     popjax_cli,
     run_process,
     wait_for_checkpoints,
 )
 
-RUN_TOML = """
-name = "resume"
-population = 4
-steps = 600
-interval = 20
-batch_size = 16
-checkpoint_every = 1
-keep_checkpoints = 3
 
-[data]
-name = "digits"
-
-[model]
-name = "mlp"
-hidden = [32]
-"""
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("whole")
-    (cwd / "run.toml").write_text(RUN_TOML)
-    done = popjax_cli("run", "run.toml", "--out", "whole", cwd=cwd)
-    out, err = finish_process(done, 400)
-    assert done.returncode == 0, err
-    return cwd / "whole"
-
-
+@pytest.mark.slow
+@pytest.mark.version_sensitive
 def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
+    uninterrupted = uninterrupted()  # on one device
     (tmp_path / "run.toml").write_text(RUN_TOML)
-    process = popjax_cli("run", "run.toml", "--out", "killed", cwd=tmp_path)
-    wait_for_checkpoints(tmp_path / "killed", 3, process)
-    time.sleep(0.3)  # into the middle of a later round
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "killed" / "summary.json").exists()
-
-    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
-    out, err = finish_process(resumed, 400)
-    assert resumed.returncode == 0, err
+    # Killed in the middle of a later round.
+    kill_and_resume("run.toml", tmp_path, checkpoints=3, pause=0.3)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(uninterrupted)
-    assert rounds == whole_rounds == 30
+    assert rounds == whole_rounds == 24
     for a, b in zip(leaves, whole_leaves, strict=True):
         assert np.array_equal(a, b)  # bit-identical on the CPU
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
@@ -82,7 +52,9 @@ def without_wall_time(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "wall_time_s"}
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_round_0(tmp_path, uninterrupted):
+    uninterrupted = uninterrupted()  # on one device
     # The same run, checkpointed only at its end: a kill midway leaves no checkpoint.
     (tmp_path / "run.toml").write_text(
         RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
@@ -114,6 +86,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_round_0(tmp_path,
     assert metrics.read_text() == (uninterrupted / "metrics.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_wall_time_sums_the_first_process_and_the_resume(tmp_path):
     (tmp_path / "run.toml").write_text(RUN_TOML)
     process = popjax_cli("run", "run.toml", "--out", "killed", cwd=tmp_path)
@@ -148,6 +121,7 @@ NOISE = 0.1
 """
 
 
+@pytest.mark.slow
 def test_a_task_run_resumes_reports_and_exports_from_another_folder(tmp_path):
     from test_task import TOML, linear_regression
 
@@ -218,12 +192,14 @@ def test_a_run_folder_appears_whole_or_not_at_all(tmp_path, monkeypatch):
         check_new(tmp_path / "theirs")
 
 
+@pytest.mark.slow
+@pytest.mark.version_sensitive
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
     # Long rounds, so that the signal lands well before the end of the run.
     long_run = RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
     (tmp_path / "run.toml").write_text(
-        long_run.replace("steps = 600", "steps = 60000").replace("interval = 20", "interval = 1000")
+        long_run.replace("steps = 480", "steps = 60000").replace("interval = 20", "interval = 1000")
     )
     process = popjax_cli("run", "run.toml", "--out", "stopped", cwd=tmp_path)
     deadline = time.time() + 240
@@ -240,19 +216,13 @@ def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
     assert len(saved) == 1 and 2 <= saved[0] < 60
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, small_data, small_model):
-    settings = dict(
-        data=small_data,
-        model=small_model,
-        population=4,
-        steps=80,
-        interval=20,
-        batch_size=16,
-        progress=False,
-    )
-    whole = popjax.run(out=tmp_path / "whole", checkpoint_every=1, **settings)
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(
+    tmp_path, small_data, small_model, tiny_run
+):
+    settings = dict(steps=80, interval=20, checkpoint_every=1)
+    whole = tiny_run(out=tmp_path / "whole", **settings)
     run_dir = tmp_path / "damaged"
-    popjax.run(out=run_dir, checkpoint_every=1, **settings)
+    tiny_run(out=run_dir, **settings)
     latest = run_dir / "checkpoints" / "4"
     for path in latest.rglob("*"):
         if path.is_file() and path.stat().st_size > 0 and "state" in str(path):

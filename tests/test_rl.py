@@ -1,8 +1,6 @@
 """PPO agents on gymnax as a population: they learn, PBT copies whole agents, a killed run
 resumes bit-identically."""
 
-import signal
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +8,7 @@ import pytest
 
 import popjax
 
-from conftest import final_state, popjax_cli, wait_for_checkpoints
+from conftest import final_state, finish_sweep, kill_and_resume, popjax_cli
 
 gymnax = pytest.importorskip("gymnax")
 
@@ -100,19 +98,11 @@ eval_episodes = 2
 """
 
 
+@pytest.mark.slow
 def test_a_killed_ppo_run_resumes_bit_identically(tmp_path):
     (tmp_path / "rl.toml").write_text(RL_TOML)
-    whole = popjax_cli("run", "rl.toml", "--out", "whole", cwd=tmp_path)
-    _, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    process = popjax_cli("run", "rl.toml", "--out", "killed", cwd=tmp_path)
-    wait_for_checkpoints(tmp_path / "killed", 2, process)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    assert not (tmp_path / "killed" / "summary.json").exists()
-    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    finish_sweep([popjax_cli("run", "rl.toml", "--out", "whole", cwd=tmp_path)])
+    kill_and_resume("rl.toml", tmp_path, checkpoints=2)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(tmp_path / "whole")
     assert rounds == whole_rounds == 12

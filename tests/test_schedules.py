@@ -81,16 +81,10 @@ def test_replay_follows_the_ancestry_at_every_step_and_boundary():
     assert [float(lr1(s)) for s in (9, 10, 19, 20)] == pytest.approx([0.1, 0.12, 0.12, 0.12])
 
 
-def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_data, small_model):
-    run = popjax.run(
-        data=small_data,
-        model=small_model,
-        population=4,
+def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, tiny_run):
+    run = tiny_run(
         steps=80,
-        interval=10,
-        batch_size=16,
         out=tmp_path / "run",
-        progress=False,
         seed=2,
     )
     assert any(p != m for r in run.lineage.parents for m, p in enumerate(r))
@@ -105,16 +99,11 @@ def test_replay_of_a_real_run_matches_its_lineage_at_every_step(tmp_path, small_
         assert values[-1] == np.float32(run.best_hparams[name])
 
 
-def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
-    popjax.run(
-        data=small_data,
-        model=small_model,
-        population=4,
-        steps=60,
+@pytest.mark.slow
+def test_export_and_load_round_trip_exactly(tmp_path, tiny_run):
+    tiny_run(
         interval=20,
-        batch_size=16,
         out=tmp_path / "run",
-        progress=False,
     )
     done = run_process(
         [
@@ -149,6 +138,7 @@ def test_export_and_load_round_trip_exactly(tmp_path, small_data, small_model):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_loaded_schedule_drives_a_plain_optax_loop(tmp_path):
     path = tmp_path / "schedule.json"
     result = type("Result", (), {"lineage": hand_lineage(), "best_member": 0})()
@@ -203,19 +193,13 @@ def test_tuned_warmup_changes_each_members_learning_rate(small_data, small_model
     assert float(hparams_at(member_1, after.step[1])["learning_rate"]) == pytest.approx(0.5 / 1000)
 
 
-def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, small_data, small_model):
+def test_pbt_tunes_schedule_parameters_and_replay_applies_them(tmp_path, tiny_run):
     space = popjax.SearchSpace(
         {"warmup_steps": popjax.Uniform(0.0, 60.0)}, schedule="warmup_cosine"
     )
-    run = popjax.run(
-        data=small_data,
-        model=small_model,
-        population=4,
+    run = tiny_run(
         steps=80,
-        interval=10,
-        batch_size=16,
         out=tmp_path / "run",
-        progress=False,
         seed=2,
         space=space,
     )
@@ -252,6 +236,7 @@ def test_schedule_parameters_need_their_schedule():
     assert popjax.SearchSpace.from_dict(space.to_dict()).schedule == "step_decay"
 
 
+@pytest.mark.slow
 def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path):
     config = popjax.SweepConfig(model={"name": "mlp", "hidden": [64, 64]})
     run = popjax.run(
@@ -323,17 +308,11 @@ TUNED = {
 
 
 @pytest.mark.parametrize("kind", sorted(TUNED))
-def test_tuned_schedules_replay_and_export_their_rates(tmp_path, small_data, small_model, kind):
+def test_tuned_schedules_replay_and_export_their_rates(tmp_path, kind, tiny_run):
     space = popjax.SearchSpace(TUNED[kind], schedule=kind)
-    run = popjax.run(
-        data=small_data,
-        model=small_model,
-        population=4,
+    run = tiny_run(
         steps=80,
-        interval=10,
-        batch_size=16,
         out=tmp_path / "run",
-        progress=False,
         seed=2,
         space=space,
     )

@@ -4,7 +4,6 @@ killed run of it resumes bit-identically. Bad tasks fail in one line."""
 
 import json
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -152,6 +151,7 @@ def cli_run(tmp_path_factory):
     return cwd, out
 
 
+@pytest.mark.slow
 def test_the_command_runs_a_task_named_in_a_config(cli_run):
     cwd, out = cli_run
     run = cwd / "whole"
@@ -166,20 +166,14 @@ def test_the_command_runs_a_task_named_in_a_config(cli_run):
     assert "validation loss" in out
 
 
+@pytest.mark.slow
 def test_a_killed_task_run_resumes_bit_identically(tmp_path, cli_run):
-    from conftest import final_state, popjax_cli, wait_for_checkpoints
+    from conftest import final_state, kill_and_resume
 
     (tmp_path / "task.toml").write_text(
         TOML.format(steps=600, factory="test_task:linear_regression")
     )
-    process = popjax_cli("run", "task.toml", "--out", "killed", cwd=tmp_path, PYTHONPATH=TESTS)
-    wait_for_checkpoints(tmp_path / "killed", 2, process)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    assert not (tmp_path / "killed" / "summary.json").exists()  # it did die midway
-    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path, PYTHONPATH=TESTS)
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    kill_and_resume("task.toml", tmp_path, checkpoints=2, PYTHONPATH=TESTS)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(cli_run[0] / "whole")
     assert rounds == whole_rounds == 30
@@ -189,6 +183,7 @@ def test_a_killed_task_run_resumes_bit_identically(tmp_path, cli_run):
     assert history == (cli_run[0] / "whole" / "metrics.jsonl").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "factory, message",
     [
@@ -232,6 +227,7 @@ def broken_init():
     return broken("init")
 
 
+@pytest.mark.slow
 def test_import_popjax_schedules_needs_jax_and_optax_alone():
     code = (
         "import sys, popjax.schedules; "
@@ -416,6 +412,7 @@ def bad():
 """
 
 
+@pytest.mark.slow
 def test_the_command_names_the_leaf_of_a_bad_nnx_state_and_writes_nothing(tmp_path):
     (tmp_path / "bad_nnx.py").write_text(BAD_NNX)
     (tmp_path / "task.toml").write_text(TOML.format(steps=40, factory="bad_nnx:bad"))

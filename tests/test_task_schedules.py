@@ -113,6 +113,7 @@ def seen_and_expected(run_dir, total):
     return np.asarray(seen, float), np.asarray(expected, float)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_task_sees_its_configs_schedules_at_every_step(runs):
     for name, total in (("run", 12), ("long", 24)):
@@ -130,6 +131,7 @@ def test_a_task_sees_its_configs_schedules_at_every_step(runs):
     assert np.all(seen_and_expected(runs / "long", 24)[0][11, 0] > 0.5 * peaks["long"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_an_exported_schedule_is_what_the_best_member_trained_with(runs):
     import jax
@@ -150,6 +152,7 @@ def test_an_exported_schedule_is_what_the_best_member_trained_with(runs):
         np.testing.assert_allclose(exported, trained, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_replay_retrains_a_task_of_ones_own_with_data_as_arguments(runs):
     done = popjax_command("replay", "run", "--quiet", "--out", "replay.json", cwd=runs)
@@ -161,6 +164,7 @@ def test_replay_retrains_a_task_of_ones_own_with_data_as_arguments(runs):
     assert replayed["val"]["loss"] < max(0.05, 1.1 * replayed["member_val"]), replayed
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_popjax_replay_on_the_readme_task(tmp_path):
     (tmp_path / "my_tasks.py").write_text(code_block("# my_tasks.py", "python"))
