@@ -43,6 +43,7 @@ def test_configs_name_the_tasks_and_their_fields(config, factory):
     assert isinstance(made, popjax.Task)
 
 
+@pytest.mark.slow
 def test_transformer_learns_the_characters():
     task = transformer.language_model(
         context=16, width=16, heads=2, layers=1, batch_size=8, eval_windows=16, text_chars=20000
@@ -65,6 +66,7 @@ def test_transformer_learns_the_characters():
     )
 
 
+@pytest.mark.slow
 def test_equinox_classifier_learns():
     task = equinox_mlp.classifier(hidden=(32,), batch_size=32)
     result = popjax.run(

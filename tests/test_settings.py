@@ -70,6 +70,7 @@ def last_round(run) -> dict:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_batch_size_for_a_factory_without_one_is_refused(tmp_path):
     config = write(tmp_path, task="test_settings:plain")
     refused(tmp_path, config, "--batch-size", "64", word="batch_size")
@@ -83,6 +84,7 @@ def cli_run(folder, *args):
     return done
 
 
+@pytest.mark.slow
 def test_batch_size_reaches_the_factory_that_names_it(tmp_path):
     config = write(tmp_path, task="test_settings:batched")
     cli_run(tmp_path, config, "--batch-size", "64", "--out", "b")
@@ -90,6 +92,7 @@ def test_batch_size_reaches_the_factory_that_names_it(tmp_path):
     assert "batch_size = 64" in (tmp_path / "b" / "config.toml").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_steps_reach_the_factory_and_the_written_config_runs_again(tmp_path):
     config = write(tmp_path, task="test_settings:timed", seed=5)
     cli_run(tmp_path, config, "--steps", "40", "--out", "twice")
@@ -144,6 +147,7 @@ def test_a_setting_that_would_do_nothing_is_refused_in_one_line(table, word):
         ).validate()
 
 
+@pytest.mark.slow
 def test_the_same_slips_from_the_command_line(tmp_path):
     write(tmp_path, groups=[{"population": 1}, {"population": 1}])
     refused(tmp_path, "run.toml", "--population", "auto", word="auto")
