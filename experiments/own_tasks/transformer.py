@@ -56,11 +56,16 @@ class Block(nnx.Module):
         return x + dropout(self.down(nnx.gelu(self.up(self.norm2(x)))), rate, keys[1])
 
 
+# flax 0.12 wants a list of modules wrapped in nnx.List; flax 0.11 (Colab's) has none and takes
+# a plain list.
+MODULE_LIST = getattr(nnx, "List", list)
+
+
 class LanguageModel(nnx.Module):
     def __init__(self, vocab, context, width, heads, layers, *, rngs: nnx.Rngs):
         self.embed = nnx.Embed(vocab, width, rngs=rngs)
         self.position = nnx.Embed(context, width, rngs=rngs)
-        self.blocks = nnx.List([Block(width, heads, rngs=rngs) for _ in range(layers)])
+        self.blocks = MODULE_LIST([Block(width, heads, rngs=rngs) for _ in range(layers)])
         self.norm = nnx.LayerNorm(width, rngs=rngs)
         self.head = nnx.Linear(width, vocab, rngs=rngs)
 
