@@ -122,7 +122,7 @@ NOISE = 0.1
 
 
 @pytest.mark.slow
-def test_a_task_run_resumes_reports_and_exports_from_another_folder(tmp_path):
+def test_a_task_run_resumes_reports_exports_and_replays_from_another_folder(tmp_path):
     from test_task import TOML, linear_regression
 
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
@@ -158,6 +158,12 @@ def test_a_task_run_resumes_reports_and_exports_from_another_folder(tmp_path):
         "learning_rate",
         "momentum",
     }
+    replayed = run_process(
+        [sys.executable, "-m", "popjax", "replay", run, "--quiet", "--out", "replay.json"],
+        cwd=elsewhere,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads((elsewhere / "replay.json").read_text())["steps"] == 600
 
 
 def test_a_run_folder_appears_whole_or_not_at_all(tmp_path, monkeypatch):
