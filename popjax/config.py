@@ -15,6 +15,7 @@ from typing import Any
 from popjax.amounts import MAX_COUNT, MAX_SEED, is_number, is_whole, parse_bytes
 from popjax.errors import ConfigError, PopjaxError, shown, unknown_name_error
 from popjax.pbt_settings import PBTConfig, check_pbt, check_rungs, pbt_from_dict, pbt_to_dict
+from popjax.settings import DEFAULT_MODEL, builtin_defaults, own_task_settings
 
 # Where these were first defined: ``from popjax.config import ...`` keeps working.
 __all__ = ["MAX_COUNT", "MAX_SEED", "ConfigError", "PBTConfig", "SweepConfig"]
@@ -207,8 +208,6 @@ class SweepConfig:
 
     def _with_task_defaults(self) -> SweepConfig:
         """The task checked, and its metric and dataset filled in where the config is silent."""
-        from popjax.settings import builtin_defaults, own_task_settings
-
         task = self.task
         if not isinstance(task, dict) or not isinstance(task.get("name"), str):
             raise ConfigError(
@@ -282,8 +281,6 @@ class SweepConfig:
         for key in ("data", "model"):
             if key in table and not isinstance(table[key], dict):
                 raise ConfigError(f"[{key}] must be a table")
-        from popjax.settings import DEFAULT_MODEL
-
         # A [model] table changes the default MLP's fields; another model starts from its own.
         model = table.get("model")
         if model and model.get("name", DEFAULT_MODEL["name"]) == DEFAULT_MODEL["name"]:

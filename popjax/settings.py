@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from popjax.errors import ConfigError
 
-if TYPE_CHECKING:
-    from popjax.config import SweepConfig
+# Each function here takes a ``popjax.config.SweepConfig`` and reads its fields alone: the config
+# imports this module, so this one does not import the config.
 
 # The run's settings that a task of one's own receives, each when its factory's signature names
 # it; a [task] field cannot repeat one.
@@ -27,7 +27,7 @@ DEFAULT_MODEL = {"name": "mlp", "hidden": [256, 256]}
 DEFAULT_LOSS = "cross_entropy"
 
 
-def builtin_defaults(config: SweepConfig) -> SweepConfig:
+def builtin_defaults(config):
     """A classification's or regression's model, loss and batch size where the config is
     silent; a loss that a regression would not train on is refused."""
     model = config.model or dict(DEFAULT_MODEL)
@@ -46,7 +46,7 @@ def builtin_defaults(config: SweepConfig) -> SweepConfig:
     return dataclasses.replace(config, model=model, loss=loss, batch_size=batch_size)
 
 
-def own_task_settings(config: SweepConfig) -> SweepConfig:
+def own_task_settings(config):
     """The config of a task of one's own, which brings its model, loss, data and fitness and
     counts its length in steps: those settings given for it would do nothing, so they are
     refused. Its [task] fields cannot repeat the run's settings, which its factory receives."""
@@ -74,7 +74,7 @@ def own_task_settings(config: SweepConfig) -> SweepConfig:
     return config
 
 
-def factory_settings(factory, config: SweepConfig) -> dict[str, Any]:
+def factory_settings(factory, config) -> dict[str, Any]:
     """The run's settings that ``factory``'s signature names (by name: ``**kwargs`` receives
     none). A ``batch_size`` given to a task that does not take it would change nothing, so it
     is refused; one that the factory needs and the config lacks is asked for."""

@@ -53,3 +53,42 @@ def test_every_module_has_a_layer():
         "place each module in a layer of pyproject.toml's import-linter contract: "
         f"unplaced {sorted(package_modules() - placed)}, gone {sorted(placed - package_modules())}"
     )
+
+
+def popjax_imports(path: Path) -> set[str]:
+    """Every popjax module a file imports, late (in a function) and type-checking ones too."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("popjax"):
+            if node.module == "popjax":
+                found |= {f"popjax.{alias.name}" for alias in node.names}
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("popjax")}
+    return found
+
+
+def test_no_import_cycle_late_imports_included():
+    """The layers contract orders layers; within a layer siblings may import each other, so a
+    cycle there (or through a late import) is found here."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = popjax_imports(path) - {name}
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, f"import cycle: {' -> '.join(path[path.index(module) :])}"
+        if module in done:
+            return
+        path.append(module)
+        for imported in graph.get(module, ()):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
