@@ -168,11 +168,6 @@ def at_step(hparams, kinds, step, total_steps: int) -> dict:
     }
 
 
-def learning_rate_at(kind: str, hparams, step, total_steps: int):
-    """The learning rate of a member with ``hparams`` at ``step`` under schedule ``kind``."""
-    return value_at(kind, "learning_rate", hparams, step, total_steps)
-
-
 def _kinds(trajectories: dict) -> tuple[dict, int | None]:
     """The schedule kinds and run length of an export, of this format or the first."""
     if "schedule_kinds" in trajectories:

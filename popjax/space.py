@@ -3,7 +3,6 @@ family of the built-in tasks. Which hyperparameters exist is ``popjax.hyperparam
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import jax
@@ -142,12 +141,6 @@ class SearchSpace:
 
     def clip(self, hparams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return {name: self.priors[name].clip(value) for name, value in hparams.items()}
-
-    def without_schedules(self) -> SearchSpace:
-        """The same priors with no schedules: for values given step by step (a replay)."""
-        space = copy.copy(self)
-        space.schedules = {}
-        return space
 
     def _schedule_entry(self) -> dict:
         # A task of one's own may have a default schedule that "constant" overrides.
