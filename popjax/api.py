@@ -1,5 +1,6 @@
 """The public ``popjax.run``: a sweep from a config, watched by the face's round callbacks (the
-progress bar, TensorBoard events, the user's ``on_round``) as the sweep's loop plays it."""
+progress bar, TensorBoard events, W&B and MLflow, the user's ``on_round``) as the sweep's loop
+plays it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from popjax import data as datasets
+from popjax import loggers
 from popjax import sweep as sweeps
 from popjax import tensorboard as events
 from popjax.config import SweepConfig
@@ -30,6 +32,8 @@ def run(
     distributed: Distributed | None = None,
     resume: str | Path | None = None,
     tensorboard: bool = False,
+    wandb: str | dict | None = None,
+    mlflow: str | dict | None = None,
     on_round: Callable[[dict], None] | None = None,
     cache: bool = True,
     **overrides,
@@ -53,6 +57,11 @@ def run(
         (pass the same ``task``, ``model``, ``loss_fn`` and ``data`` if the run was given them).
       tensorboard: also stream each round's figures to TensorBoard event files in
         ``<run folder>/tensorboard`` (needs tensorboardX).
+      wandb: also log each round to Weights & Biases: a project's name, or keyword arguments
+        of ``wandb.init`` (see ``popjax.loggers.WandbLogger``; needs wandb).
+      mlflow: also log each round to MLflow: a tracking URI (``""`` for MLflow's default), or a
+        dict of ``tracking_uri``, ``experiment``, ``run_name``, ``tags`` (see
+        ``popjax.loggers.MLflowLogger``; needs mlflow).
       on_round: called on the main process with each round's record (a metrics.jsonl line).
       cache: keep compiled programs and generated datasets in popjax's per-user cache
         (``popjax.cache``), so that a rerun compiles and generates nothing twice.
@@ -79,6 +88,8 @@ def run(
         distributed=distributed,
         resume=resume is not None,
         tensorboard=tensorboard,
+        wandb=wandb,
+        mlflow=mlflow,
         on_round=on_round,
         cache=cache,
     )
@@ -90,15 +101,23 @@ def run_plan(
     write: bool = True,
     progress: bool = True,
     tensorboard: bool = False,
+    wandb: str | dict | None = None,
+    mlflow: str | dict | None = None,
     on_round: Callable[[dict], None] | None = None,
     **sweep,
 ) -> SweepResult:
     """Runs a resolved plan (``popjax.sweep.plan_run``) with the face's round callbacks: the
-    user's ``on_round``, then TensorBoard events, then the progress bar. ``sweep`` holds the
-    other arguments of ``popjax.sweep.run_plan``."""
+    user's ``on_round``, then TensorBoard events, W&B and MLflow, then the progress bar.
+    ``sweep`` holds the other arguments of ``popjax.sweep.run_plan``."""
     callbacks = [on_round] if on_round else []
     if tensorboard and write:
         events.summary_writer_class()  # a missing package is an error before anything is written
         callbacks.append(events.TensorBoardLogger())
+    # Made before the sweep starts: a missing package or an unreachable MLflow is an error
+    # before anything is written.
+    if wandb is not None:
+        callbacks.append(loggers.WandbLogger(wandb))
+    if mlflow is not None:
+        callbacks.append(loggers.MLflowLogger(mlflow, experiment=plan.config.name))
     callbacks.append(ProgressBar(progress))
     return sweeps.run_plan(plan, write=write, callbacks=callbacks, **sweep)

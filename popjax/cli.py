@@ -56,6 +56,18 @@ def main(argv=None) -> int:
         help="also stream metrics to TensorBoard event files in RUN/tensorboard",
     )
     run.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log each round to this Weights & Biases project (needs popjax[wandb]; "
+        "WANDB_MODE=offline logs to ./wandb for `wandb sync`)",
+    )
+    run.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help='also log each round to MLflow at this tracking URI ("" for MLFLOW_TRACKING_URI '
+        "or MLflow's default), in an experiment named after the config (needs popjax[mlflow])",
+    )
+    run.add_argument(
         "--no-cache",
         action="store_false",
         dest="cache",
@@ -148,6 +160,8 @@ def run_command(args) -> int:
         distributed=distributed,
         resume=args.resume is not None,
         tensorboard=args.tensorboard,
+        wandb=args.wandb,
+        mlflow=args.mlflow,
         cache=args.cache,
     )
     if result.run_dir is None:  # another process than 0 of a multi-process run

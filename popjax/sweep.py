@@ -3,7 +3,8 @@
 A round (``popjax.round``) is one jitted call per group: PBT, ``interval`` training steps for
 every member, then validation. The host only reads back per-member figures (a few numbers per
 member) to log, record the lineage (``popjax.records``), checkpoint and pass each round's
-record to its callbacks (the face's progress bar and TensorBoard events, a user's ``on_round``).
+record to its callbacks (the face's progress bar, TensorBoard, W&B and MLflow, a user's
+``on_round``).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def run_plan(
       callbacks: what watches the rounds, on the main process: each is called with every
         round's record (a metrics.jsonl line) and, where it has them, ``start(config,
         first_round, run_dir)`` once the run's length and first round are known (``run_dir``
-        the run folder this process writes, else None) and ``close()`` on every way out.
+        the run folder this process writes, else None), ``end(result)`` once the sweep has
+        finished (not on an error or a stop), and ``close()`` on every way out.
     """
     start = time.perf_counter()
     if not cache:
@@ -260,6 +262,9 @@ def run_plan(
                 )
         # The last checkpoint is written while the members are tested.
         result = finish(plan, programs, states, history, lineage, devices, start, run_dir)
+        for watcher in watchers:
+            if hasattr(watcher, "end"):
+                watcher.end(result)
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
