@@ -25,6 +25,14 @@ class DataError(PopjaxError):
 
 @dataclass(frozen=True)
 class Dataset:
+    """Train, validation and test splits of float32 inputs and int32 labels (float32 targets
+    for a regression), checked as built (``popjax.data.from_arrays``, ``popjax.data.load``).
+
+    Example:
+      >>> data = popjax.data.from_arrays(x_train, y_train, x_test, y_test, val_fraction=0.2)
+      >>> data.num_classes, data.input_shape
+    """
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray

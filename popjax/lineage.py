@@ -19,6 +19,13 @@ import numpy as np
 
 @dataclass
 class Lineage:
+    """Who copied whom in every round, and the hyperparameters each member trained with
+    (see the module's docstring); ``SweepResult.lineage``, saved as ``lineage.json``.
+
+    Example:
+      >>> result.lineage.ancestry(result.best_member)  # whose weights it carried, round by round
+    """
+
     interval: int
     parents: list[list[int]] = field(default_factory=list)
     hparams: list[dict[str, list[float]]] = field(default_factory=list)

@@ -33,6 +33,10 @@ class GroupTask:
 
 @dataclass(frozen=True)
 class Plan:
+    """A config read, checked and resolved once: the validated config (the task's defaults
+    filled in) and its groups. ``Plan.from_config`` makes one; the sweep, the report, replay
+    and export read it."""
+
     config: SweepConfig  # validated, with the task's defaults filled in
     groups: tuple[Group, ...]
 

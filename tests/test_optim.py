@@ -52,10 +52,10 @@ def test_a_missing_learning_rate_or_unknown_family_is_one_line():
         optim.member_optimizer({"learning_rate": 0.1}, family="lion")
 
 
-def test_every_family_default_is_documented_in_the_readme():
-    from test_readme import README
+def test_every_family_default_is_documented_in_the_guide():
+    from test_readme import TASKS_PAGE
 
-    text = README.read_text()
+    text = TASKS_PAGE.read_text()
     for family, reads in optim.FAMILY_HPARAMS.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| `{family}`"))
         for name, default in reads.items():

@@ -1,5 +1,5 @@
-"""The README's task, written from scratch, runs as the README says: from Python and from the
-command line."""
+"""The task of the guide's page on tasks (docs/tasks.md), written from scratch, runs as the page
+says: from Python and from the command line."""
 
 import json
 import re
@@ -10,20 +10,22 @@ import pytest
 
 from conftest import popjax_command, run_process
 
-pytestmark = pytest.mark.slow  # the README's task in subprocesses
+pytestmark = pytest.mark.slow  # the page's task in subprocesses
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+TASKS_PAGE = ROOT / "docs" / "tasks.md"
 
 
-def code_block(starting: str, language: str) -> str:
-    """The README's fenced ``language`` block whose first line is ``starting``."""
-    for block in re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S):
+def code_block(starting: str, language: str, page: Path = TASKS_PAGE) -> str:
+    """The page's fenced ``language`` block whose first line is ``starting``."""
+    for block in re.findall(rf"```{language}\n(.*?)```", page.read_text(), flags=re.S):
         if block.startswith(starting):
             return block
-    raise AssertionError(f"no {language} block starting with {starting!r} in the README")
+    raise AssertionError(f"no {language} block starting with {starting!r} in {page.name}")
 
 
-def test_the_readme_task_runs_from_python_and_from_the_command(tmp_path):
+def test_the_guide_task_runs_from_python_and_from_the_command(tmp_path):
     (tmp_path / "my_tasks.py").write_text(code_block("# my_tasks.py", "python"))
     assert len(code_block("# my_tasks.py", "python").splitlines()) <= 40
     script = code_block("import popjax\nfrom my_tasks import linear", "python")

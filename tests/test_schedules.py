@@ -275,7 +275,7 @@ def peak_warmup(step, hp):
     return peak * step / warmup if step < warmup else None
 
 
-# Each tuned schedule's rate, written here with numpy from its definition in the README.
+# Each tuned schedule's rate, written here with numpy from its definition in docs/schedules.md.
 RATES = {
     "warmup_linear": lambda step, hp, total: (
         peak_warmup(step, hp)

@@ -166,7 +166,7 @@ def test_replay_retrains_a_task_of_ones_own_with_data_as_arguments(runs):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_popjax_replay_on_the_readme_task(tmp_path):
+def test_popjax_replay_on_the_guide_task(tmp_path):
     (tmp_path / "my_tasks.py").write_text(code_block("# my_tasks.py", "python"))
     (tmp_path / "my.toml").write_text(code_block("# my.toml", "toml"))
     done = popjax_command("run", "my.toml", "--out", "run", "--quiet", "--no-report", cwd=tmp_path)
@@ -174,7 +174,7 @@ def test_popjax_replay_on_the_readme_task(tmp_path):
     done = popjax_command("replay", "run", "--quiet", "--out", "replay.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     replayed = json.loads((tmp_path / "replay.json").read_text())
-    # The README's task has label noise of variance 0.01: both reach it within 0.05.
+    # The guide's task (docs/tasks.md) has label noise of variance 0.01: both reach it within 0.05.
     assert replayed["member_val"] < 0.05 and replayed["val"]["loss"] < 0.05, replayed
     assert abs(replayed["test_gap"]) < 0.05, replayed
 
