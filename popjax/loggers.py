@@ -125,8 +125,7 @@ class WandbLogger:
             self.run = self.wandb.init(**settings)
         except (self.wandb.Error, ValueError) as error:
             raise PopjaxError(
-                f"W&B could not start a run: {one_line(error)} (log in with `wandb login`, or "
-                "set WANDB_MODE=offline)"
+                f"W&B could not start a run: {one_line(error)} (or log offline: WANDB_MODE=offline)"
             ) from None
         store_run_id(run_dir, WANDB_RUN, self.run.id)
 
