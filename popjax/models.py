@@ -52,7 +52,7 @@ def as_model(model, what: str = "model="):
             return EquinoxModel(lambda key: model(key=key), model.__name__)
         if issubclass(model, linen.Module):
             raise PopjaxError(
-                f"{what} takes a linen module, not its class: give {model.__name__}(...)"
+                f"{what} takes a flax linen module, not its class: give {model.__name__}(...)"
             )
     elif _is_nnx(type(model)) or _is_equinox(type(model)):
         raise PopjaxError(
