@@ -38,6 +38,7 @@ _EXPORTS = {
     "distributed": ("popjax.distributed", None),
     "hyperparameters": ("popjax.hyperparameters", None),
     "memory": ("popjax.memory", None),
+    "models": ("popjax.models", None),
     "nn": ("popjax.nn", None),
     "optim": ("popjax.optim", None),
     "replay": ("popjax.replay", None),

@@ -46,7 +46,9 @@ def run(
         function that returns one (called with the run's settings that it names: ``steps``,
         ``interval``, ``seed``, ``batch_size``), or a config's task by name ("regression",
         "package.module:factory").
-      model: a flax linen module to train instead of the config's (see ``popjax.nn``).
+      model: a model to train instead of the config's: a flax linen module (see
+        ``popjax.nn``), an nnx or equinox module class, or a function ``key -> module``
+        (see ``popjax.models``).
       loss_fn: ``loss_fn(logits, labels) -> scalar``; softmax cross-entropy by default.
       data: a ``Dataset`` to train on instead of the config's.
       out: the run folder; ``runs/<name>-<timestamp>`` by default. Must not exist yet.

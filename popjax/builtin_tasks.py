@@ -33,8 +33,12 @@ def builtin_task(config: SweepConfig, data: Dataset, model=None, loss_fn=None) -
                 f"{', '.join(needs)} work with popjax's own cross-entropy "
                 'only: use loss = "cross_entropy" or remove them'
             )
+    from popjax.models import as_model
+
     if model is None:
         model = build_model(config, data.num_classes)
+    model = as_model(model)
+    check_model_hparams(model, config.space.priors)
     check_model_fits(model, data.x_train[: config.batch_size], data.num_classes, regression)
     common = dict(batch_size=config.batch_size, loss=loss_fn, optimizer=config.space.optimizer)
     if regression:
@@ -52,16 +56,16 @@ def check_arguments(data, model, loss_fn) -> None:
             f"y_test) (got a {type(data).__name__}); a config's data table goes in the config: "
             "SweepConfig(data={...})"
         )
-    if model is not None and not (
-        callable(getattr(model, "init", None))
-        and callable(getattr(model, "apply", None))
-        and not isinstance(model, type)
-    ):
+    if isinstance(model, dict):
         raise PopjaxError(
-            f"model= takes a flax linen module, such as popjax.nn.MLP(hidden=(64, 64)) (got a "
-            f"{type(model).__name__}); a config's model table goes in the config: "
+            "model= takes a module (flax linen, nnx or equinox), such as "
+            "popjax.nn.MLP(hidden=(64, 64)); a config's model table goes in the config: "
             "SweepConfig(model={...})"
         )
+    if model is not None:
+        from popjax.models import check_model_argument
+
+        check_model_argument(model)
     if loss_fn is not None and not callable(loss_fn):
         raise PopjaxError(
             f"loss_fn= takes a function loss_fn(logits, labels) -> scalar (got a "
@@ -70,17 +74,43 @@ def check_arguments(data, model, loss_fn) -> None:
 
 
 def build_model(config: SweepConfig, num_outputs: int):
-    """The flax module a built-in task's config names."""
+    """The model a built-in task's config names: one of popjax's own (given ``num_outputs``),
+    or a user's by import path, ``"package.module:Name"``, with its fields."""
+    from popjax.models import load_model
     from popjax.nn import MODELS
 
     fields = {k: v for k, v in config.model.items() if k != "name"}
+    if ":" in config.model["name"]:
+        return load_model(config.model["name"], fields)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     return MODELS[config.model["name"]](num_classes=num_outputs, **fields)
 
 
+def check_model_hparams(model, priors) -> None:
+    """The model-side hyperparameters of the space that this model can take."""
+    from popjax.hyperparameters import acting_in
+    from popjax.models import api_of, takes_keyword
+
+    if "activation" in priors and not takes_keyword(model, "activation"):
+        raise PopjaxError(
+            "the space tunes activation but the model's call takes no activation= argument: "
+            "add one (popjax.nn.activate(x, activation) picks the function) or remove "
+            "activation from the space"
+        )
+    init = [name for name in acting_in("init") if name in priors]
+    if init and api_of(model) == "equinox":
+        raise PopjaxError(
+            f"{', '.join(init)} rescale flax's LeCun-normal kernels; an equinox model "
+            "initializes its own: remove them from the space"
+        )
+
+
 def check_model_fits(model, sample_x, num_outputs: int, regression: bool = False) -> None:
     """Runs the model once on one batch: a shape mismatch becomes a one-line error."""
+    from popjax.models import as_model
+
     sample_x = jnp.asarray(sample_x)
+    model = as_model(model)
     try:
         variables = jax.eval_shape(
             lambda k: model.init(k, sample_x, train=False), jax.random.PRNGKey(0)
@@ -104,9 +134,18 @@ def check_model_fits(model, sample_x, num_outputs: int, regression: bool = False
 
 
 def check_model(model: dict) -> None:
+    """A config's model table, before any data is read: popjax's own by name and fields, a
+    user's by import path (imported, and its fields checked against its signature)."""
+    from popjax.models import load_model
     from popjax.nn import MODELS
 
     name = model.get("name")
+    if isinstance(name, str) and ":" in name:
+        try:
+            load_model(name, {k: v for k, v in model.items() if k != "name"})
+        except PopjaxError as error:
+            raise ConfigError(str(error)) from None
+        return
     if name not in MODELS:
         raise ConfigError(unknown_name_error("model", str(name), tuple(MODELS)))
     module_fields = [

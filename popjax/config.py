@@ -58,8 +58,9 @@ class SweepConfig:
       data: ``{"name": "mnist1d" | "digits" | "diabetes" | "npz", "path": ...,
         "val_fraction": 0.1}``; MNIST-1D for a classification and diabetes for a regression by
         default.
-      model: ``{"name": "mlp" | "cnn", **fields of that flax module}``; the MLP 256-256 when
-        empty.
+      model: ``{"name": "mlp" | "cnn", **fields of that flax module}``, or a model of one's
+        own by import path, ``{"name": "package.module:Name", **its fields}`` (linen, nnx or
+        equinox; see ``popjax.models``); the MLP 256-256 when empty.
       loss: "cross_entropy" (when None) or "squared_error" (to one-hot targets) for a
         classification; a regression trains on the squared error.
       pbt: exploit and explore settings.
@@ -199,7 +200,7 @@ class SweepConfig:
         _check_data(config.data)
         if not config.name:
             name = (
-                f"{config.data['name']}-{config.model['name']}"
+                f"{config.data['name']}-{str(config.model['name']).rpartition(':')[2]}"
                 if self.builtin_task
                 else str(self.task["name"]).rpartition(":")[2]
             )

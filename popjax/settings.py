@@ -32,7 +32,9 @@ def builtin_defaults(config):
     silent; a loss that a regression would not train on is refused."""
     model = config.model or dict(DEFAULT_MODEL)
     if not isinstance(model.get("name"), str):
-        raise ConfigError(f'model needs a name, "mlp" or "cnn" (got {model})')
+        raise ConfigError(
+            f'model needs a name, "mlp", "cnn" or "package.module:Name" (got {model})'
+        )
     loss = config.loss
     if config.task["name"] == "regression":
         losses = [loss] + [g.get("loss") for g in config.groups if isinstance(g, dict)]

@@ -19,6 +19,7 @@ from popjax import optim
 from popjax.augment import augment
 from popjax.dataset import Dataset, class_index, sample_balanced, sample_uniform
 from popjax.hyperparameters import acting_in
+from popjax.models import as_model
 from popjax.nn import reinitialize
 from popjax.task import Task, TaskData
 
@@ -74,7 +75,8 @@ def classification(
 
     Args:
       model: a flax linen module called as ``model.apply(variables, x, dropout_rate=r,
-        train=b, rngs={"dropout": key})``.
+        train=b, rngs={"dropout": key})``; or an nnx or equinox module class, or a function
+        ``key -> module``, each member built from its own key (see ``popjax.models``).
       data: the splits, labels being integer classes.
       batch_size: examples per member per step.
       loss: ``loss(logits, labels) -> mean loss``.
@@ -133,6 +135,7 @@ def _supervised(
     fitness: str,
     minimize: bool,
 ) -> Task:
+    model = as_model(model)
     train = {"x": np.asarray(data.x_train), "y": np.asarray(data.y_train)}
     if classify:
         train.update(class_index(data.y_train))  # for class-balanced sampling
