@@ -7,6 +7,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from popjax.stream import train_at
+
 
 class Population(NamedTuple):
     """Every member's training state, stacked on axis 0.
@@ -51,7 +53,7 @@ def init_members(task, keys, hparams, train_data=None, member_ids=None) -> Popul
     size = keys.shape[0]
     hparams = {name: jnp.asarray(v, jnp.float32) for name, v in hparams.items()}
     if task.data is not None and train_data is None:
-        train_data = task.data.train
+        train_data = train_at(task.data.train, 0)  # a streamed split: its first window
     if train_data is not None:  # host arrays cannot be indexed by traced values
         train_data = jax.tree_util.tree_map(jnp.asarray, train_data)
     extra = (train_data,) if task.data is not None else ()
