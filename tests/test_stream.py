@@ -14,7 +14,7 @@ from popjax.dataset import sample_balanced, window_class_index
 from popjax.errors import PopjaxError
 from popjax.stream import Stream, window_positions, window_size
 
-from conftest import finish_sweep, final_state, kill_and_resume, sweep_processes, tree_equal
+from conftest import final_state, finish_sweep, kill_and_resume, sweep_processes, tree_equal
 
 
 def test_windows_walk_through_shuffled_passes():
