@@ -203,7 +203,13 @@ def check_data_fits(tasks: list[Task], budget: int) -> None:
             f"{format_bytes(budget)} a device may use: lower data.window or raise memory_limit"
         )
     train_bytes = _bytes(resident_train)
-    count = len(jax.tree_util.tree_leaves(resident_train)[0])
+    count = max(
+        1,
+        max(
+            (np.shape(a)[0] for a in jax.tree_util.tree_leaves(resident_train) if np.ndim(a)),
+            default=1,
+        ),
+    )
     fits = (budget - (total - train_bytes)) // 4 // max(1, 2 * train_bytes // count)
     advice = (
         f"data.window = {fits} (examples), or window= in popjax.data.from_arrays"
@@ -265,6 +271,7 @@ def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
         )
         return program.round_bytes(members)
 
+    budget -= prefetched_bytes(group_task.task)
     size, per_member = memory.largest_population(bytes_at, members.mesh.size, budget)
     if is_main_process():
         print(

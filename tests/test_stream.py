@@ -55,7 +55,7 @@ def test_a_window_covering_the_split_trains_as_resident_data(small_data, tiny_ru
     split = dict(val_fraction=0.25, seed=3)
     resident = popjax.data.from_arrays(x, y, d.x_test, d.y_test, **split)
     whole = popjax.data.from_arrays(x, y, d.x_test, d.y_test, window=len(x), **split)
-    a, b = tiny_run(data=resident), tiny_run(data=whole)
+    a, b = tiny_run(data=resident, steps=30), tiny_run(data=whole, steps=30)
     assert b.stream["all"]["windows"] == 1
     assert tree_equal(a.population, b.population)
     assert a.history == b.history
