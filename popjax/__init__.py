@@ -44,6 +44,7 @@ _EXPORTS = {
     "replay": ("popjax.replay", None),
     "report": ("popjax.report", None),
     "schedules": ("popjax.schedules", None),
+    "stream": ("popjax.stream", None),
     "tasks": ("popjax.tasks", None),
 }
 

@@ -20,7 +20,7 @@ from popjax.settings import DEFAULT_MODEL, builtin_defaults, own_task_settings
 # Where these were first defined: ``from popjax.config import ...`` keeps working.
 __all__ = ["MAX_COUNT", "MAX_SEED", "ConfigError", "PBTConfig", "SweepConfig"]
 
-DATA_KEYS = ("name", "path", "val_fraction")
+DATA_KEYS = ("name", "path", "val_fraction", "window")
 # The built-in tasks: what each selects on, and the dataset it trains on unless told otherwise.
 TASK_METRICS = {"classification": ("accuracy", "loss"), "regression": ("loss",)}
 TASK_DATA = {"classification": "mnist1d", "regression": "diabetes"}
@@ -55,9 +55,10 @@ class SweepConfig:
         a task of one's own is built as ``factory(**fields, **settings)``, where settings are
         those of ``steps``, ``interval``, ``seed`` and ``batch_size`` that its signature names
         (see ``popjax.Task``).
-      data: ``{"name": "mnist1d" | "digits" | "diabetes" | "npz", "path": ...,
-        "val_fraction": 0.1}``; MNIST-1D for a classification and diabetes for a regression by
-        default.
+      data: ``{"name": "mnist1d" | "digits" | "diabetes" | "npz" | "npy", "path": ...,
+        "val_fraction": 0.1, "window": ...}``; MNIST-1D for a classification and diabetes for
+        a regression by default. ``window`` (examples, or an amount such as "256MiB") keeps the
+        training split on the host and streams it to the devices a window a round.
       model: ``{"name": "mlp" | "cnn", **fields of that flax module}``, or a model of one's
         own by import path, ``{"name": "package.module:Name", **its fields}`` (linen, nnx or
         equinox; see ``popjax.models``); the MLP 256-256 when empty.
@@ -322,12 +323,29 @@ def _check_data(data: dict) -> None:
         raise ConfigError(f"data.name must be a dataset's name (got {shown(data['name'])})")
     path = data.get("path")
     if path is not None and (not isinstance(path, str) or not path or "\0" in path):
-        raise ConfigError(f"data.path must be the path of an .npz file (got {shown(path)})")
+        raise ConfigError(
+            f"data.path must be the path of an .npz file or .npy folder (got {shown(path)})"
+        )
     fraction = data.get("val_fraction", 0.1)
     if not is_number(fraction) or not 0.0 < fraction < 1.0:
         raise ConfigError(
             f"data.val_fraction must be a number between 0 and 1 (got {shown(fraction)})"
         )
+    window = data.get("window")
+    if window is not None and not (
+        (is_whole(window) and window >= 1) or (isinstance(window, str) and _is_amount(window))
+    ):
+        raise ConfigError(
+            "data.window must be a number of training examples >= 1 or an amount such as "
+            f'"256MiB" (got {shown(window)})'
+        )
+
+
+def _is_amount(text: str) -> bool:
+    try:
+        return parse_bytes(text) > 0
+    except PopjaxError:
+        return False
 
 
 def _check_name(name) -> None:

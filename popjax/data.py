@@ -21,6 +21,7 @@ from popjax.dataset import (  # noqa: F401  (popjax.data is the name users know 
     from_arrays,
     sample_balanced,
     sample_uniform,
+    streamed,
 )
 from popjax.errors import unknown_name_error
 
@@ -142,21 +143,76 @@ def from_npz(path, *, val_fraction=0.1, seed=0, regression: bool = False) -> Dat
     )
 
 
+NPY_FILES = ("x", "y", "x_test", "y_test")
+
+
+def from_npy(folder, *, val_fraction=0.1, seed=0, regression: bool = False, window=None) -> Dataset:
+    """Loads ``x.npy``, ``y.npy``, ``x_test.npy`` and ``y_test.npy`` from ``folder``.
+
+    ``x.npy`` is memory-mapped: with ``window`` (see ``from_arrays``) only the windows a round
+    trains on are ever read from it, so it may be larger than the host's memory; without, it is
+    read whole.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(
+            f"data folder {folder} does not exist: give a folder holding x.npy, y.npy, "
+            "x_test.npy and y_test.npy"
+        )
+    missing = [f"{n}.npy" for n in NPY_FILES if not (folder / f"{n}.npy").is_file()]
+    if missing:
+        raise DataError(f"{folder} lacks {', '.join(missing)}: save each array with numpy.save")
+    arrays = {}
+    for name in NPY_FILES:
+        try:
+            arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r" if name == "x" else None)
+        except Exception as error:  # a damaged file, pickled objects
+            raise DataError(
+                f"cannot read {folder / name}.npy ({type(error).__name__}): save it again "
+                "with numpy.save, as an array of numbers"
+            ) from None
+    return from_arrays(
+        *(arrays[name] for name in NPY_FILES),
+        val_fraction=val_fraction,
+        seed=seed,
+        name=folder.name,
+        regression=regression,
+        window=window,
+    )
+
+
 BUILTIN = {"mnist1d": mnist1d, "digits": digits, "diabetes": diabetes}
 
 
 def load(
-    name: str = "mnist1d", *, path=None, val_fraction=0.1, seed=0, regression: bool = False
+    name: str = "mnist1d",
+    *,
+    path=None,
+    val_fraction=0.1,
+    seed=0,
+    regression: bool = False,
+    window=None,
 ) -> Dataset:
-    """A dataset by config name: ``mnist1d``, ``digits``, ``diabetes`` or ``npz`` (with
-    ``path``; its ``y`` read as real-valued targets when ``regression``)."""
+    """A dataset by config name: ``mnist1d``, ``digits``, ``diabetes``, ``npz`` (with
+    ``path``; its ``y`` read as real-valued targets when ``regression``) or ``npy`` (``path``
+    a folder, see ``from_npy``); with ``window``, its training split streamed (see
+    ``popjax.stream``)."""
+    if name == "npy":
+        if path is None:
+            raise DataError("data name 'npy' needs a path: set data.path to your folder of .npy")
+        return from_npy(
+            path, val_fraction=val_fraction, seed=seed, regression=regression, window=window
+        )
     if name == "npz":
         if path is None:
             raise DataError("data name 'npz' needs a path: set data.path to your .npz file")
-        return from_npz(path, val_fraction=val_fraction, seed=seed, regression=regression)
+        dataset = from_npz(path, val_fraction=val_fraction, seed=seed, regression=regression)
+        return dataset if window is None else streamed(dataset, window, seed)
     if name not in BUILTIN:
-        raise DataError(unknown_name_error("dataset", str(name), (*BUILTIN, "npz")))
+        raise DataError(unknown_name_error("dataset", str(name), (*BUILTIN, "npz", "npy")))
     dataset = BUILTIN[name](val_fraction=val_fraction, seed=seed)
+    if window is not None:
+        dataset = streamed(dataset, window, seed)
     if dataset.is_regression != regression:
         kind = "regression" if dataset.is_regression else "classification"
         raise DataError(f"dataset '{name}' is a {kind} dataset: use task = \"{kind}\"")

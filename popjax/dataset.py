@@ -10,7 +10,7 @@ Where data comes from (MNIST-1D, sklearn's sets, a file) is ``popjax.data``'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,10 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     name: str = "arrays"
+    # Training examples on the devices at once, streamed from the host (``popjax.stream``);
+    # None keeps the whole training split on the devices. ``seed`` picks the windows.
+    window: int | None = None
+    seed: int = 0
 
     @property
     def is_regression(self) -> bool:
@@ -68,38 +72,102 @@ class Dataset:
 
 
 def from_arrays(
-    x, y, x_test, y_test, *, val_fraction=0.1, seed=0, name="arrays", regression: bool = False
+    x,
+    y,
+    x_test,
+    y_test,
+    *,
+    val_fraction=0.1,
+    seed=0,
+    name="arrays",
+    regression: bool = False,
+    window: int | str | None = None,
 ) -> Dataset:
     """Builds a dataset from NumPy arrays, holding out ``val_fraction`` of ``x`` for validation.
 
     Labels are integer classes, or with ``regression=True`` real-valued targets. Every array is
     checked first (numbers only, all finite, matching lengths and shapes, labels 0..C-1), so
     bad data is refused here rather than found by a diverged sweep.
+
+    With ``window`` (examples, or an amount such as "256MiB") the training examples stay on the
+    host, ``x`` as it is (a ``numpy.memmap`` of any size is never read whole), and each round
+    trains on a window of them on the devices (see ``popjax.stream``); their values are then
+    checked as each window is read.
     """
+    if window is not None:
+        return _streamed(x, y, x_test, y_test, val_fraction, seed, name, regression, window)
     (x, y), (x_test, y_test) = checked_splits(
         {"x": (x, y), "x_test": (x_test, y_test)}, ("y", "y_test"), regression
     )
+    val, train = _split_off_val(len(x), val_fraction, seed)
+    return Dataset(x[train], y[train], x[val], y[val], x_test, y_test, name=name)
+
+
+def _split_off_val(count: int, val_fraction, seed: int):
+    """``(validation, training)`` indices: a fixed shuffle, so the validation split is the same
+    for every run of the same seed."""
     if not (
         isinstance(val_fraction, (int, float))
         and not isinstance(val_fraction, bool)
         and 0.0 < val_fraction < 1.0
     ):
         raise DataError(f"val_fraction must be between 0 and 1 (got {val_fraction!r})")
-    num_val = int(round(len(x) * val_fraction))
-    if num_val < 1 or num_val >= len(x):
+    num_val = int(round(count * val_fraction))
+    if num_val < 1 or num_val >= count:
         raise DataError(
-            f"{len(x)} training examples are too few to hold out val_fraction "
+            f"{count} training examples are too few to hold out val_fraction "
             f"{val_fraction:g}: give more examples or another val_fraction"
         )
-    # A fixed shuffle, so the validation split is the same for every run of the same seed.
-    order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:num_val], order[num_val:]
-    return Dataset(x[train], y[train], x[val], y[val], x_test, y_test, name=name)
+    order = np.random.default_rng(seed).permutation(count)
+    return order[:num_val], order[num_val:]
+
+
+def _streamed(x, y, x_test, y_test, val_fraction, seed, name, regression, window) -> Dataset:
+    """``from_arrays`` with the training examples left on the host, ``x`` never read whole."""
+    from popjax.stream import HostRows, window_size
+
+    if isinstance(x, np.ndarray) and x.dtype.kind not in "biuf":
+        raise DataError(f"x holds {x.dtype} values: give inputs as numbers (integers or floats)")
+    if not (hasattr(x, "__len__") and hasattr(x, "__getitem__")):
+        raise DataError(
+            f"x is a {type(x).__name__}: give an array, a numpy.memmap, or an object with "
+            "__len__ and __getitem__ returning one example"
+        )
+    y = _numbers("y", y, "labels")
+    if y.ndim == 0 or len(x) != len(y):
+        raise DataError(
+            f"x has {len(x)} examples but y has {len(y) if y.ndim else 'no'} labels: give one "
+            "label per example"
+        )
+    val, train = _split_off_val(len(x), val_fraction, seed)
+    x_val = HostRows(x, val).take(np.arange(len(val)))
+    (x_val, y_val), (x_test, y_test) = checked_splits(
+        {"x": (x_val, y[val]), "x_test": (x_test, y_test)}, ("y", "y_test"), regression
+    )
+    # The labels are small: checked whole, against the other splits' too.
+    y_train = _labels("y", y[train], regression)
+    if not regression:
+        _check_classes(("y", "y", "y_test"), [y_train, y_val, y_test])
+    x_train = HostRows(x, train)
+    example_bytes = x_train.nbytes // len(x_train) + 4 * int(np.prod(y.shape[1:], dtype=int))
+    return Dataset(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        name=name,
+        window=window_size(window, example_bytes, len(train)),
+        seed=seed,
+    )
 
 
 def check_dataset(dataset: Dataset, regression: bool) -> Dataset:
     """The same checks as ``from_arrays``, for a ``Dataset`` built by hand; returns it with
     float32 inputs and int32 labels (float32 targets of a ``regression``)."""
+    if dataset.window is not None:  # built by from_arrays, which checked it
+        return dataset
     fields = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     splits = checked_splits(
         {x: (getattr(dataset, x), getattr(dataset, y)) for x, y in zip(fields[::2], fields[1::2])},
@@ -107,6 +175,16 @@ def check_dataset(dataset: Dataset, regression: bool) -> Dataset:
         regression,
     )
     return Dataset(*(array for split in splits for array in split), name=dataset.name)
+
+
+def streamed(dataset: Dataset, window: int | str, seed: int = 0) -> Dataset:
+    """``dataset`` with its training split streamed to the devices ``window`` examples (or an
+    amount of memory such as "256MiB") a round, from where it lies on the host."""
+    from popjax.stream import window_size
+
+    x, y = dataset.x_train, dataset.y_train
+    example_bytes = 4 * int(np.prod(x.shape[1:], dtype=int)) + 4 * int(np.prod(y.shape[1:]))
+    return replace(dataset, window=window_size(window, example_bytes, len(x)), seed=seed)
 
 
 # A label above this and above the number of examples is no class index (a model would need
@@ -135,7 +213,7 @@ def checked_splits(splits: dict, label_names, regression: bool) -> list[tuple]:
         # Values beyond float32's range become inf here, and are refused as such.
         with np.errstate(over="ignore"):
             x = _finite(x_name, x.astype(np.float32))
-            y = _finite(y_name, y.astype(np.float32)) if regression else _class_indices(y_name, y)
+            y = _labels(y_name, y, regression)
         converted.append((x, y))
     names = list(zip(splits, label_names))
     first_x, first_y = converted[0]
@@ -151,20 +229,34 @@ def checked_splits(splits: dict, label_names, regression: bool) -> list[tuple]:
                 f"{y.shape[1:]}: give every split the same target shape"
             )
     if not regression:
-        examples = sum(len(y) for _, y in converted)
-        highest = max(int(y.max()) for _, y in converted)
-        if highest >= max(examples, MIN_CLASS_LIMIT):
-            name = next(n for n, (_, y) in zip(label_names, converted) if y.max() == highest)
-            raise DataError(
-                f"{name} holds the label {highest}, but labels are class indices 0..C-1 (a "
-                f"model gets one output per class) and there are {examples} examples: "
-                "number the classes 0..C-1"
-            )
-        if len(np.unique(np.concatenate([y for _, y in converted]))) < 2:
-            raise DataError(
-                f"{label_names[0]} holds one class only: a classification needs at least two"
-            )
+        _check_classes(label_names, [y for _, y in converted])
     return converted
+
+
+def _labels(name: str, labels: np.ndarray, regression: bool) -> np.ndarray:
+    """float32 targets of a regression, int32 class indices of a classification."""
+    labels = _numbers(name, labels, "labels")
+    if regression:
+        with np.errstate(over="ignore"):
+            return _finite(name, labels.astype(np.float32))
+    return _class_indices(name, labels)
+
+
+def _check_classes(label_names, labels: list[np.ndarray]) -> None:
+    """Labels of every split together: class indices 0..C-1 of at least two classes."""
+    examples = sum(len(y) for y in labels)
+    highest = max(int(y.max()) for y in labels)
+    if highest >= max(examples, MIN_CLASS_LIMIT):
+        name = next(n for n, y in zip(label_names, labels) if y.max() == highest)
+        raise DataError(
+            f"{name} holds the label {highest}, but labels are class indices 0..C-1 (a "
+            f"model gets one output per class) and there are {examples} examples: "
+            "number the classes 0..C-1"
+        )
+    if len(np.unique(np.concatenate(labels))) < 2:
+        raise DataError(
+            f"{label_names[0]} holds one class only: a classification needs at least two"
+        )
 
 
 def _numbers(name: str, values, what: str) -> np.ndarray:
@@ -225,6 +317,21 @@ def class_index(labels) -> dict[str, np.ndarray]:
     }
 
 
+def window_class_index(labels, num_classes: int) -> dict[str, np.ndarray]:
+    """``class_index`` of a streamed window, its tables the same shape whichever classes the
+    window holds (one compiled round for every window), with ``num_present``."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+    present = np.flatnonzero(counts)
+    return {
+        "by_class": np.argsort(labels, kind="stable").astype(np.int32),
+        "class_starts": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32),
+        "class_counts": counts.astype(np.int32),
+        "classes_present": np.pad(present, (0, num_classes - len(present))).astype(np.int32),
+        "num_present": np.int32(len(present)),
+    }
+
+
 def sample_uniform(key, split, batch_size: int):
     """A batch drawn uniformly with replacement from ``split["x"], split["y"]``: each member's
     key gives its own batch order."""
@@ -242,7 +349,10 @@ def sample_balanced(key, split, batch_size: int, balanced):
     class_key, member_key = jax.random.split(jax.random.fold_in(key, 1))
     split = {name: jnp.asarray(array) for name, array in split.items()}
     present = split["classes_present"]
-    classes = present[jax.random.randint(class_key, (batch_size,), 0, present.shape[0])]
+    # A streamed window's tables keep one shape whichever classes it holds: the first
+    # ``num_present`` entries are the classes present.
+    num_present = split.get("num_present", present.shape[0])
+    classes = present[jax.random.randint(class_key, (batch_size,), 0, num_present)]
     within = jax.random.randint(member_key, (batch_size,), 0, split["class_counts"][classes])
     index = jnp.where(
         balanced > 0.5, split["by_class"][split["class_starts"][classes] + within], uniform

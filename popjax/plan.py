@@ -88,6 +88,7 @@ class Plan:
             val_fraction=data.get("val_fraction", 0.1),
             seed=self.config.seed,
             regression=self.config.task["name"] == "regression",
+            window=data.get("window"),
         )
 
     def with_budget(self, num_train: int) -> Plan:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 
+
 class Population(NamedTuple):
     """Every member's training state, stacked on axis 0.
 
@@ -52,6 +53,8 @@ def init_members(task, keys, hparams, train_data=None, member_ids=None) -> Popul
     hparams = {name: jnp.asarray(v, jnp.float32) for name, v in hparams.items()}
     if task.data is not None and train_data is None:
         train_data = task.data.train
+        if hasattr(train_data, "at"):  # a streamed split (popjax.stream.Stream): its first window
+            train_data = train_data.at(0)
     if train_data is not None:  # host arrays cannot be indexed by traced values
         train_data = jax.tree_util.tree_map(jnp.asarray, train_data)
     extra = (train_data,) if task.data is not None else ()

@@ -12,16 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 
 from popjax import memory
 from popjax import mesh as meshes
 from popjax.amounts import format_bytes
 from popjax.distributed import is_main_process
+from popjax.errors import PopjaxError
 from popjax.groups import Group
 from popjax.plan import GroupTask, Plan
 from popjax.population import init_population
 from popjax.round import SelectionState, make_round
-from popjax.task import Task
+from popjax.stream import Stream, WindowFeed
+from popjax.task import Task, TaskData
 from popjax.train import make_evaluate
 
 
@@ -30,12 +33,29 @@ class ReplicatedArrays:
     its arrays, so they share one copy on the devices."""
 
     def __init__(self, mesh):
-        self.mesh, self.placed = mesh, {}
+        self.mesh, self.placed, self.feeds = mesh, {}, {}
 
     def __call__(self, array):
         if id(array) not in self.placed:  # the tasks keep their arrays alive meanwhile
             self.placed[id(array)] = meshes.put_replicated(array, self.mesh)
         return self.placed[id(array)]
+
+    def feed(self, stream: Stream) -> WindowFeed:
+        """The one feed of ``stream``'s windows, shared by the groups that train on it."""
+        if id(stream) not in self.feeds:
+
+            def put(window):
+                return jax.tree_util.tree_map(lambda a: meshes.put_replicated(a, self.mesh), window)
+
+            self.feeds[id(stream)] = WindowFeed(stream, put)
+        return self.feeds[id(stream)]
+
+    def abstract(self, stream: Stream):
+        """A window's shapes and dtypes, replicated over the mesh as the feed places it."""
+        sharding = meshes.replicated(self.mesh)
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), stream.shapes()
+        )
 
 
 @dataclass
@@ -51,16 +71,31 @@ class GroupProgram:
     test: Callable
     slices: int = 1  # slices of members the round runs one after another
     round_bytes_planned: int | None = None  # XLA's plan of the round's memory per device
+    # A streamed training split's windows; ``data.train`` then holds a window's shapes only.
+    feed: WindowFeed | None = None
 
     @property
     def train_data(self):
-        return self.data.train if self.data is not None else None
+        """The training data ``init`` sees: a streamed split's first window."""
+        return self.round_data(0).train if self.data is not None else None
+
+    def round_data(self, round_index: int):
+        """The data of round ``round_index``: a streamed split's window of that round."""
+        if self.feed is None:
+            return self.data
+        return self.data._replace(train=self.feed.get(round_index))
+
+    def prefetch(self, round_index: int) -> None:
+        """Starts placing round ``round_index``'s window while the devices train."""
+        if self.feed is not None:
+            self.feed.prefetch(round_index)
 
     def abstract_state(self, members):
         """The shapes, dtypes and sharding of ``(population, selection)``, nothing allocated."""
+        train = self.data.train if self.data is not None else None
         return jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(self.init, self.train_data),
+            jax.eval_shape(self.init, train),
         )
 
     def round_bytes(self, members) -> int | None:
@@ -85,7 +120,15 @@ class GroupProgram:
         config = group.config
         if num_groups > 1:  # one group keeps the sweep's own keys
             init_key, pbt_key = (jax.random.fold_in(k, index) for k in (init_key, pbt_key))
-        data = jax.tree_util.tree_map(place, task.data) if task.data is not None else None
+        feed = None
+        if task.data is not None and isinstance(task.data.train, Stream):
+            feed = place.feed(task.data.train)
+            data = TaskData(
+                place.abstract(task.data.train),
+                *(jax.tree_util.tree_map(place, split) for split in task.data[1:]),
+            )
+        else:
+            data = jax.tree_util.tree_map(place, task.data) if task.data is not None else None
 
         def init(train_data):
             population = init_population(init_key, task, space, config.population, train_data)
@@ -119,7 +162,65 @@ class GroupProgram:
                 lambda population, split: evaluate(population, split, False)[1],
                 out_shardings=members,
             ),
+            feed=feed,
         )
+
+
+def _bytes(tree) -> int:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return sum(int(getattr(leaf, "nbytes", None) or np.asarray(leaf).nbytes) for leaf in leaves)
+
+
+def prefetched_bytes(task: Task) -> int:
+    """Bytes per device of the window prepared while a round trains on another (0 unless the
+    task's training split is a ``Stream``): the one place the round's own plan misses."""
+    train = task.data.train if task.data is not None else None
+    return train.window_bytes() if isinstance(train, Stream) else 0
+
+
+def check_data_fits(tasks: list[Task], budget: int) -> None:
+    """Refuses, before anything is placed, data that cannot be on a device: a resident
+    training split counts whole, a streamed one as the two windows it keeps there."""
+    seen, total, resident_train = set(), 0, None
+    for task in tasks:
+        for split in task.data or ():
+            if split is None or id(split) in seen:
+                continue
+            seen.add(id(split))
+            if isinstance(split, Stream):
+                total += 2 * split.window_bytes()
+            else:
+                total += _bytes(split)
+        train = task.data.train if task.data is not None else None
+        if train is not None and not isinstance(train, Stream):
+            resident_train = train
+    if total <= budget:
+        return
+    if resident_train is None:
+        raise PopjaxError(
+            f"the data takes {format_bytes(total)} on each device (two windows of the "
+            f"training split, the validation and test splits), more than the "
+            f"{format_bytes(budget)} a device may use: lower data.window or raise memory_limit"
+        )
+    train_bytes = _bytes(resident_train)
+    count = max(
+        1,
+        max(
+            (np.shape(a)[0] for a in jax.tree_util.tree_leaves(resident_train) if np.ndim(a)),
+            default=1,
+        ),
+    )
+    fits = (budget - (total - train_bytes)) // 4 // max(1, 2 * train_bytes // count)
+    advice = (
+        f"data.window = {fits} (examples), or window= in popjax.data.from_arrays"
+        if fits > 0
+        else "a popjax.stream.Stream for the training split"
+    )
+    raise PopjaxError(
+        f"the data takes {format_bytes(total)} on each device, more than the "
+        f"{format_bytes(budget)} a device may use (memory_limit): keep the training split on "
+        f"the host and stream it with {advice}, or raise memory_limit"
+    )
 
 
 def program_within_budget(
@@ -127,6 +228,7 @@ def program_within_budget(
 ) -> GroupProgram:
     """The group's program in the fewest slices of members whose round fits in ``budget``
     bytes per device (one slice, the whole population at once, when it fits)."""
+    budget -= prefetched_bytes(group_task.task)
     built = {}
 
     def bytes_with(slices):
@@ -169,6 +271,7 @@ def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
         )
         return program.round_bytes(members)
 
+    budget -= prefetched_bytes(group_task.task)
     size, per_member = memory.largest_population(bytes_at, members.mesh.size, budget)
     if is_main_process():
         print(

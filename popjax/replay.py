@@ -32,6 +32,7 @@ from popjax.plan import Plan
 from popjax.population import init_members, member_keys
 from popjax.runfolder import LINEAGE, read_metrics, read_summary
 from popjax.schedules import FORMAT, from_trajectories
+from popjax.stream import Stream, train_at
 from popjax.train import make_evaluate, make_segment
 
 
@@ -197,6 +198,8 @@ def retrain(
         )
     # The data goes in as an argument, as in the sweep: a task may index it with traced values.
     train_data = task.data.train if task.data is not None else None
+    streamed = isinstance(train_data, Stream)  # each round's window, as the sweep had it
+    train_data = train_at(train_data, 0)
     step_once = make_segment(task, 1)
 
     @jax.jit
@@ -219,6 +222,8 @@ def retrain(
         unit="round",
         disable=not progress,
     ):
+        if streamed:
+            train_data = train_at(task.data.train, first_step // config.interval)
         population = segment(population, first_step, train_data)
 
     last = {

@@ -33,7 +33,12 @@ from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
 from popjax.plan import Plan
 from popjax.population import Population
-from popjax.programs import ReplicatedArrays, program_within_budget, size_population
+from popjax.programs import (
+    ReplicatedArrays,
+    check_data_fits,
+    program_within_budget,
+    size_population,
+)
 from popjax.records import (
     check_not_all_diverged,
     fitness_values,
@@ -68,6 +73,9 @@ class SweepResult:
     # Per group: the slices of members its round ran in and XLA's plan of its bytes per device.
     memory: dict | None = None
     plan: Plan | None = None  # the plan the sweep ran, resolved
+    # Per group whose training split streamed: its window, windows placed, seconds spent
+    # preparing them (host gather and copy) and waiting for them (``popjax.stream``).
+    stream: dict | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -169,6 +177,7 @@ def run_plan(
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
     place = ReplicatedArrays(mesh)
     budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
+    check_data_fits([group_task.task for group_task in group_tasks], budget)
     if plan.config.auto_population:
         plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
     config = plan.config
@@ -289,9 +298,13 @@ def play_round(programs, states, round_index: int, history: list[dict], plan: Pl
     # the device while the host waits once.
     outputs = []
     for index, program in enumerate(programs):
-        population, selection, output = program.round_fn(*states[index], round_index, program.data)
+        data = program.round_data(round_index)
+        population, selection, output = program.round_fn(*states[index], round_index, data)
         states[index] = (population, selection)
         outputs.append((output, population.hparams))
+    if round_index + 1 < plan.config.rounds:
+        for program in programs:  # a streamed split's next window, while the devices train
+            program.prefetch(round_index + 1)
     records = []
     for program, host in zip(programs, to_host(outputs)):
         last_epochs = (
@@ -350,6 +363,8 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
             }
             for program in programs
         },
+        stream={program.group.name: program.feed.stats() for program in programs if program.feed}
+        or None,
     )
 
 

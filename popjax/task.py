@@ -171,6 +171,8 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
             )
     # The data goes in as arguments, traced as in the compiled round.
     data = task.data if task.data is not None else TaskData(None)
+    if hasattr(data.train, "shapes"):  # a popjax.stream.Stream: a window's shapes
+        data = data._replace(train=data.train.shapes())
     extra = (lambda split: (split,)) if task.data is not None else (lambda split: ())
     key = jax.random.PRNGKey(0)
 

@@ -17,10 +17,17 @@ import optax
 
 from popjax import optim
 from popjax.augment import augment
-from popjax.dataset import Dataset, class_index, sample_balanced, sample_uniform
+from popjax.dataset import (
+    Dataset,
+    class_index,
+    sample_balanced,
+    sample_uniform,
+    window_class_index,
+)
 from popjax.hyperparameters import acting_in
 from popjax.models import as_model
 from popjax.nn import reinitialize
+from popjax.stream import Stream
 from popjax.task import Task, TaskData
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -136,9 +143,12 @@ def _supervised(
     minimize: bool,
 ) -> Task:
     model = as_model(model)
-    train = {"x": np.asarray(data.x_train), "y": np.asarray(data.y_train)}
-    if classify:
-        train.update(class_index(data.y_train))  # for class-balanced sampling
+    if data.window is not None:
+        train = streamed_train(data, classify)
+    else:
+        train = {"x": np.asarray(data.x_train), "y": np.asarray(data.y_train)}
+        if classify:
+            train.update(class_index(data.y_train))  # for class-balanced sampling
     splits = TaskData(
         train, {"x": data.x_val, "y": data.y_val}, {"x": data.x_test, "y": data.y_test}
     )
@@ -267,6 +277,21 @@ def _supervised(
         epochs_per_step=epochs_per_step,
         name="classification" if classify else "regression",
     )
+
+
+def streamed_train(data: Dataset, classify: bool) -> Stream:
+    """The training split of a streamed ``data`` (``data.window`` set), as a ``Stream``."""
+    classes = data.num_classes
+
+    def with_class_tables(window):
+        if not classify:
+            return window
+        if len(window["y"]) == len(data.y_train):  # the whole split: as if it were resident
+            return {**window, **class_index(window["y"])}
+        return {**window, **window_class_index(window["y"], classes)}
+
+    arrays = {"x": data.x_train, "y": data.y_train}
+    return Stream(arrays, data.window, seed=data.seed, finish=with_class_tables)
 
 
 def _collections(state) -> dict:
