@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 
 
-
 class Population(NamedTuple):
     """Every member's training state, stacked on axis 0.
 
