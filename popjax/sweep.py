@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from popjax import cache as caches
+from popjax import compile_log, memory
 from popjax import data as datasets
-from popjax import memory
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
@@ -67,6 +67,8 @@ class SweepResult:
     # Per group: the slices of members its round ran in and XLA's plan of its bytes per device.
     memory: dict | None = None
     plan: Plan | None = None  # the plan the sweep ran, resolved
+    # Per program: compiles, seconds tracing, lowering and compiling, how many the cache served.
+    compile: dict | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class SweepResult:
             "compilations": self.compilations,
             "groups": self.groups,
             "memory": self.memory,
+            "compile": self.compile,
         }
 
 
@@ -144,6 +147,15 @@ def run_plan(
         first_round, run_dir)`` once the run's length and first round are known (``run_dir``
         the run folder this process writes, else None) and ``close()`` on every way out.
     """
+    with compile_log.recording() as log:
+        return _run_plan(
+            plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
+        )
+
+
+def _run_plan(
+    plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
+) -> SweepResult:
     start = time.perf_counter()
     if not cache:
         caches.disable()
@@ -168,7 +180,8 @@ def run_plan(
     place = ReplicatedArrays(mesh)
     budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
     if plan.config.auto_population:
-        plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
+        with compile_log.phase("memory_plan"):
+            plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
     config = plan.config
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
@@ -260,6 +273,7 @@ def run_plan(
                 )
         # The last checkpoint is written while the members are tested.
         result = finish(plan, programs, states, history, lineage, devices, start, run_dir)
+    result.compile = log.summary()
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
