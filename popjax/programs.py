@@ -105,6 +105,10 @@ class GroupProgram:
 
         shards = members.mesh.size
         evaluate = make_evaluate(task, slices, shards)
+
+        def test(population, split):
+            return evaluate(population, split, False)[1]
+
         return cls(
             group=group,
             task=task,
@@ -125,10 +129,7 @@ class GroupProgram:
                 out_shardings=members,
                 donate_argnums=(0, 1),
             ),
-            test=jax.jit(
-                lambda population, split: evaluate(population, split, False)[1],
-                out_shardings=members,
-            ),
+            test=jax.jit(test, out_shardings=members),
         )
 
 
