@@ -12,6 +12,7 @@ from popjax import loggers
 from popjax import sweep as sweeps
 from popjax import tensorboard as events
 from popjax.config import SweepConfig
+from popjax.devices import device_divisor, use_cpu_cores
 from popjax.distributed import Distributed
 from popjax.plan import Plan
 from popjax.progress import ProgressBar
@@ -39,6 +40,10 @@ def run(
     **overrides,
 ) -> SweepResult:
     """Runs a whole sweep and returns its result.
+
+    On a CPU, as ``popjax run`` does, JAX shows one device per core (as many as divide the
+    population) and the members are sharded over them, if JAX has not started yet in this
+    process (no operation run, no device queried); ``JAX_NUM_CPU_DEVICES=1`` keeps one device.
 
     Args:
       config: a ``SweepConfig``, the path of a TOML config, or None for the built-in default.
@@ -78,6 +83,9 @@ def run(
       >>> result.best_hparams["learning_rate"], result.best_test["accuracy"]
     """
     plan, task, out = plan_run(config, task=task, out=out, write=write, resume=resume, **overrides)
+    if distributed is None:
+        # As the command does: a device per core, where JAX has not started (a no-op if it has).
+        use_cpu_cores(device_divisor(plan))
     return run_plan(
         plan,
         task=task,

@@ -90,3 +90,29 @@ def cached_arrays(
         if partial is not None:
             Path(partial).unlink(missing_ok=True)
     return arrays
+
+
+def cached_json(kind: str, key: dict, make: Callable[[], dict]) -> tuple[dict, bool]:
+    """``(make()'s dict, whether it came from the cache)``: a choice worth keeping across runs
+    (the population that fits), stored under ``key`` (JSON-serializable) as a small JSON file.
+    ``make`` raising stores nothing."""
+    if not enabled():
+        return make(), False
+    name = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = cache_dir() / kind / f"{name}.json"
+    try:
+        return json.loads(path.read_text()), True
+    except (OSError, ValueError):  # absent or damaged: made anew
+        pass
+    value = make()
+    partial = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json", delete=False) as f:
+            partial = f.name
+            json.dump(value, f)
+        os.replace(partial, path)
+    except OSError:
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
+    return value, False

@@ -15,11 +15,10 @@ the shards of its own devices.
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
-
-import orbax.checkpoint as ocp
 
 from popjax.errors import PopjaxError
 
@@ -31,18 +30,28 @@ class SweepCheckpoints:
 
     def __init__(self, run_dir, keep: int = 3, asynchronous: bool = True):
         self.directory = (Path(run_dir) / DIRNAME).absolute()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=True,
-            enable_async_checkpointing=asynchronous,
-        )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        # orbax takes about a second to import: it loads at the first save (or restore),
+        # after the first round, not before it.
+        self.keep, self.asynchronous, self._manager = keep, asynchronous, None
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            ocp = _import_orbax()
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep,
+                create=True,
+                enable_async_checkpointing=self.asynchronous,
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        return self._manager
 
     def save(self, rounds_done: int, state, meta: dict) -> None:
         """Saves ``state`` (a pytree of arrays) and ``meta`` (plain JSON data); returns before
         the files are written. The sweep may go on changing (or donating) ``state`` and
         ``meta``: both are copied first."""
         meta = json.loads(json.dumps(meta))
+        ocp = _import_orbax()
         self.manager.save(
             rounds_done,
             args=ocp.args.Composite(
@@ -53,7 +62,8 @@ class SweepCheckpoints:
 
     def wait(self) -> None:
         """Returns once every save started is written."""
-        self.manager.wait_until_finished()
+        if self._manager is not None:
+            self._manager.wait_until_finished()
 
     def rounds_saved(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -66,6 +76,7 @@ class SweepCheckpoints:
         """
         saved = self.rounds_saved()
         damaged = []
+        ocp = _import_orbax()
         for rounds_done in reversed(saved):
             try:
                 restored = self.manager.restore(
@@ -95,5 +106,10 @@ class SweepCheckpoints:
 
     def close(self) -> None:
         """Waits for a pending save, then lets go of the folder."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+
+
+def _import_orbax():
+    return importlib.import_module("orbax.checkpoint")

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
 def run_command(args) -> int:
     # Imported here so that `popjax --help` answers without starting JAX.
     from popjax.api import run_plan
-    from popjax.devices import use_cpu_cores
+    from popjax.devices import device_divisor, use_cpu_cores
     from popjax.distributed import Distributed
     from popjax.report import best_members_table
     from popjax.sweep import plan_run
@@ -226,16 +226,6 @@ def population_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f'give a whole number of members or "auto" (got {text!r})'
         ) from None
-
-
-def device_divisor(plan) -> int | None:
-    """What the CPU's device count must divide: the population, or with groups the greatest
-    common divisor of theirs; None for ``population = "auto"``, sized to a multiple of them."""
-    import math
-
-    if plan.config.auto_population:
-        return None
-    return math.gcd(*(g.config.population for g in plan.groups))
 
 
 def refuse_existing(path) -> None:

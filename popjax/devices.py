@@ -37,3 +37,11 @@ def use_cpu_cores(population: int | None = None) -> int | None:
     except RuntimeError:  # JAX already started: keep its devices
         return None
     return count
+
+
+def device_divisor(plan) -> int | None:
+    """What the CPU's device count must divide: the population, or with groups the greatest
+    common divisor of theirs; None for ``population = "auto"``, sized to a multiple of them."""
+    if plan.config.auto_population:
+        return None
+    return math.gcd(*(g.config.population for g in plan.groups))

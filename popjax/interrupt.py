@@ -11,8 +11,6 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from popjax.distributed import largest_on_any_process
-
 
 class SweepInterrupted(Exception):
     """A sweep stopped by a signal after saving a checkpoint; the message says how to resume."""
@@ -36,6 +34,9 @@ class StopRequests:
         """The signal that stops every process after this round, or None to go on.
 
         Every process must call it at the same point of each round."""
+        # Imported here: the command's parser imports this module, and --help needs no JAX.
+        from popjax.distributed import largest_on_any_process
+
         signum = largest_on_any_process(self.signum or 0)
         return signum or None
 

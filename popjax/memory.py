@@ -15,6 +15,9 @@ from collections.abc import Callable
 from popjax.amounts import format_bytes, parse_bytes
 from popjax.errors import PopjaxError
 
+# The members a device holds in the two rounds ``largest_population`` measures first.
+MEASURED = (4, 8)
+
 # XLA's plan leaves out the runtime's own buffers and fragmentation.
 HEADROOM = 0.9
 
@@ -32,6 +35,13 @@ def device_budget(limit: str | int = "", devices=None) -> int:
         return int(stats["bytes_limit"] * HEADROOM)
     machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return int(machine * HEADROOM / max(1, len(devices)))
+
+
+def planning_options(platform: str) -> dict:
+    """XLA options for a compile whose memory plan alone is read: on the CPU, LLVM's
+    optimizations off. They come after XLA's buffer assignment, so the plan is the same (checked:
+    the same bytes to the byte) and the compile takes about half the time."""
+    return {"xla_backend_optimization_level": 0} if platform == "cpu" else {}
 
 
 def compiled_bytes(compiled) -> int | None:
@@ -103,9 +113,11 @@ def largest_population(
             )
         return measured[local] <= budget
 
-    fits(4), fits(8)
-    per_member = max(1.0, (measured[8] - measured[4]) / 4)  # per member on a device
-    guess = max(1, int((budget - (measured[4] - 4 * per_member)) // per_member))
+    low_count, high_count = MEASURED
+    fits(low_count), fits(high_count)
+    per_member = max(1.0, (measured[high_count] - measured[low_count]) / (high_count - low_count))
+    fixed = measured[low_count] - low_count * per_member
+    guess = max(1, int((budget - fixed) // per_member))
     # Gallop from the guess (usually one off at most) to a bracket: ``low`` fits, ``high``
     # does not; then halve it.
     low, high, step = (guess, None, 1) if fits(guess) else (None, guess, 1)

@@ -6,6 +6,7 @@ and test, and the fit of its round in a device's memory (slices of members, ``po
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from popjax import cache as caches
 from popjax import memory
 from popjax import mesh as meshes
 from popjax.amounts import format_bytes
@@ -98,11 +100,19 @@ class GroupProgram:
             jax.eval_shape(self.init, train),
         )
 
-    def round_bytes(self, members) -> int | None:
+    def lower_round(self, members) -> jax.stages.Lowered:
+        """The round lowered for ``members``' shapes and sharding; nothing compiled yet."""
+        return self.round_fn.lower(*self.abstract_state(members), 0, self.data)
+
+    def round_bytes(self, members, lowered=None, planning=False) -> int | None:
         """XLA's plan of the round's memory on one device. Compiling it here costs nothing
-        later: the first round's call finds the program compiled."""
-        compiled = self.round_fn.lower(*self.abstract_state(members), 0, self.data).compile()
-        return memory.compiled_bytes(compiled)
+        later: the first round's call finds the program compiled. ``planning`` compiles a
+        program only to read its plan, more cheaply (``memory.planning_options``)."""
+        lowered = lowered if lowered is not None else self.lower_round(members)
+        if planning:
+            options = memory.planning_options(members.mesh.devices.flat[0].platform)
+            return memory.compiled_bytes(lowered.compile(compiler_options=options))
+        return memory.compiled_bytes(lowered.compile())
 
     @classmethod
     def build(
@@ -138,6 +148,10 @@ class GroupProgram:
 
         shards = members.mesh.size
         evaluate = make_evaluate(task, slices, shards)
+
+        def test(population, split):
+            return evaluate(population, split, False)[1]
+
         return cls(
             group=group,
             task=task,
@@ -158,10 +172,7 @@ class GroupProgram:
                 out_shardings=members,
                 donate_argnums=(0, 1),
             ),
-            test=jax.jit(
-                lambda population, split: evaluate(population, split, False)[1],
-                out_shardings=members,
-            ),
+            test=jax.jit(test, out_shardings=members),
             feed=feed,
         )
 
@@ -259,24 +270,42 @@ def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
     def task_of(sized: Plan) -> GroupTask:
         return dataclasses.replace(group_task, group=sized.groups[0])
 
-    def bytes_at(size):
-        program = GroupProgram.build(
-            task_of(resized(size)),
-            0,
-            jax.random.PRNGKey(0),
-            jax.random.PRNGKey(0),
-            members,
-            place,
-            1,
-        )
-        return program.round_bytes(members)
+    built = {}
 
     budget -= prefetched_bytes(group_task.task)
-    size, per_member = memory.largest_population(bytes_at, members.mesh.size, budget)
+
+    def program_at(size):
+        if size not in built:  # sized with fixed keys: the choice must not depend on the seed
+            key = jax.random.PRNGKey(0)
+            built[size] = GroupProgram.build(task_of(resized(size)), 0, key, key, members, place, 1)
+        return built[size]
+
+    devices = list(members.mesh.devices.flat)
+    first = memory.MEASURED[0] * len(devices)
+    first_lowered = program_at(first).lower_round(members)
+
+    def bytes_at(size):
+        lowered = first_lowered if size == first else program_at(size).lower_round(members)
+        return program_at(size).round_bytes(members, lowered, planning=True)
+
+    def choose():
+        size, per_member = memory.largest_population(bytes_at, len(devices), budget)
+        return {"population": size, "per_member": per_member}
+
+    # The same round (its program text), devices and budget choose the same size again.
+    key = {
+        "round": hashlib.sha256(first_lowered.as_text().encode()).hexdigest(),
+        "budget": budget,
+        "devices": [len(devices), devices[0].platform, devices[0].device_kind],
+        "jax": jax.__version__,
+    }
+    choice, remembered = caches.cached_json("population", key, choose)
+    size, per_member = choice["population"], choice["per_member"]
     if is_main_process():
         print(
             f"popjax: population auto: {size} members fit in {format_bytes(budget)} "
-            f"per device at full speed (about {format_bytes(per_member)} a member)",
+            f"per device at full speed (about {format_bytes(per_member)} a member)"
+            + (", as measured before" if remembered else ""),
             file=sys.stderr,
         )
     sized = resized(size)

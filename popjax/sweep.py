@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from popjax import cache as caches
+from popjax import compile_log, memory
 from popjax import data as datasets
-from popjax import memory
 from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
@@ -76,6 +76,8 @@ class SweepResult:
     # Per group whose training split streamed: its window, windows placed, seconds spent
     # preparing them (host gather and copy) and waiting for them (``popjax.stream``).
     stream: dict | None = None
+    # Per program: compiles, seconds tracing, lowering and compiling, how many the cache served.
+    compile: dict | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class SweepResult:
             "compilations": self.compilations,
             "groups": self.groups,
             "memory": self.memory,
+            "compile": self.compile,
         }
 
 
@@ -154,6 +157,15 @@ def run_plan(
         the run folder this process writes, else None), ``end(result)`` once the sweep has
         finished (not on an error or a stop), and ``close()`` on every way out.
     """
+    with compile_log.recording() as log:
+        return _run_plan(
+            plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
+        )
+
+
+def _run_plan(
+    plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
+) -> SweepResult:
     start = time.perf_counter()
     if not cache:
         caches.disable()
@@ -179,7 +191,8 @@ def run_plan(
     budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
     check_data_fits([group_task.task for group_task in group_tasks], budget)
     if plan.config.auto_population:
-        plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
+        with compile_log.phase("memory_plan"):
+            plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
     config = plan.config
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
@@ -274,6 +287,7 @@ def run_plan(
         for watcher in watchers:
             if hasattr(watcher, "end"):
                 watcher.end(result)
+    result.compile = log.summary()
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())

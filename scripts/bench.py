@@ -317,6 +317,8 @@ def count_sweep_compilations(model, dataset) -> dict:
         "round_program_compilations": result.compilations,
         "all_xla_compilations": len(compiles),
         "all_compile_seconds": sum(compiles),
+        # Per program: compiles, seconds tracing, lowering and compiling, cache hits.
+        "compile": result.compile,
     }
 
 

@@ -39,6 +39,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from popjax import data as datasets  # noqa: E402
+
+# JAX starts here, on one CPU device, before any test runs: popjax.run's device per core
+# applies only where JAX has not started, so no test's devices depend on the tests before it.
+jax.devices()
 from popjax.nn import MLP  # noqa: E402
 
 # popjax's cache (compiled programs, MNIST-1D) in a folder of the test run's own, shared by the

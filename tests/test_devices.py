@@ -92,3 +92,21 @@ def test_population_that_devices_do_not_divide_names_sizes_that_work(tmp_path):
     assert done.returncode == 2
     assert "population 12 does not divide over 8 devices: use 8 or 16" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_run_from_python_uses_a_device_per_core_where_jax_has_not_started():
+    from popjax.devices import cpu_cores, use_cpu_cores
+
+    script = (
+        "import numpy as np, popjax\n"
+        "x, y = np.ones((64, 4), np.float32), np.arange(64, dtype=np.int32) % 2\n"
+        "data = popjax.data.from_arrays(x[:48], y[:48], x[48:], y[48:], val_fraction=0.25)\n"
+        "r = popjax.run(population=4, steps=4, interval=2, batch_size=8, write=False,\n"
+        "               progress=False, data=data, model=popjax.nn.MLP(hidden=(4,)))\n"
+        "print(len(r.devices))\n"
+    )
+    done = run_process(["python", "-c", script])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) == np.gcd(cpu_cores(), 4)
+    # Here JAX has started (on one device): the device count stays as it is.
+    assert use_cpu_cores(4) is None

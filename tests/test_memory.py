@@ -88,12 +88,20 @@ def test_a_round_over_the_limit_runs_in_slices_with_the_same_results():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_finds_the_most_members_whose_round_fits_whole():
+def test_auto_finds_the_most_members_whose_round_fits_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("POPJAX_CACHE_DIR", str(tmp_path))  # the choice is remembered here
     devices = jax.device_count()
     reference = popjax.run(population=6 * devices, **SWEEP)
     limit = reference.memory["all"]["round_bytes"]
     auto = popjax.run(population="auto", memory_limit=limit, **SWEEP)
     size = auto.config.population
+    # Sized from rounds compiled only to read their memory plans; the same round, devices and
+    # limit again are sized from the choice remembered, with no such compile.
+    assert auto.compile["memory_plan/round_fn"]["count"] >= 2
+    again = popjax.run(population="auto", memory_limit=limit, **SWEEP)
+    assert again.config.population == size
+    assert again.compile.get("memory_plan/round_fn", {"count": 0})["count"] == 0
+    assert again.compile["round_fn"]["count"] == 1
     assert size >= 6 * devices and size % devices == 0
     assert auto.memory["all"] == {"slices": 1, "round_bytes": auto.memory["all"]["round_bytes"]}
     assert auto.memory["all"]["round_bytes"] <= limit
