@@ -48,8 +48,8 @@ def test_a_missing_learning_rate_or_unknown_family_is_one_line():
     with pytest.raises(PopjaxError, match="reads learning_rate") as error:
         optim.member_optimizer({"momentum": 0.9})
     assert "\n" not in str(error.value)
-    with pytest.raises(PopjaxError, match="unknown optimizer family 'lion'"):
-        optim.member_optimizer({"learning_rate": 0.1}, family="lion")
+    with pytest.raises(PopjaxError, match="unknown optimizer 'lino': did you mean 'lion'"):
+        optim.member_optimizer({"learning_rate": 0.1}, family="lino")
 
 
 def test_every_family_default_is_documented_in_the_readme():
