@@ -345,3 +345,30 @@ def init_state(params, hparams: Mapping[str, jax.Array] | None = None, family="s
         return member_optimizer(zeros, family=chosen).init(params)
     values = {name: 0.0 for name, d in chosen.reads.items() if d == REQUIRED}
     return member_optimizer({**values, **(hparams or {})}, family=chosen).init(params)
+
+
+def optimizer_table(names=None) -> str:
+    """The Markdown table of ``docs/optimizers.md``: for each optimizer, the hyperparameters
+    it reads per member with their defaults, and the arguments fixed for the sweep.
+
+    Args:
+      names: the optimizers to list; every one a name chooses (``optimizer_names()``) if None.
+    """
+    rows = [
+        "| optimizer | read per member (default) | fixed for the sweep |",
+        "| --- | --- | --- |",
+    ]
+    for name in names or optimizer_names():
+        family = resolve_family(name)
+        reads = ", ".join(
+            f"`{n}` ({REQUIRED if d is None else d if isinstance(d, str) else f'{d:g}'})"
+            for n, d in family.reads.items()
+        )
+        static = ", ".join(f"`{n}`" for n in family.static) or "-"
+        where = "popjax" if family.own else _home(family.factory)
+        rows.append(f"| `{name}` ({where}) | {reads} | {static} |")
+    return "\n".join(rows)
+
+
+def _home(factory) -> str:
+    return "optax.contrib" if factory.__module__.startswith("optax.contrib") else "optax"
