@@ -1,6 +1,9 @@
 """A member's optimizer reads what its family needs and takes the documented default for what
 the search space does not name, matching optax's own optimizers."""
 
+import re
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,3 +244,72 @@ def test_a_built_in_space_refuses_what_the_family_does_not_read_in_one_line():
         schedule="warmup_exponential",
         optimizer="adafactor",
     )
+
+
+@pytest.mark.slow
+def test_a_sweep_with_an_optax_optimizer_trains_and_records_it(tmp_path, tiny_run):
+    import tomllib
+
+    optimizer = {"name": "adafactor", "min_dim_size_to_factor": 2}
+    space = {
+        "optimizer": optimizer,
+        "learning_rate": {"prior": "log_uniform", "low": 0.01, "high": 0.1},
+        "momentum": {"prior": "uniform", "low": 0.0, "high": 0.9},
+    }
+    run = tiny_run(population=2, steps=10, interval=5, space=space, out=tmp_path / "run")
+    assert {"learning_rate", "momentum", "decay_rate"} - set(run.best_hparams) == {"decay_rate"}
+    written = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    assert written["space"]["optimizer"] == optimizer
+
+
+@pytest.mark.slow
+def test_a_pbt_copy_carries_the_optax_optimizer_state():
+    from popjax.data import Dataset
+    from popjax.mesh import population_mesh
+    from popjax.nn import MLP
+    from popjax.pbt import copy_members
+    from popjax.population import select
+
+    from conftest import classifier, members, segment_of, tree_equal
+
+    family = {"name": "adafactor", "min_dim_size_to_factor": 2}
+    x, y = np.linspace(-1, 1, 8 * 5, dtype=np.float32).reshape(8, 5), np.arange(8) % 3
+    data = Dataset(x, y, x, y, x, y)
+    task = classifier(data, MLP(hidden=(8,), num_classes=3), batch_size=4, optimizer=family)
+    space = SearchSpace({"momentum": Uniform(0.0, 0.9)}, optimizer=family)
+    population, _ = segment_of(task, 2)(members(task, space.sample(jax.random.key(0), 3)))
+    source, rank = jnp.array([2, 1, 2]), jnp.array([0, 1, 2])  # member 0 copies member 2
+    copied = copy_members(population, source, rank, population_mesh(jax.devices()[:1]))
+    moments = select(copied, 0).state["opt_state"]
+    assert tree_equal(moments, select(population, 2).state["opt_state"])
+    assert not tree_equal(moments, select(population, 0).state["opt_state"])
+    assert float(select(copied, 0).hparams["momentum"]) == float(population.hparams["momentum"][2])
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "optimizers.md"
+
+
+def test_the_docs_table_is_what_the_code_reads():
+    text = DOCS.read_text()
+    marker = re.search(
+        r"<!-- optimizer table: popjax\.optim\.optimizer_table\(\), optax (\S+) -->", text
+    )
+    table = text[marker.end() : text.index("<!-- end of optimizer table -->")].strip()
+    names = [re.match(r"\| `([^`]+)`", row).group(1) for row in table.splitlines()[2:]]
+    if marker.group(1) == optax.__version__:
+        assert table == optim.optimizer_table(), "regenerate the table: optim.optimizer_table()"
+    else:  # another optax: popjax's own rows hold, and every optimizer listed still exists
+        assert table.splitlines()[:4] == optim.optimizer_table(names[:2]).splitlines()
+        for name in names:
+            optim.resolve_family(name)
+
+
+def test_the_docs_factory_reads_what_the_page_says():
+    block = DOCS.read_text().split("# my_optimizers.py\n")[1].split("```")[0]
+    scope = {}
+    exec(block, scope)
+    family = optim.resolve_family({"name": scope["clipped_adamw"], "nesterov": True})
+    assert list(family.reads) == ["learning_rate", "clip", "weight_decay"]
+    assert family.fixed == {"nesterov": True}
+    hparams = {"learning_rate": jnp.array([0.1, 0.01]), "clip": jnp.array([0.5, 2.0])}
+    vmapped_updates(family, None)(hparams)  # traces with per-member values
