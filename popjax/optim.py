@@ -328,7 +328,8 @@ def _build(family: Family, hparams) -> optax.GradientTransformation:
 
 
 def _fixed_only(family: Family, arguments) -> PopjaxError:
-    traced = [n for n, v in arguments.items() if isinstance(v, jax.core.Tracer)]
+    tracer = getattr(jax.core, "Tracer", ())  # public on the jax versions popjax supports
+    traced = [n for n, v in arguments.items() if isinstance(v, tracer)]
     return PopjaxError(
         f"optimizer {family.name} branches on the value of one of {', '.join(traced)}, so it "
         f"cannot differ per member: fix it for the sweep, optimizer = "

@@ -277,7 +277,9 @@ def test_a_pbt_copy_carries_the_optax_optimizer_state():
     data = Dataset(x, y, x, y, x, y)
     task = classifier(data, MLP(hidden=(8,), num_classes=3), batch_size=4, optimizer=family)
     space = SearchSpace({"momentum": Uniform(0.0, 0.9)}, optimizer=family)
-    population, _ = segment_of(task, 2)(members(task, space.sample(jax.random.key(0), 3)))
+    # Made and trained in one compiled call: popjax's eager init compiles op by op.
+    trained = jax.jit(lambda hparams: segment_of(task, 2)(members(task, hparams))[0])
+    population = trained(space.sample(jax.random.key(0), 3))
     source, rank = jnp.array([2, 1, 2]), jnp.array([0, 1, 2])  # member 0 copies member 2
     copied = copy_members(population, source, rank, population_mesh(jax.devices()[:1]))
     moments = select(copied, 0).state["opt_state"]
