@@ -62,8 +62,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "patience": Hyperparameter("round", neutral=math.inf),
 }
 
-# Adam wants smaller steps than SGD.
+# Adam wants smaller steps than SGD, and sign-based optimizers smaller still (Lion's authors
+# take its rate 3-10x below AdamW's).
 ADAM_LEARNING_RATE = LogUniform(1e-4, 1e-2)
+SIGN_LEARNING_RATE = LogUniform(1e-5, 1e-3)
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "warmup_exponential", "step_decay")
 
@@ -83,3 +85,14 @@ DEFAULT_PRIORS = {n: h.prior for n, h in HYPERPARAMETERS.items() if h.prior is n
 NAMED_CHOICES = {n: h.options for n, h in HYPERPARAMETERS.items() if h.options}
 OPTIMIZER_HPARAMS = {family: owned_by(family) for family in OPTIMIZERS}
 SCHEDULE_HPARAMS = {schedule: owned_by(schedule) for schedule in SCHEDULES}
+
+
+def learning_rate_prior(family: str) -> Prior:
+    """The default learning-rate prior of an optimizer family, by its name: SGD's for the SGDs,
+    a smaller one for the sign-based (Lion, signum), Adam's for every other (adaptive) one."""
+    bare = family.removeprefix("optax.").removeprefix("contrib.")
+    if bare in ("sgd", "noisy_sgd"):
+        return DEFAULT_PRIORS["learning_rate"]
+    if bare in ("lion", "signum", "sign_sgd"):
+        return SIGN_LEARNING_RATE
+    return ADAM_LEARNING_RATE

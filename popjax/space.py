@@ -8,14 +8,15 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from popjax.errors import shown, unknown_name_error
+from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.hyperparameters import (
-    ADAM_LEARNING_RATE,
     DEFAULT_PRIORS,
     NAMED_CHOICES,
     NEUTRAL_VALUES,
     OPTIMIZER_HPARAMS,
+    learning_rate_prior,
 )
+from popjax.optim import resolve_family
 from popjax.priors import (  # noqa: F401  (re-exported: the priors are part of a space)
     Choice,
     Fixed,
@@ -78,27 +79,24 @@ class SearchSpace:
             self.optimizer = optimizer
             self.priors = {**self.given, **parameter_priors}
             return
-        if not isinstance(optimizer, str) or optimizer not in OPTIMIZER_HPARAMS:
-            raise SpaceError(
-                unknown_name_error("optimizer", str(optimizer), tuple(OPTIMIZER_HPARAMS))
-            )
         self.optimizer = optimizer
-        required = (
-            "learning_rate",
-            *OPTIMIZER_HPARAMS[optimizer],
-            "dropout",
-            "weight_decay",
-        )
-        known = (*required, *NEUTRAL_VALUES, *parameters)
+        family, required, reads = optimizer_hparams(optimizer)
+        known = (*required, *reads, *NEUTRAL_VALUES, *parameters)
         for name in self.schedules:
             if name not in known:
                 raise SpaceError(unknown_name_error("scheduled hyperparameter", name, known))
         for name, prior in self.given.items():
             if name not in known:
-                _explain_unknown(name, known, self.schedule, optimizer)
+                _explain_unknown(name, known, self.schedule, family)
             if name in NAMED_CHOICES and isinstance(prior, (Choice, Fixed)):
                 _check_choice_indices(name, prior)
-        defaults = {"learning_rate": ADAM_LEARNING_RATE} if optimizer == "adam" else {}
+        for name in set(reads) & set(parameters):
+            raise SpaceError(
+                f"{name} is both a parameter of the {family} optimizer and of the schedule: "
+                f'fix the optimizer\'s, optimizer = {{name = "{family}", {name} = ...}}, '
+                "or choose another schedule"
+            )
+        defaults = {"learning_rate": learning_rate_prior(family)}
         self.priors: dict[str, Prior] = {
             **{
                 name: self.given.get(name, defaults.get(name, DEFAULT_PRIORS[name]))
@@ -158,7 +156,7 @@ class SearchSpace:
                 **self._schedule_entry(),
                 **{name: prior_to_dict(prior) for name, prior in self.priors.items()},
             }
-        statics = {"optimizer": self.optimizer} if self.optimizer != "sgd" else {}
+        statics = {"optimizer": optimizer_data(self.optimizer)} if self.optimizer != "sgd" else {}
         return {
             **self._schedule_entry(),
             **statics,
@@ -203,11 +201,9 @@ class SearchSpace:
             return SearchSpace(priors, schedule=schedules, builtin=False)
         optimizer = table.pop("optimizer", self.optimizer)
         if optimizer != self.optimizer:
-            dropped |= set(OPTIMIZER_HPARAMS.get(self.optimizer, ()))
-            old_default = (
-                ADAM_LEARNING_RATE if self.optimizer == "adam" else DEFAULT_PRIORS["learning_rate"]
-            )
-            if self.priors["learning_rate"] == old_default:
+            family, required, reads = optimizer_hparams(self.optimizer)
+            dropped |= {*required, *reads} - {"learning_rate", "weight_decay", "dropout"}
+            if self.priors.get("learning_rate") == learning_rate_prior(family):
                 dropped.add("learning_rate")
         priors = {name: prior for name, prior in self.priors.items() if name not in dropped}
         priors.update({name: _builtin_prior(name, spec) for name, spec in table.items()})
@@ -237,6 +233,32 @@ def schedule_kinds(schedule) -> dict[str, str]:
         if not isinstance(kind, str) or kind not in KINDS:
             raise SpaceError(unknown_name_error("schedule", str(kind), tuple(KINDS)))
     return dict(schedule)
+
+
+def optimizer_hparams(optimizer) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """``(family name, required, optional)``: the hyperparameters a built-in task's space
+    holds for an optimizer (always), and those it may name (otherwise the family's default).
+    popjax's sgd and adam require all theirs; an optax optimizer requires its learning rate and
+    weight decay, when it takes them."""
+    try:
+        family = resolve_family(optimizer)
+    except PopjaxError as error:
+        raise SpaceError(str(error)) from None
+    if family.own:
+        return (
+            family.name,
+            ("learning_rate", *OPTIMIZER_HPARAMS[family.name], "dropout", "weight_decay"),
+            (),
+        )
+    required = (*(n for n in ("learning_rate", "weight_decay") if n in family.reads), "dropout")
+    return family.name, required, tuple(n for n in family.reads if n not in required)
+
+
+def optimizer_data(optimizer):
+    """An optimizer as a config writes it: a name, an import path, or a table of one."""
+    if isinstance(optimizer, Mapping):
+        return {**optimizer, "name": optimizer_data(optimizer["name"])}
+    return optimizer if isinstance(optimizer, str) else resolve_family(optimizer).name
 
 
 def _explain_unknown(name: str, known, schedule: str, optimizer: str):

@@ -8,7 +8,7 @@ of the step on; at its neutral value it changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +73,7 @@ def classification(
     *,
     batch_size: int = 128,
     loss: LossFn = cross_entropy,
-    optimizer: str = "sgd",
+    optimizer: str | Callable | Mapping = "sgd",
     metric: str = "accuracy",
     eval_chunk: int = EVAL_CHUNK,
 ) -> Task:
@@ -87,7 +87,9 @@ def classification(
       data: the splits, labels being integer classes.
       batch_size: examples per member per step.
       loss: ``loss(logits, labels) -> mean loss``.
-      optimizer: the family, "sgd" (with momentum) or "adam"; coefficients are hyperparameters.
+      optimizer: the family: "sgd" (with momentum), "adam", any optax optimizer by name
+        ("lion", "adafactor"), a factory, or a table with arguments fixed for the sweep (see
+        ``popjax.optim.resolve_family``); its numeric arguments are hyperparameters.
       eval_chunk: examples evaluated at once per member.
     """
     return _supervised(
@@ -109,7 +111,7 @@ def regression(
     *,
     batch_size: int = 128,
     loss: LossFn = mean_squared_error,
-    optimizer: str = "sgd",
+    optimizer: str | Callable | Mapping = "sgd",
     eval_chunk: int = EVAL_CHUNK,
 ) -> Task:
     """A regression of real-valued targets; PBT selects the lowest validation loss.
@@ -153,6 +155,7 @@ def _supervised(
         train, {"x": data.x_val, "y": data.y_val}, {"x": data.x_test, "y": data.y_test}
     )
     num_train = len(data.x_train)
+    optimizer = optim.resolve_family(optimizer)  # once, not at every trace
 
     def apply(state, x, hparams, train_mode, key=None, rate=0.0):
         variables = {"params": state["params"], **_collections(state)}
