@@ -43,6 +43,7 @@ from popjax import data as datasets  # noqa: E402
 # JAX starts here, on one CPU device, before any test runs: popjax.run's device per core
 # applies only where JAX has not started, so no test's devices depend on the tests before it.
 jax.devices()
+from popjax import cache as caches  # noqa: E402
 from popjax.nn import MLP  # noqa: E402
 
 # popjax's cache (compiled programs, MNIST-1D) in a folder of the test run's own, shared by the
@@ -54,6 +55,9 @@ OWNS_CACHE = "POPJAX_TEST_CACHE" not in os.environ
 os.environ["POPJAX_TEST_CACHE"] = SESSION_CACHE
 os.environ["POPJAX_CACHE_DIR"] = SESSION_CACHE
 os.environ.pop("POPJAX_CACHE", None)
+# This process too: a program that several tests compile (the same tiny sweep, the same step) is
+# compiled once a session, whichever worker or test compiles it first.
+caches.enable_compilation_cache()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -39,9 +39,15 @@ NEUTRAL = {
 }
 
 
+@pytest.fixture(scope="module")
+def without_extras(small_data, small_model):
+    """The members before and after training without any hyperparameter of NEUTRAL."""
+    return train(small_data, small_model, with_extra(2))
+
+
 @pytest.mark.parametrize("name", sorted(NEUTRAL))
-def test_neutral_value_matches_a_run_without_it(name, small_data, small_model):
-    start, plain = train(small_data, small_model, with_extra(2))
+def test_neutral_value_matches_a_run_without_it(name, small_data, small_model, without_extras):
+    start, plain = without_extras
     start_n, neutral = train(small_data, small_model, with_extra(2, **{name: NEUTRAL[name]}))
     assert tree_equal(start.params, start_n.params)  # init_* at neutral: the same weights
     assert tree_allclose(plain.params, neutral.params, rtol=1e-5, atol=1e-6)
