@@ -51,7 +51,11 @@ def update(stats: RunningStats, batch: jax.Array) -> RunningStats:
     total = stats.count + batch_count
     delta = batch_mean - stats.mean
     mean = stats.mean + delta * batch_count / total
-    m2 = stats.var * stats.count + batch_var * batch_count + delta**2 * stats.count * batch_count / total
+    m2 = (
+        stats.var * stats.count
+        + batch_var * batch_count
+        + delta**2 * stats.count * batch_count / total
+    )
     return RunningStats(mean, m2 / total, total)
 
 

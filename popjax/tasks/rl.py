@@ -61,6 +61,28 @@ TEXTBOOK_CONTINUOUS = {**TEXTBOOK, "learning_rate": 3e-4, "ent_coef": 0.0, "init
 ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-5, "weight_decay": 0.0}
 
 
+def generalized_advantages(reward, done, value, last_value, gamma, lam):
+    """Generalized advantage estimation over a rollout (``[T, envs]`` arrays; ``last_value``:
+    the value of the observation after the last step): ``(advantages, value targets)``. An
+    episode's end (``done``) cuts the sums; at a time limit, ``reward`` already holds the
+    discounted value of the observation the episode reached."""
+
+    def backwards(carry, t):
+        gae, next_value = carry
+        r, d, v = t
+        delta = r + gamma * next_value * (1 - d) - v
+        gae = delta + gamma * lam * (1 - d) * gae
+        return (gae, v), gae
+
+    _, gae = jax.lax.scan(
+        backwards,
+        (jnp.zeros_like(last_value), last_value),
+        (reward, done, value),
+        reverse=True,
+    )
+    return gae, gae + value
+
+
 def ppo(
     env: str = "CartPole-v1",
     *,
@@ -187,25 +209,17 @@ def ppo(
         return carry, transitions
 
     def advantages(reward, transitions, last_value, hparams):
-        done, value = transitions["done"], transitions["value"]
-        gamma, lam = hparams["gamma"], hparams["gae_lambda"]
+        gamma = hparams["gamma"]
         if bootstrap:  # the episode was cut, not over: its last reward carries what follows
             reward = reward + gamma * transitions["truncated_value"]
-
-        def backwards(carry, t):
-            gae, next_value = carry
-            r, d, v = t
-            delta = r + gamma * next_value * (1 - d) - v
-            gae = delta + gamma * lam * (1 - d) * gae
-            return (gae, v), gae
-
-        _, gae = jax.lax.scan(
-            backwards,
-            (jnp.zeros_like(last_value), last_value),
-            (reward, done, value),
-            reverse=True,
+        return generalized_advantages(
+            reward,
+            transitions["done"],
+            transitions["value"],
+            last_value,
+            gamma,
+            hparams["gae_lambda"],
         )
-        return gae, gae + value
 
     def loss_fn(params, minibatch, hparams):
         obs, action, old_value, old_log_prob, advantage, target = minibatch

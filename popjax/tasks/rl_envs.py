@@ -190,7 +190,6 @@ def environments(env_name: str, episode_length: int | None, backend: str | None)
         )
     if backend is not None:
         raise PopjaxError(
-            f"backend is for Brax environments ('brax:...'), not gymnax's '{env_name}': "
-            "remove it"
+            f"backend is for Brax environments ('brax:...'), not gymnax's '{env_name}': remove it"
         )
     return gymnax_environments(env_name, episode_length)
