@@ -205,3 +205,8 @@ def test_a_brax_environment_runs_under_popjax_run_from_a_config(tmp_path, capsys
     assert last["val_env_steps"] == [2 * 2 * 8] * 2
     # The pole earns 1 a step while it stands, at most episode_length in an episode.
     assert all(0 < r <= 16 for r in last["val_return"])
+
+
+def test_a_brax_setting_on_a_gymnax_environment_is_a_one_line_error():
+    with pytest.raises(popjax.PopjaxError, match="backend is for Brax environments"):
+        rl.ppo("Pendulum-v1", backend="spring")
