@@ -23,11 +23,28 @@ from popjax import optim
 from popjax.errors import PopjaxError
 from popjax.priors import LogUniform, Uniform
 from popjax.task import Task
-from popjax.tasks import normalize as norm
+from popjax.tasks.normalize import (
+    RunningStats,
+    discounted_returns,
+    normalize,
+    scale_rewards,
+)
+from popjax.tasks.normalize import (
+    update as update_stats,
+)
 from popjax.tasks.rl_envs import environments, make_env
 from popjax.tasks.rl_policies import ActorCritic, categorical_policy, gaussian_policy
 
-__all__ = ["ActorCritic", "PPO_CONTINUOUS_SPACE", "PPO_SPACE", "TEXTBOOK", "make_env", "ppo"]
+__all__ = [
+    "ActorCritic",
+    "PPO_CONTINUOUS_SPACE",
+    "PPO_SPACE",
+    "TEXTBOOK",
+    "TEXTBOOK_CONTINUOUS",
+    "generalized_advantages",
+    "make_env",
+    "ppo",
+]
 
 # Each searchable coefficient's default prior, around the textbook setting (``TEXTBOOK``).
 PPO_SPACE = {
@@ -152,7 +169,7 @@ def ppo(
 
     def seen(state, obs):
         """An observation as the policy sees it."""
-        return norm.normalize(state["obs_stats"], obs) if normalize_obs else obs
+        return normalize(state["obs_stats"], obs) if normalize_obs else obs
 
     def init(key, hparams):
         net_key, env_key = jax.random.split(key)
@@ -170,9 +187,9 @@ def ppo(
             "env_steps": jnp.zeros((), jnp.int32),
         }
         if normalize_obs:
-            state["obs_stats"] = norm.RunningStats.initial(envs.obs_shape)
+            state["obs_stats"] = RunningStats.initial(envs.obs_shape)
         if normalize_reward:
-            state["return_stats"] = norm.RunningStats.initial()
+            state["return_stats"] = RunningStats.initial()
             state["discounted_return"] = jnp.zeros(num_envs)
         return state
 
@@ -245,12 +262,12 @@ def ppo(
         if normalize_reward:
             # The statistics take this rollout's returns first: they do not depend on the
             # scale, and the first update then sees rewards already scaled.
-            running, returns = norm.discounted_returns(
+            running, returns = discounted_returns(
                 state["discounted_return"], reward, transitions["done"], hparams["gamma"]
             )
-            new_state["return_stats"] = norm.update(state["return_stats"], returns)
+            new_state["return_stats"] = update_stats(state["return_stats"], returns)
             new_state["discounted_return"] = running
-            reward = norm.scale_rewards(new_state["return_stats"], reward)
+            reward = scale_rewards(new_state["return_stats"], reward)
         advantage, target = advantages(reward, transitions, last_value, hparams)
         flat = jax.tree_util.tree_map(
             lambda x: x.reshape((batch,) + x.shape[2:]),
@@ -285,7 +302,7 @@ def ppo(
         )
         if normalize_obs:
             # After the update: the rollout and the loss saw the same normalisation.
-            new_state["obs_stats"] = norm.update(state["obs_stats"], transitions["raw_obs"])
+            new_state["obs_stats"] = update_stats(state["obs_stats"], transitions["raw_obs"])
         finished = transitions["finished"]
         episodes = jnp.sum(finished != 0.0)
         new_state.update(
