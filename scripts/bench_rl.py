@@ -7,10 +7,14 @@ trained alone, in one run on one machine.
   script trains one agent.
 
 Both run on JAX's default device (one CPU device here, so neither gets more cores); each figure
-is the fastest of ``--repeats`` timed runs, compilation excluded.
+is the fastest of ``--repeats`` timed runs, compilation excluded. Several environments run one
+after another in one run: by default CartPole-v1 (discrete actions, a categorical policy) and
+Pendulum-v1 (continuous actions, a Gaussian policy with running observation and return
+statistics).
 
-    python scripts/bench_rl.py                         # CartPole-v1, populations 1 8 32 128
+    python scripts/bench_rl.py                     # CartPole-v1 and Pendulum-v1, P = 1 8 32 128
     python scripts/bench_rl.py --env Acrobot-v1 --populations 1 16
+    python scripts/bench_rl.py --env brax:inverted_pendulum --populations 1 8
 """
 
 from __future__ import annotations
@@ -37,17 +41,10 @@ def fastest(run, repeats: int) -> float:
     return min(seconds)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--populations", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--interval", type=int, default=10, help="PPO updates per round")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
-
+def bench_env(env: str, args) -> dict:
+    """One environment's figures: one agent alone, then each population size."""
     num_envs, rollout_steps = 4, 128  # the task's defaults, named to count its steps
-    task = ppo(args.env, num_envs=num_envs, rollout_steps=rollout_steps)
+    task = ppo(env, num_envs=num_envs, rollout_steps=rollout_steps)
     space = SearchSpace(task.space, builtin=False)
     per_update = num_envs * rollout_steps
 
@@ -79,26 +76,30 @@ def main(argv=None) -> None:
         rate = size * args.interval * per_update / fastest(one_round, args.repeats)
         rows.append({"population": size, "env_steps_per_s": rate, "vs_alone": rate / alone_rate})
         print(
-            f"P={size:5d}: {rate:12,.0f} environment steps/s ({rate / alone_rate:.1f}x one "
-            "agent alone)",
+            f"{env} P={size:5d}: {rate:12,.0f} environment steps/s ({rate / alone_rate:.1f}x "
+            "one agent alone)",
             flush=True,
         )
     print(
-        f"one agent alone, jitted update loop: {alone_rate:,.0f} environment steps/s "
-        f"({args.env}, {jax.devices()[0].device_kind}, jax {jax.__version__})"
+        f"{env}, one agent alone, jitted update loop: {alone_rate:,.0f} environment steps/s "
+        f"({jax.devices()[0].device_kind}, jax {jax.__version__})",
+        flush=True,
     )
+    return {"env": env, "alone_env_steps_per_s": alone_rate, "rows": rows}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", nargs="+", default=["CartPole-v1", "Pendulum-v1"])
+    parser.add_argument("--populations", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--interval", type=int, default=10, help="PPO updates per round")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    results = [bench_env(env, args) for env in args.env]
     if args.out:
         with open(args.out, "w") as file:
-            json.dump(
-                {
-                    "env": args.env,
-                    "alone_env_steps_per_s": alone_rate,
-                    "rows": rows,
-                    "device": jax.devices()[0].device_kind,
-                },
-                file,
-                indent=1,
-            )
+            json.dump({"envs": results, "device": jax.devices()[0].device_kind}, file, indent=1)
 
 
 if __name__ == "__main__":

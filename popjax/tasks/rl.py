@@ -1,27 +1,50 @@
-"""Reinforcement learning as a task: PPO agents on gymnax environments, every agent with its own
-environments, all inside the compiled round.
+"""Reinforcement learning as a task: PPO agents on gymnax or Brax environments, every agent with
+its own environments, all inside the compiled round.
 
 A member's state is its whole agent: actor-critic weights, Adam's state, its vectorized
-environments' states and last observations, its running episode returns and the environment
-steps taken so far. One ``train`` call is one PPO update in the style of single-file JAX PPO: a
+environments' states and last observations, its running episode returns, the environment
+steps taken so far and, where normalisation is on, its running observation and return
+statistics. One ``train`` call is one PPO update in the style of single-file JAX PPO: a
 rollout of ``rollout_steps`` in each of ``num_envs`` environments (``lax.scan``), generalized
 advantage estimation, then ``epochs`` passes of ``minibatches`` clipped-objective steps.
 ``evaluate`` plays ``eval_episodes`` fresh episodes with its own keys and returns their mean
-return, the fitness. Needs ``gymnax`` (``pip install 'popjax[rl]'``).
+return, the fitness. Discrete action spaces get a categorical policy, continuous ones a
+Gaussian policy (``rl_policies``). Needs ``gymnax`` (``pip install 'popjax[rl]'``), or ``brax``
+for ``env = "brax:..."`` (``pip install 'popjax[brax]'``).
 """
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from popjax import optim
 from popjax.errors import PopjaxError
 from popjax.priors import LogUniform, Uniform
 from popjax.task import Task
+from popjax.tasks.normalize import (
+    RunningStats,
+    discounted_returns,
+    normalize,
+    scale_rewards,
+)
+from popjax.tasks.normalize import (
+    update as update_stats,
+)
+from popjax.tasks.rl_envs import environments, make_env
+from popjax.tasks.rl_policies import ActorCritic, categorical_policy, gaussian_policy
+
+__all__ = [
+    "ActorCritic",
+    "PPO_CONTINUOUS_SPACE",
+    "PPO_SPACE",
+    "TEXTBOOK",
+    "TEXTBOOK_CONTINUOUS",
+    "generalized_advantages",
+    "make_env",
+    "ppo",
+]
 
 # Each searchable coefficient's default prior, around the textbook setting (``TEXTBOOK``).
 PPO_SPACE = {
@@ -43,51 +66,38 @@ TEXTBOOK = {
     "gamma": 0.99,
     "max_grad_norm": 0.5,
 }
+# Continuous control: a Gaussian's entropy is in other units and the recipes use little or no
+# bonus (0 in single-file JAX PPO); the policy's initial log standard deviation is searched too.
+PPO_CONTINUOUS_SPACE = {
+    **PPO_SPACE,
+    "ent_coef": LogUniform(1e-5, 1e-2),
+    "gamma": Uniform(0.9, 0.999),
+    "init_log_std": Uniform(-1.0, 0.5),  # acts once, in init: the Gaussian's starting width
+}
+TEXTBOOK_CONTINUOUS = {**TEXTBOOK, "learning_rate": 3e-4, "ent_coef": 0.0, "init_log_std": 0.0}
 ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-5, "weight_decay": 0.0}
 
 
-class ActorCritic(nn.Module):
-    """Separate tanh MLPs for the policy's logits and the state's value.
+def generalized_advantages(reward, done, value, last_value, gamma, lam):
+    """Generalized advantage estimation over a rollout (``[T, envs]`` arrays; ``last_value``:
+    the value of the observation after the last step): ``(advantages, value targets)``. An
+    episode's end (``done``) cuts the sums; at a time limit, ``reward`` already holds the
+    discounted value of the observation the episode reached."""
 
-    Kernels are drawn normal with the scales of single-file PPO's orthogonal init (sqrt 2 in
-    the hidden layers, 0.01 for the logits, so the first policy is near uniform). Not the
-    orthogonal init itself: its QR decomposition, sharded over several CPU devices, never
-    returns on jax 0.10.
-    """
+    def backwards(carry, t):
+        gae, next_value = carry
+        r, d, v = t
+        delta = r + gamma * next_value * (1 - d) - v
+        gae = delta + gamma * lam * (1 - d) * gae
+        return (gae, v), gae
 
-    num_actions: int
-    hidden: int = 64
-
-    @nn.compact
-    def __call__(self, obs):
-        def dense(features, scale):
-            return nn.Dense(
-                features, kernel_init=nn.initializers.variance_scaling(scale**2, "fan_in", "normal")
-            )
-
-        actor = nn.tanh(dense(self.hidden, np.sqrt(2))(obs))
-        actor = nn.tanh(dense(self.hidden, np.sqrt(2))(actor))
-        logits = dense(self.num_actions, 0.01)(actor)
-        critic = nn.tanh(dense(self.hidden, np.sqrt(2))(obs))
-        critic = nn.tanh(dense(self.hidden, np.sqrt(2))(critic))
-        return logits, dense(1, 1.0)(critic)[..., 0]
-
-
-def make_env(env_name: str):
-    """A gymnax environment and its parameters; a one-line error if gymnax or the name is
-    missing."""
-    try:
-        import gymnax
-    except ImportError as error:
-        raise PopjaxError(
-            f"the PPO task needs gymnax ({error}): pip install 'popjax[rl]'"
-        ) from None
-    if env_name not in gymnax.registered_envs:
-        raise PopjaxError(
-            f"unknown gymnax environment '{env_name}': known include "
-            + ", ".join(e for e in gymnax.registered_envs if "-v" in e)[:300]
-        )
-    return gymnax.make(env_name)
+    _, gae = jax.lax.scan(
+        backwards,
+        (jnp.zeros_like(last_value), last_value),
+        (reward, done, value),
+        reverse=True,
+    )
+    return gae, gae + value
 
 
 def ppo(
@@ -99,30 +109,53 @@ def ppo(
     minibatches: int = 4,
     hidden: int = 64,
     eval_episodes: int = 8,
+    normalize_obs: bool | None = None,
+    normalize_reward: bool | None = None,
+    bootstrap_truncated: bool | None = None,
+    episode_length: int | None = None,
+    backend: str | None = None,
 ) -> Task:
-    """PPO on a discrete-action gymnax environment; one ``train`` call is one PPO update
-    (``num_envs * rollout_steps`` environment steps). Fitness: the mean return of
-    ``eval_episodes`` evaluation episodes."""
-    environment, env_params = make_env(env)
-    num_actions = environment.action_space(env_params).n
-    network = ActorCritic(num_actions, hidden)
-    obs_shape = environment.observation_space(env_params).shape
-    max_episode = int(env_params.max_steps_in_episode)
+    """PPO on a gymnax environment, or a Brax one named ``"brax:<name>"``; one ``train`` call
+    is one PPO update (``num_envs * rollout_steps`` environment steps). Fitness: the mean
+    return of ``eval_episodes`` evaluation episodes.
+
+    Args:
+      env: a gymnax environment (``"CartPole-v1"``, ``"Pendulum-v1"``, ...) or a Brax one
+        (``"brax:inverted_pendulum"``). Its action space picks the policy: categorical for
+        discrete actions, Gaussian for continuous ones.
+      normalize_obs: normalise observations by running statistics kept in each member's state.
+      normalize_reward: divide rewards by the running standard deviation of the discounted
+        return, kept in each member's state.
+      bootstrap_truncated: where an episode ends at its time limit, add the discounted value
+        of the observation it reached to the last reward, instead of treating the end as
+        terminal. These three default to the recipes' choice: on for continuous actions, off
+        for discrete ones (as popjax's discrete PPO always was).
+      episode_length: the time limit in steps (None: the environment's own; Brax: 1000).
+      backend: Brax's physics backend (None: ``"spring"``, the fastest on a CPU).
+
+    Example:
+      >>> task = popjax.tasks.ppo("Pendulum-v1", num_envs=8)
+      >>> result = popjax.run(task=task, population=8, steps=100, interval=10)
+    """
+    envs = environments(env, episode_length, backend)
+    discrete = envs.num_actions is not None
+    normalize_obs = not discrete if normalize_obs is None else bool(normalize_obs)
+    normalize_reward = not discrete if normalize_reward is None else bool(normalize_reward)
+    bootstrap = not discrete if bootstrap_truncated is None else bool(bootstrap_truncated)
+    if discrete:
+        policy = categorical_policy(envs.num_actions, hidden)
+    else:
+        if len(envs.action_shape) != 1:
+            raise PopjaxError(
+                f"{env}'s actions have shape {envs.action_shape}: the Gaussian policy takes "
+                "actions of one axis"
+            )
+        policy = gaussian_policy(envs.action_shape[0], hidden)
     batch = num_envs * rollout_steps
     if batch % minibatches:
         raise PopjaxError(
             f"num_envs * rollout_steps ({batch}) must divide into {minibatches} minibatches"
         )
-    step_batch = jax.vmap(environment.step, in_axes=(0, 0, 0, None))
-
-    def step_envs(keys, env_state, action, params):
-        """``(obs, state, reward, done)``; gymnax 1.0 reports terminated and truncated apart,
-        and an episode ends on either (its environments reset themselves)."""
-        out = step_batch(keys, env_state, action, params)
-        done = out[3] | out[4] if len(out) == 6 else out[3]
-        return out[0], out[1], out[2], done.astype(jnp.float32)
-
-    reset_envs = jax.vmap(environment.reset, in_axes=(0, None))
 
     def optimizer(hparams):
         return optim.member_optimizer(
@@ -134,13 +167,18 @@ def ppo(
             family="adam",
         )
 
+    def seen(state, obs):
+        """An observation as the policy sees it."""
+        return normalize(state["obs_stats"], obs) if normalize_obs else obs
+
     def init(key, hparams):
         net_key, env_key = jax.random.split(key)
-        params = network.init(net_key, jnp.zeros(obs_shape))
-        obs, env_state = reset_envs(jax.random.split(env_key, num_envs), env_params)
+        init_log_std = hparams.get("init_log_std", TEXTBOOK_CONTINUOUS["init_log_std"])
+        params = policy.init(net_key, jnp.zeros(envs.obs_shape), {"init_log_std": init_log_std})
+        obs, env_state = envs.reset(jax.random.split(env_key, num_envs))
         # The state's shape depends on the chain, not on the coefficients' values.
         opt_state = optimizer({"learning_rate": 0.0, "max_grad_norm": 0.0}).init(params)
-        return {
+        state = {
             "params": params,
             "opt_state": opt_state,
             "env_state": env_state,
@@ -148,50 +186,61 @@ def ppo(
             "episode_return": jnp.zeros(num_envs),
             "env_steps": jnp.zeros((), jnp.int32),
         }
+        if normalize_obs:
+            state["obs_stats"] = RunningStats.initial(envs.obs_shape)
+        if normalize_reward:
+            state["return_stats"] = RunningStats.initial()
+            state["discounted_return"] = jnp.zeros(num_envs)
+        return state
 
     def rollout(state, key):
         def one_step(carry, step_key):
             env_state, obs, episode_return = carry
             action_key, env_key = jax.random.split(step_key)
-            logits, value = network.apply(state["params"], obs)
-            action = jax.random.categorical(action_key, logits)
-            log_prob = jax.nn.log_softmax(logits)[jnp.arange(num_envs), action]
-            next_obs, env_state, reward, done = step_envs(
-                jax.random.split(env_key, num_envs), env_state, action, env_params
+            policy_obs = seen(state, obs)
+            action, log_prob, value = policy.sample(state["params"], policy_obs, action_key)
+            next_obs, env_state, reward, terminated, truncated, final_obs = envs.step(
+                jax.random.split(env_key, num_envs), env_state, action
             )
+            done = jnp.maximum(terminated, truncated)
             episode_return = episode_return + reward
             finished = jnp.where(done > 0, episode_return, 0.0)
-            transition = (obs, action, reward, done, value, log_prob, finished)
+            transition = {
+                "obs": policy_obs,
+                "action": action,
+                "reward": reward,
+                "done": done,
+                "value": value,
+                "log_prob": log_prob,
+                "finished": finished,
+            }
+            if normalize_obs:
+                transition["raw_obs"] = obs
+            if bootstrap:
+                final_value = policy.value(state["params"], seen(state, final_obs))
+                transition["truncated_value"] = truncated * final_value
             return (env_state, next_obs, jnp.where(done > 0, 0.0, episode_return)), transition
 
         carry = (state["env_state"], state["obs"], state["episode_return"])
         carry, transitions = jax.lax.scan(one_step, carry, jax.random.split(key, rollout_steps))
         return carry, transitions
 
-    def advantages(transitions, last_value, hparams):
-        _, _, reward, done, value, _, _ = transitions
-        gamma, lam = hparams["gamma"], hparams["gae_lambda"]
-
-        def backwards(carry, t):
-            gae, next_value = carry
-            r, d, v = t
-            delta = r + gamma * next_value * (1 - d) - v
-            gae = delta + gamma * lam * (1 - d) * gae
-            return (gae, v), gae
-
-        _, gae = jax.lax.scan(
-            backwards,
-            (jnp.zeros_like(last_value), last_value),
-            (reward, done, value),
-            reverse=True,
+    def advantages(reward, transitions, last_value, hparams):
+        gamma = hparams["gamma"]
+        if bootstrap:  # the episode was cut, not over: its last reward carries what follows
+            reward = reward + gamma * transitions["truncated_value"]
+        return generalized_advantages(
+            reward,
+            transitions["done"],
+            transitions["value"],
+            last_value,
+            gamma,
+            hparams["gae_lambda"],
         )
-        return gae, gae + value
 
     def loss_fn(params, minibatch, hparams):
         obs, action, old_value, old_log_prob, advantage, target = minibatch
-        logits, value = network.apply(params, obs)
-        log_probs = jax.nn.log_softmax(logits)
-        log_prob = jnp.take_along_axis(log_probs, action[:, None], axis=-1)[:, 0]
+        log_prob, entropy, value = policy.judge(params, obs, action)
         clip = hparams["clip_eps"]
         clipped_value = old_value + jnp.clip(value - old_value, -clip, clip)
         value_loss = 0.5 * jnp.maximum((value - target) ** 2, (clipped_value - target) ** 2).mean()
@@ -200,18 +249,36 @@ def ppo(
         policy_loss = -jnp.minimum(
             ratio * advantage, jnp.clip(ratio, 1 - clip, 1 + clip) * advantage
         ).mean()
-        entropy = -(jnp.exp(log_probs) * log_probs).sum(-1).mean()
+        entropy = entropy.mean()
         total = policy_loss + hparams["vf_coef"] * value_loss - hparams["ent_coef"] * entropy
         return total, (value_loss, entropy)
 
     def train(state, hparams, key, step):
         rollout_key, shuffle_key = jax.random.split(key)
         (env_state, obs, episode_return), transitions = rollout(state, rollout_key)
-        _, last_value = network.apply(state["params"], obs)
-        advantage, target = advantages(transitions, last_value, hparams)
+        last_value = policy.value(state["params"], seen(state, obs))
+        new_state = {}
+        reward = transitions["reward"]
+        if normalize_reward:
+            # The statistics take this rollout's returns first: they do not depend on the
+            # scale, and the first update then sees rewards already scaled.
+            running, returns = discounted_returns(
+                state["discounted_return"], reward, transitions["done"], hparams["gamma"]
+            )
+            new_state["return_stats"] = update_stats(state["return_stats"], returns)
+            new_state["discounted_return"] = running
+            reward = scale_rewards(new_state["return_stats"], reward)
+        advantage, target = advantages(reward, transitions, last_value, hparams)
         flat = jax.tree_util.tree_map(
             lambda x: x.reshape((batch,) + x.shape[2:]),
-            (transitions[0], transitions[1], transitions[4], transitions[5], advantage, target),
+            (
+                transitions["obs"],
+                transitions["action"],
+                transitions["value"],
+                transitions["log_prob"],
+                advantage,
+                target,
+            ),
         )
         tx = optimizer(hparams)
 
@@ -233,16 +300,19 @@ def ppo(
         (params, opt_state), (loss, value_loss, entropy) = jax.lax.scan(
             epoch, (state["params"], state["opt_state"]), jax.random.split(shuffle_key, epochs)
         )
-        finished = transitions[6]
+        if normalize_obs:
+            # After the update: the rollout and the loss saw the same normalisation.
+            new_state["obs_stats"] = update_stats(state["obs_stats"], transitions["raw_obs"])
+        finished = transitions["finished"]
         episodes = jnp.sum(finished != 0.0)
-        new_state = {
-            "params": params,
-            "opt_state": opt_state,
-            "env_state": env_state,
-            "obs": obs,
-            "episode_return": episode_return,
-            "env_steps": state["env_steps"] + batch,
-        }
+        new_state.update(
+            params=params,
+            opt_state=opt_state,
+            env_state=env_state,
+            obs=obs,
+            episode_return=episode_return,
+            env_steps=state["env_steps"] + batch,
+        )
         return new_state, {
             "loss": loss.mean(),
             "value_loss": value_loss.mean(),
@@ -252,21 +322,23 @@ def ppo(
 
     def evaluate(state, hparams, key):
         reset_key, play_key = jax.random.split(key)
-        obs, env_state = reset_envs(jax.random.split(reset_key, eval_episodes), env_params)
+        obs, env_state = envs.reset(jax.random.split(reset_key, eval_episodes))
 
         def one_step(carry, step_key):
             env_state, obs, total, running = carry
             action_key, env_key = jax.random.split(step_key)
-            logits, _ = network.apply(state["params"], obs)
-            action = jax.random.categorical(action_key, logits)
-            obs, env_state, reward, done = step_envs(
-                jax.random.split(env_key, eval_episodes), env_state, action, env_params
+            action = policy.act(state["params"], seen(state, obs), action_key)
+            obs, env_state, reward, terminated, truncated, _ = envs.step(
+                jax.random.split(env_key, eval_episodes), env_state, action
             )
+            done = jnp.maximum(terminated, truncated)
             total = total + reward * running  # each environment's first episode only
             return (env_state, obs, total, running & (done == 0)), None
 
         start = (env_state, obs, jnp.zeros(eval_episodes), jnp.ones(eval_episodes, bool))
-        (_, _, total, _), _ = jax.lax.scan(one_step, start, jax.random.split(play_key, max_episode))
+        (_, _, total, _), _ = jax.lax.scan(
+            one_step, start, jax.random.split(play_key, envs.max_episode)
+        )
         return {"return": total.mean(), "env_steps": state["env_steps"].astype(jnp.float32)}
 
     return Task(
@@ -274,6 +346,6 @@ def ppo(
         train=train,
         evaluate=evaluate,
         fitness="return",
-        space=PPO_SPACE,
+        space=PPO_SPACE if discrete else PPO_CONTINUOUS_SPACE,
         name=f"ppo-{env}",
     )
