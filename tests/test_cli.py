@@ -1,4 +1,6 @@
-"""The `popjax` command, end to end in a subprocess, as a user runs it."""
+"""The `popjax` command as a user runs it: sweeps end to end in a subprocess; refusals, which
+end before anything compiles, through the command's entry point in this process
+(tests/test_bad_input.py checks their one line in real processes too)."""
 
 import json
 import math
@@ -6,11 +8,26 @@ import re
 
 import pytest
 
+from popjax.cli import main
 from popjax.devices import cpu_cores
 
 from conftest import popjax_command
 
-pytestmark = pytest.mark.slow  # every test runs the command in a subprocess
+
+def refused(folder, monkeypatch, capsys, *args) -> str:
+    """``popjax ARGS`` run in ``folder`` through the command's entry point, which must exit 2
+    with one line on stderr and no traceback; that line."""
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
 
 TINY_TOML = """
 name = "tiny"
@@ -33,6 +50,7 @@ high = 0.3
 """
 
 
+@pytest.mark.slow
 def test_run_writes_the_run_folder(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
     done = popjax_command(
@@ -91,25 +109,23 @@ def test_run_writes_the_run_folder(tmp_path):
         ("", ["--interval", "500", "--steps", "100"], "longer than the run"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, toml, args, message):
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, toml, args, message
+):
     (tmp_path / "bad.toml").write_text(toml)
-    done = popjax_command("run", "bad.toml", "--out", "run", *args, cwd=tmp_path)
-    assert done.returncode == 2
-    assert message in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "Traceback" not in done.stderr
+    err = refused(tmp_path, monkeypatch, capsys, "run", "bad.toml", "--out", "run", *args)
+    assert message in err
     assert not (tmp_path / "run").exists()
 
 
-def test_an_existing_run_folder_is_never_overwritten(tmp_path):
+def test_an_existing_run_folder_is_never_overwritten(tmp_path, monkeypatch, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("keep me")
-    done = popjax_command("run", "--out", "run", cwd=tmp_path)
-    assert done.returncode == 2 and "already exists" in done.stderr
+    assert "already exists" in refused(tmp_path, monkeypatch, capsys, "run", "--out", "run")
     assert (tmp_path / "run" / "summary.json").read_text() == "keep me"
 
 
-def test_data_that_does_not_fit_the_model_is_one_line(tmp_path):
+def test_data_that_does_not_fit_the_model_is_one_line(tmp_path, monkeypatch, capsys):
     import numpy as np
 
     # 1-D convolutions over inputs of shape [N, 4, 4, 4, 4] cannot work.
@@ -125,20 +141,19 @@ def test_data_that_does_not_fit_the_model_is_one_line(tmp_path):
         "population = 2\nsteps = 20\ninterval = 10\n[data]\nname = 'npz'\npath = 'bad.npz'\n"
         "[model]\nname = 'cnn'\n"
     )
-    done = popjax_command("run", "bad.toml", "--out", "run", cwd=tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert "the model cannot take inputs of shape (4, 4, 4, 4)" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    err = refused(tmp_path, monkeypatch, capsys, "run", "bad.toml", "--out", "run")
+    assert "the model cannot take inputs of shape (4, 4, 4, 4)" in err
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path):
+def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
-    done = popjax_command("run", "--resume", "empty", cwd=tmp_path)
-    assert done.returncode == 2 and "is not a run folder" in done.stderr
+    err = refused(tmp_path, monkeypatch, capsys, "run", "--resume", "empty")
+    assert "is not a run folder" in err
     assert list((tmp_path / "empty").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_groups_of_odd_sizes_run_from_the_command(tmp_path):
     # One device per core would not divide a group of 3: the command sizes devices by the groups.
     (tmp_path / "odd.toml").write_text(
@@ -157,6 +172,7 @@ population = 2
     assert summary["groups"] == {"group0": [0, 3], "group1": [3, 5]}
 
 
+@pytest.mark.slow
 def test_name_batch_size_tensorboard_and_one_cpu_device_in_one_run(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
     done = popjax_command(

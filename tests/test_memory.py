@@ -9,6 +9,7 @@ import pytest
 
 import popjax
 from popjax.amounts import parse_bytes
+from popjax.cli import main
 from popjax.config import ConfigError, SweepConfig
 from popjax.errors import PopjaxError
 from popjax.memory import choose_slices, largest_population, slice_counts
@@ -148,8 +149,11 @@ def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path)
     assert isinstance(written.population, int) and written.population == summary["population"]
     assert summary["memory"]["all"]["round_bytes"] <= 4 * 2**20
 
-    done = popjax_command(*args, "--population", "many", cwd=tmp_path, **env)
-    assert done.returncode == 2 and 'or "auto"' in done.stderr
+
+def test_a_population_neither_a_number_nor_auto_is_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--population", "many"])
+    assert stop.value.code == 2 and 'or "auto"' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fixed, per, bend", [(500, 7, 0), (5000, 3, 0), (500, 7, 0.1)])
