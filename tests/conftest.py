@@ -278,7 +278,8 @@ def finish_sweep(processes, timeout=400):
 def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices=1, **env):
     """``popjax run CONFIG --out killed`` in ``cwd``, every process killed (SIGKILL) once
     ``checkpoints`` rounds are saved and ``pause`` seconds more, then resumed in the same layout
-    and run to its end. Returns the newest round saved when it was killed."""
+    and run to its end. Returns the newest round saved when it was killed; the resume's own
+    seconds, from its start to its end, are left in ``kill_and_resume.resumed_s``."""
     run_dir = Path(cwd) / "killed"
     layout = dict(cwd=cwd, processes=processes, devices=devices, **env)
     started = sweep_processes("run", config, "--out", "killed", **layout)
@@ -288,19 +289,23 @@ def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices
         stop(process)
     assert not (run_dir / "summary.json").exists()  # killed before its end
     killed_after = saved_rounds(run_dir)[-1]
+    began = time.perf_counter()
     finish_sweep(sweep_processes("run", "--resume", "killed", **layout))
+    kill_and_resume.resumed_s = time.perf_counter() - began
     return killed_after
 
 
-# The sweep the kill-and-resume tests stop and resume: 24 rounds, a checkpoint after each, every
-# one kept (a test may cut the run back to any round); 8 members, one a device on 8 devices.
+# The sweep the kill-and-resume tests stop and resume: 24 rounds, a checkpoint after every second
+# (a checkpoint costs more than a round of this small sweep), every one kept (a test may cut the
+# run back to any of them); 8 members, one a device on 8 devices. A kill between checkpoints
+# makes the resumed run train a round again.
 RUN_TOML = """
 name = "resume"
 population = 8
 steps = 480
 interval = 20
 batch_size = 16
-checkpoint_every = 1
+checkpoint_every = 2
 keep_checkpoints = 30
 
 [data]

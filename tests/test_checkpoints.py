@@ -77,7 +77,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, unint
     whole = uninterrupted(**TWO_HOSTS)
     # Checkpoints only at the end or on a signal, so the one saved is the signal's.
     (tmp_path / "run.toml").write_text(
-        RUN_TOML.replace("checkpoint_every = 1", "checkpoint_every = 1000")
+        RUN_TOML.replace("checkpoint_every = 2", "checkpoint_every = 1000")
     )
     hosts = sweep_processes("run", "run.toml", "--out", "stopped", cwd=tmp_path, **TWO_HOSTS)
     metrics = tmp_path / "stopped" / "metrics.jsonl"
