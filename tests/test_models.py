@@ -23,9 +23,13 @@ MODELS = {"linen": LinenNet(), "nnx": NnxNet, "equinox": EqxNet}
 @pytest.mark.slow
 @pytest.mark.parametrize("api", ["nnx", "equinox"])  # a linen module's runs: test_sweep
 def test_the_same_classifier_trains_in_every_api(api, small_data):
-    # Equinox's as a function key -> module: the third form model= takes.
-    model = (lambda key: EqxNet(key=key)) if api == "equinox" else MODELS[api]
-    result = popjax.run(model=model, data=small_data, space=FIXED, **SHORT)
+    if api == "nnx":  # named by a config, by import path
+        config = popjax.SweepConfig(model={"name": "tiny_models:NnxNet"}, space=FIXED)
+        result = popjax.run(config, data=small_data, **SHORT)
+    else:  # equinox's as a function key -> module: the third form model= takes
+        result = popjax.run(
+            model=lambda key: EqxNet(key=key), data=small_data, space=FIXED, **SHORT
+        )
     first, last = result.history[0]["val_loss"], result.history[-1]["val_loss"]
     assert np.all(np.asarray(last) < np.asarray(first))  # every member learns
     assert result.best_val["accuracy"] > 0.6  # chance is 1/3
