@@ -124,8 +124,23 @@ def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path)
     config.write_text("steps = 20\ninterval = 10\nbatch_size = 256\n[model]\nhidden = [16]\n")
     args = ["run", str(config), "--quiet", "--no-report"]
     env = {"JAX_NUM_CPU_DEVICES": "1"}
+    # The data (MNIST-1D, about 815 KiB) fits in 900 KiB; a member of a wide MLP on batches
+    # of 1024 does not.
+    big = tmp_path / "big.toml"
+    big.write_text("steps = 20\ninterval = 10\nbatch_size = 1024\n[model]\nhidden = [512, 512]\n")
     done = popjax_command(
-        *args, "--population", "2", "--memory-limit", "64KiB", "--out", "small", cwd=tmp_path, **env
+        "run",
+        str(big),
+        "--quiet",
+        "--no-report",
+        "--population",
+        "2",
+        "--memory-limit",
+        "900KiB",
+        "--out",
+        "small",
+        cwd=tmp_path,
+        **env,
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "per device even one member at a time" in done.stderr
