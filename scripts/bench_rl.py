@@ -1,16 +1,19 @@
-"""Benchmark: environment steps per second of a population of PPO agents against one agent
-trained alone, in one run on one machine.
+"""Benchmark: environment steps per second of a population of PPO or SAC agents against one
+agent trained alone, in one run on one machine.
 
-* popjax: the jitted round (PBT, ``--interval`` PPO updates of every agent as one ``lax.scan``
-  over the vmapped update, then evaluation) at each population size;
-* alone: one agent's PPO update jitted and called in a Python loop, the way a single-file PPO
-  script trains one agent.
+* popjax: the jitted round (PBT, ``--interval`` train calls of every agent as one ``lax.scan``
+  over the vmapped call, then evaluation) at each population size;
+* alone: one agent's train call jitted and called in a Python loop, the way a single-file PPO
+  or SAC script trains one agent.
 
 Both run on JAX's default device (one CPU device here, so neither gets more cores); each figure
-is the fastest of ``--repeats`` timed runs, compilation excluded.
+is the fastest of ``--repeats`` timed runs, compilation excluded. With each population size
+goes XLA's memory plan of its round per member, as ``popjax run`` plans it (for SAC, mostly
+the replay buffer).
 
-    python scripts/bench_rl.py                         # CartPole-v1, populations 1 8 32 128
+    python scripts/bench_rl.py                         # PPO on CartPole-v1, populations 1 8 32 128
     python scripts/bench_rl.py --env Acrobot-v1 --populations 1 16
+    python scripts/bench_rl.py --agent sac             # SAC on Pendulum-v1
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import time
 
 import jax
 
+from popjax.amounts import format_bytes
 from popjax.config import PBTConfig
+from popjax.memory import compiled_bytes
+from popjax.mesh import member_sharding, population_mesh
 from popjax.population import init_population, select
 from popjax.round import SelectionState, make_round
 from popjax.space import SearchSpace
 from popjax.tasks.rl import ppo
+from popjax.tasks.sac import sac
 
 
 def fastest(run, repeats: int) -> float:
@@ -39,16 +46,25 @@ def fastest(run, repeats: int) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--agent", choices=("ppo", "sac"), default="ppo")
+    parser.add_argument("--env", default=None, help="CartPole-v1 (PPO), Pendulum-v1 (SAC)")
     parser.add_argument("--populations", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--interval", type=int, default=10, help="PPO updates per round")
+    parser.add_argument("--interval", type=int, default=10, help="train calls per round")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    num_envs, rollout_steps = 4, 128  # the task's defaults, named to count its steps
-    task = ppo(args.env, num_envs=num_envs, rollout_steps=rollout_steps)
+    if args.agent == "ppo":
+        args.env = args.env or "CartPole-v1"
+        num_envs, rollout_steps = 4, 128  # the task's defaults, named to count its steps
+        task = ppo(args.env, num_envs=num_envs, rollout_steps=rollout_steps)
+    else:
+        args.env = args.env or "Pendulum-v1"
+        # The defaults, learning from the first step: the timed calls make their updates.
+        num_envs, rollout_steps = 4, 8
+        task = sac(args.env, num_envs=num_envs, rollout_steps=rollout_steps, learning_starts=0)
     space = SearchSpace(task.space, builtin=False)
+    mesh = population_mesh(jax.devices()[:1])
     per_update = num_envs * rollout_steps
 
     one = select(init_population(jax.random.PRNGKey(0), task, space, 1), 0)
@@ -67,20 +83,35 @@ def main(argv=None) -> None:
     rows = []
     for size in args.populations:
         population = init_population(jax.random.PRNGKey(0), task, space, size)
+        population = jax.device_put(population, member_sharding(mesh))
         round_fn = jax.jit(
-            make_round(task, args.interval, space, PBTConfig(), jax.random.PRNGKey(2))
+            make_round(task, args.interval, space, PBTConfig(), jax.random.PRNGKey(2), mesh=mesh),
+            out_shardings=member_sharding(mesh),
         )
         standing = SelectionState.initial(size)
+        # As popjax run plans it: donated, so the state is counted once.
+        planned = compiled_bytes(
+            jax.jit(round_fn, donate_argnums=(0, 1)).lower(population, standing, 1).compile()
+        )
         jax.block_until_ready(round_fn(population, standing, 1))
 
         def one_round():
             jax.block_until_ready(round_fn(population, standing, 1))
 
         rate = size * args.interval * per_update / fastest(one_round, args.repeats)
-        rows.append({"population": size, "env_steps_per_s": rate, "vs_alone": rate / alone_rate})
+        member_bytes = planned / size if planned is not None else None
+        rows.append(
+            {
+                "population": size,
+                "env_steps_per_s": rate,
+                "vs_alone": rate / alone_rate,
+                "round_bytes_per_member": member_bytes,
+            }
+        )
+        plan = f", round plan {format_bytes(member_bytes)} a member" if member_bytes else ""
         print(
             f"P={size:5d}: {rate:12,.0f} environment steps/s ({rate / alone_rate:.1f}x one "
-            "agent alone)",
+            f"agent alone){plan}",
             flush=True,
         )
     print(
@@ -91,6 +122,7 @@ def main(argv=None) -> None:
         with open(args.out, "w") as file:
             json.dump(
                 {
+                    "agent": args.agent,
                     "env": args.env,
                     "alone_env_steps_per_s": alone_rate,
                     "rows": rows,

@@ -273,9 +273,7 @@ def sac(
             q = twin_q(critic_params, batch["obs"], action).min(0)
             return jnp.sum(weight * (alpha * log_prob - q)), log_prob
 
-        (loss_pi, log_prob), grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            learner["actor"]
-        )
+        (loss_pi, log_prob), grads = jax.value_and_grad(actor_loss, has_aux=True)(learner["actor"])
         actor_tx = optimizer(hparams["actor_learning_rate"])
         updates, actor_opt = actor_tx.update(grads, learner["actor_opt"], learner["actor"])
         entropy = -jnp.sum(weight * log_prob)
