@@ -94,8 +94,8 @@ def test_a_population_of_sac_agents_learns_pendulum():
     result = popjax.run(
         task=task,
         population=2,
-        steps=60,
-        interval=20,
+        steps=80,
+        interval=40,
         space=space,
         write=False,
         progress=False,
@@ -105,9 +105,9 @@ def test_a_population_of_sac_agents_learns_pendulum():
     assert -1500 < chance < -1000  # Pendulum's random policy
     assert result.best_val["return"] > 0.5 * chance  # half the random policy's cost at most
     last = result.history[-1]
-    assert last["val_env_steps"] == [60 * 50] * 2
-    # No updates before learning_starts, then one per environment step.
-    assert last["val_updates"] == [60 * 50 - 500] * 2
+    assert last["val_env_steps"] == [80 * 50] * 2
+    # One update per environment step from the call whose steps reach learning_starts on.
+    assert last["val_updates"] == [80 * 50 - 450] * 2
 
 
 def test_pbt_copies_a_whole_sac_agent_buffer_included_and_the_copy_keeps_its_keys():

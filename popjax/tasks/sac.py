@@ -155,7 +155,13 @@ def sac(
     per_call = num_envs * rollout_steps
     max_updates = math.ceil(max_replay_ratio * per_call)
     actor, critic = Actor(action_dim, hidden), Critic(hidden)
-    twin_q = jax.vmap(critic.apply, in_axes=(0, None, None))  # [2, batch]
+
+    def twin_q(params, obs, action):
+        """Both critics' values, ``[2, batch]``. Two parameter trees, not one stacked tree
+        under ``vmap``: XLA's CPU backend at optimization level 0 (the test suite's) computed
+        NaN from the stacked form inside the masked update loop."""
+        return jnp.stack([critic.apply(params[name], obs, action) for name in ("q1", "q2")])
+
     step_batch = jax.vmap(environment.step, in_axes=(0, 0, 0, None))
     reset_envs = jax.vmap(environment.reset, in_axes=(0, None))
 
@@ -163,10 +169,14 @@ def sac(
         """A sampled action in the environment's bounds and its log-likelihood."""
         mean, log_std = actor.apply(actor_params, obs)
         noise = jax.random.normal(key, mean.shape)
-        squashed = jnp.tanh(mean + jnp.exp(log_std) * noise)
+        pre_tanh = mean + jnp.exp(log_std) * noise
         log_prob = -0.5 * noise**2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
-        log_prob = log_prob - jnp.log(scale * (1 - squashed**2) + 1e-6)
-        return center + scale * squashed, log_prob.sum(-1)
+        # log(1 - tanh(u)^2) in a form that stays finite: computed from tanh itself it can
+        # take the log of a negative number where tanh rounds to just over 1 (seen on XLA's
+        # CPU backend at optimization level 0).
+        log_det = 2 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2 * pre_tanh))
+        log_prob = log_prob - jnp.log(scale) - log_det
+        return center + scale * jnp.tanh(pre_tanh), log_prob.sum(-1)
 
     def optimizer(learning_rate):
         return optim.member_optimizer({"learning_rate": learning_rate}, family="adam")
@@ -175,9 +185,11 @@ def sac(
         actor_key, critic_key, env_key = jax.random.split(key, 3)
         obs0, action0 = jnp.zeros(obs_shape), jnp.zeros(action_dim)
         actor_params = actor.init(actor_key, obs0)
-        critic_params = jax.vmap(critic.init, in_axes=(0, None, None))(
-            jax.random.split(critic_key, 2), obs0, action0
-        )
+        q1_key, q2_key = jax.random.split(critic_key)
+        critic_params = {
+            "q1": critic.init(q1_key, obs0, action0),
+            "q2": critic.init(q2_key, obs0, action0),
+        }
         log_alpha = jnp.zeros(())
         obs, env_state = reset_envs(jax.random.split(env_key, num_envs), env_params)
         # gymnax's reset leaves some leaves weakly typed and its step does not: one type for
@@ -231,7 +243,9 @@ def sac(
             episode_return = episode_return + reward
             ended = jnp.sum(done)
             last_return = jnp.where(
-                ended > 0, jnp.sum(jnp.where(done, episode_return, 0.0)) / ended, last_return
+                ended > 0,
+                jnp.sum(jnp.where(done, episode_return, 0.0)) / jnp.maximum(ended, 1),
+                last_return,
             )
             episode_return = jnp.where(done, 0.0, episode_return)
             carry = (env_state, next_obs, episode_return, last_return, env_steps + num_envs)
