@@ -1,20 +1,23 @@
-"""Benchmark: environment steps per second of a population of PPO agents against one agent
-trained alone, in one run on one machine.
+"""Benchmark: environment steps per second of a population of PPO or SAC agents against one
+agent trained alone, in one run on one machine.
 
-* popjax: the jitted round (PBT, ``--interval`` PPO updates of every agent as one ``lax.scan``
-  over the vmapped update, then evaluation) at each population size;
-* alone: one agent's PPO update jitted and called in a Python loop, the way a single-file PPO
-  script trains one agent.
+* popjax: the jitted round (PBT, ``--interval`` train calls of every agent as one ``lax.scan``
+  over the vmapped call, then evaluation) at each population size;
+* alone: one agent's train call jitted and called in a Python loop, the way a single-file PPO
+  or SAC script trains one agent.
 
 Both run on JAX's default device (one CPU device here, so neither gets more cores); each figure
-is the fastest of ``--repeats`` timed runs, compilation excluded. Several environments run one
-after another in one run: by default CartPole-v1 (discrete actions, a categorical policy) and
-Pendulum-v1 (continuous actions, a Gaussian policy with running observation and return
-statistics).
+is the fastest of ``--repeats`` timed runs, compilation excluded. With each population size goes
+XLA's memory plan of its round per member, as ``popjax run`` plans it (for SAC, mostly the
+replay buffer). Several agent-environment pairs run one after another in one run: by default
+PPO on CartPole-v1 (discrete actions, a categorical policy), PPO on Pendulum-v1 (continuous
+actions, a Gaussian policy with running observation and return statistics) and SAC on
+Pendulum-v1.
 
-    python scripts/bench_rl.py                     # CartPole-v1 and Pendulum-v1, P = 1 8 32 128
-    python scripts/bench_rl.py --env Acrobot-v1 --populations 1 16
-    python scripts/bench_rl.py --env brax:inverted_pendulum --populations 1 8
+    python scripts/bench_rl.py                          # the three, P = 1 8 32 128
+    python scripts/bench_rl.py --runs ppo:Acrobot-v1 --populations 1 16
+    python scripts/bench_rl.py --runs ppo:brax:inverted_pendulum --populations 1 8
+    python scripts/bench_rl.py --runs sac:Pendulum-v1
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ import time
 
 import jax
 
+from popjax.amounts import format_bytes
 from popjax.config import PBTConfig
+from popjax.memory import compiled_bytes
+from popjax.mesh import member_sharding, population_mesh
 from popjax.population import init_population, select
 from popjax.round import SelectionState, make_round
 from popjax.space import SearchSpace
 from popjax.tasks.rl import ppo
+from popjax.tasks.sac import sac
+
+DEFAULT_RUNS = ["ppo:CartPole-v1", "ppo:Pendulum-v1", "sac:Pendulum-v1"]
 
 
 def fastest(run, repeats: int) -> float:
@@ -41,12 +50,22 @@ def fastest(run, repeats: int) -> float:
     return min(seconds)
 
 
-def bench_env(env: str, args) -> dict:
-    """One environment's figures: one agent alone, then each population size."""
-    num_envs, rollout_steps = 4, 128  # the task's defaults, named to count its steps
-    task = ppo(env, num_envs=num_envs, rollout_steps=rollout_steps)
+def agent_task(agent: str, env: str):
+    """The task and the environment steps of one of its train calls."""
+    if agent == "ppo":
+        num_envs, rollout_steps = 4, 128  # the task's defaults, named to count its steps
+        return ppo(env, num_envs=num_envs, rollout_steps=rollout_steps), num_envs * rollout_steps
+    # SAC's defaults, learning from the first step: the timed calls make their updates.
+    num_envs, rollout_steps = 4, 8
+    task = sac(env, num_envs=num_envs, rollout_steps=rollout_steps, learning_starts=0)
+    return task, num_envs * rollout_steps
+
+
+def bench_run(agent: str, env: str, args) -> dict:
+    """One agent on one environment: one agent alone, then each population size."""
+    task, per_update = agent_task(agent, env)
     space = SearchSpace(task.space, builtin=False)
-    per_update = num_envs * rollout_steps
+    mesh = population_mesh(jax.devices()[:1])
 
     one = select(init_population(jax.random.PRNGKey(0), task, space, 1), 0)
     update = jax.jit(task.train)
@@ -64,42 +83,62 @@ def bench_env(env: str, args) -> dict:
     rows = []
     for size in args.populations:
         population = init_population(jax.random.PRNGKey(0), task, space, size)
+        population = jax.device_put(population, member_sharding(mesh))
         round_fn = jax.jit(
-            make_round(task, args.interval, space, PBTConfig(), jax.random.PRNGKey(2))
+            make_round(task, args.interval, space, PBTConfig(), jax.random.PRNGKey(2), mesh=mesh),
+            out_shardings=member_sharding(mesh),
         )
         standing = SelectionState.initial(size)
+        # As popjax run plans it: donated, so the state is counted once.
+        planned = compiled_bytes(
+            jax.jit(round_fn, donate_argnums=(0, 1)).lower(population, standing, 1).compile()
+        )
         jax.block_until_ready(round_fn(population, standing, 1))
 
         def one_round():
             jax.block_until_ready(round_fn(population, standing, 1))
 
         rate = size * args.interval * per_update / fastest(one_round, args.repeats)
-        rows.append({"population": size, "env_steps_per_s": rate, "vs_alone": rate / alone_rate})
+        member_bytes = planned / size if planned is not None else None
+        rows.append(
+            {
+                "population": size,
+                "env_steps_per_s": rate,
+                "vs_alone": rate / alone_rate,
+                "round_bytes_per_member": member_bytes,
+            }
+        )
+        plan = f", round plan {format_bytes(member_bytes)} a member" if member_bytes else ""
         print(
-            f"{env} P={size:5d}: {rate:12,.0f} environment steps/s ({rate / alone_rate:.1f}x "
-            "one agent alone)",
+            f"{agent} {env} P={size:5d}: {rate:12,.0f} environment steps/s "
+            f"({rate / alone_rate:.1f}x one agent alone){plan}",
             flush=True,
         )
     print(
-        f"{env}, one agent alone, jitted update loop: {alone_rate:,.0f} environment steps/s "
+        f"{agent} {env}, one agent alone, jitted loop: {alone_rate:,.0f} environment steps/s "
         f"({jax.devices()[0].device_kind}, jax {jax.__version__})",
         flush=True,
     )
-    return {"env": env, "alone_env_steps_per_s": alone_rate, "rows": rows}
+    return {"agent": agent, "env": env, "alone_env_steps_per_s": alone_rate, "rows": rows}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", nargs="+", default=["CartPole-v1", "Pendulum-v1"])
+    parser.add_argument(
+        "--runs", nargs="+", default=DEFAULT_RUNS, help="AGENT:ENV pairs, AGENT ppo or sac"
+    )
     parser.add_argument("--populations", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--interval", type=int, default=10, help="PPO updates per round")
+    parser.add_argument("--interval", type=int, default=10, help="train calls per round")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    results = [bench_env(env, args) for env in args.env]
+    runs = [run.split(":", 1) for run in args.runs]
+    if any(len(run) != 2 or run[0] not in ("ppo", "sac") for run in runs):
+        parser.error("--runs takes AGENT:ENV pairs, AGENT ppo or sac (e.g. sac:Pendulum-v1)")
+    results = [bench_run(agent, env, args) for agent, env in runs]
     if args.out:
         with open(args.out, "w") as file:
-            json.dump({"envs": results, "device": jax.devices()[0].device_kind}, file, indent=1)
+            json.dump({"runs": results, "device": jax.devices()[0].device_kind}, file, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in at most 6 minutes on a GPU machine with no network: versions, the test suite,
+# The GPU check, in at most 7 minutes on a GPU machine with no network: versions, the test suite,
 # the start time, a step's profile and the benchmark, all on the machine's own jax, flax and
 # optax. What popjax needs beyond that machine's packages comes as wheels in ./wheelhouse (fill
 # it beforehand with network: bash scripts/gpu_wheels.sh).
@@ -54,7 +54,7 @@ timeout 45 $PY scripts/bench.py --models mlp256 mlp1024 --populations 32 256 102
   --max-seconds 10 --out "$OUT/bench_f32.json" 2>&1 | tail -12
 timeout 30 $PY scripts/bench.py --models mlp1024 cnn --populations 256 1024 --dtype bfloat16 \
   --repeats 2 --max-seconds 10 --out "$OUT/bench_bf16.json" 2>&1 | tail -10
-echo "=== PPO agents, discrete and continuous actions $(elapsed) ==="
-timeout 60 $PY scripts/bench_rl.py --env CartPole-v1 Pendulum-v1 --populations 1 8 32 128 \
+echo "=== PPO and SAC agents, discrete and continuous actions $(elapsed) ==="
+timeout 90 $PY scripts/bench_rl.py --populations 1 8 32 128 \
   --repeats 2 --out "$OUT/bench_rl.json" 2>&1 | tail -10
 echo "=== done $(elapsed) ==="
