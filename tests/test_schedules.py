@@ -225,7 +225,7 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path, ca
     config = popjax.SweepConfig(model={"name": "mlp", "hidden": [64, 64]})
     run = popjax.run(
         config,
-        population=8,
+        population=4,
         steps=1500,
         interval=250,
         batch_size=64,
@@ -243,9 +243,10 @@ def test_popjax_replay_retrains_the_best_member_close_to_its_result(tmp_path, ca
     assert report["member_val"] == pytest.approx(run.best_val["accuracy"])
     # A fresh model differs from the member by its initial weights and batch order only. On
     # this 400-example validation split one standard error is about 2.4 points at 60%, and the
-    # member is the best of 8 there, which alone lifts it by about 1.4 standard errors (3.4
+    # member is the best of 4 there, which alone lifts it by about 1.0 standard error (2.5
     # points): the replay may fall short on validation by that bias plus two standard errors of
-    # a difference (~7 points), 10 in all. On test, which chose nothing, it must come within 6.
+    # a difference (~7 points), under 10 in all. On test, which chose nothing, it must come
+    # within 6.
     assert report["val_gap"] > -0.10, report
     assert report["test_gap"] > -0.06, report
     assert report["val"]["accuracy"] > 0.4  # far above chance (0.1): the schedule trains
