@@ -190,7 +190,7 @@ def test_pb2_in_a_sweep_chooses_its_own_values_without_recompiling(tiny_run):
 
 SEVERAL_DEVICES = """
 import popjax
-result = popjax.run(population=8, steps=40, interval=10, batch_size=16, write=False,
+result = popjax.run(population=16, steps=200, interval=50, batch_size=16, write=False,
                     progress=False, pbt=popjax.PBTConfig(explore="pb2"),
                     data=popjax.data.digits())
 assert result.compilations == 1
