@@ -31,8 +31,17 @@ HALVING = dict(
 
 @pytest.fixture(scope="module")
 def halved(small_data, small_model, tmp_path_factory):
+    """The halving sweep run to its end, a checkpoint kept after every round (the resume test
+    cuts it back)."""
     out = tmp_path_factory.mktemp("halving") / "run"
-    result = popjax.run(data=small_data, model=small_model, out=out, **HALVING)
+    result = popjax.run(
+        data=small_data,
+        model=small_model,
+        out=out,
+        checkpoint_every=1,
+        keep_checkpoints=10,
+        **HALVING,
+    )
     return result, out
 
 
@@ -110,25 +119,22 @@ def test_the_report_names_the_rungs_and_counts_the_restarts(halved):
 def test_a_resumed_halving_run_judges_against_the_same_records(
     tmp_path, halved, small_data, small_model
 ):
-    result, _ = halved
+    import shutil
 
-    def stop_after_round_three(record):
-        if record["round"] == 3:
-            raise RuntimeError("stop here")
-
-    out = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="stop here"):
-        popjax.run(
-            data=small_data,
-            model=small_model,
-            out=out,
-            checkpoint_every=1,
-            on_round=stop_after_round_three,
-            **HALVING,
-        )
-    resumed = popjax.run(resume=out, data=small_data, model=small_model, progress=False)
+    result, out = halved
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    saved = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == result.lineage.rounds
+    for late in saved[3:]:  # as if the run had died after its third round
+        shutil.rmtree(run / "checkpoints" / str(late))
+    (run / "summary.json").unlink()
+    resumed = popjax.run(resume=run, data=small_data, model=small_model, progress=False)
     assert resumed.history == result.history
     assert resumed.lineage.restarts == result.lineage.restarts
+    # Rounds 3 on were played by the resumed run, and it restarted trials there: judged against
+    # the rung records the checkpoint brought back.
+    assert any(round_index >= 3 for round_index in resumed.lineage.restarts)
 
 
 def test_a_young_trial_is_judged_against_its_rung_not_against_older_members():

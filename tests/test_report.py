@@ -1,7 +1,6 @@
 """Reports: plots and report.md from a run folder, the lineage colours, TensorBoard events."""
 
 import struct
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +8,10 @@ import numpy as np
 import pytest
 
 import popjax
+from popjax.cli import main
 from popjax.lineage import Lineage
 from popjax.plots import founders
 from popjax.report import PLOTS, best_members_table, draw_plots, fixed_hyperparameters, write_report
-
-from conftest import run_process
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,8 +36,13 @@ def test_founders_follow_every_copy():
     assert founders(lineage).tolist() == [[0, 1, 2], [0, 0, 2], [0, 0, 0]]
 
 
-def test_report_writes_every_plot_and_a_summary(run_dir):
-    report = write_report(run_dir)
+@pytest.fixture(scope="module")
+def report(run_dir):
+    """report.md and its plots written for the run, once for the tests that read them."""
+    return write_report(run_dir)
+
+
+def test_report_writes_every_plot_and_a_summary(run_dir, report):
     for name in PLOTS.values():
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC, name
         assert f"]({name})" in report.read_text()
@@ -61,7 +64,7 @@ def panels(figure, axis="y"):
     return [getattr(ax, f"get_{axis}label")() for ax in figure.axes if ax.get_visible()]
 
 
-def test_report_leaves_out_a_fixed_hyperparameter_and_labels_choices(run_dir):
+def test_report_leaves_out_a_fixed_hyperparameter_and_labels_choices(run_dir, report):
     from popjax.runfolder import read_metrics
 
     figures = draw_plots(run_dir)
@@ -78,7 +81,7 @@ def test_report_leaves_out_a_fixed_hyperparameter_and_labels_choices(run_dir):
     }
     (activation,) = [ax for ax in over_steps.axes if ax.get_ylabel() == "activation"]
     assert [t.get_text() for t in activation.get_yticklabels()] == ["relu", "tanh"]
-    text = write_report(run_dir).read_text()
+    text = report.read_text()
     assert "(not plotted): `dropout` = 0." in text
     assert "| `dropout` |" not in text and "| `activation` |" in text
 
@@ -153,14 +156,12 @@ def test_report_of_a_task_of_ones_own(tmp_path):
     assert "test" not in " ".join(header)
 
 
-@pytest.mark.slow
-def test_report_command_on_a_folder_that_is_no_run(tmp_path):
-    done = run_process(
-        [sys.executable, "-m", "popjax", "report", str(tmp_path)],
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "is not a finished run folder" in done.stderr
+def test_report_command_on_a_folder_that_is_no_run(tmp_path, capsys):
+    capsys.readouterr()
+    code = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "is not a finished run folder" in err
     assert list(tmp_path.iterdir()) == []
 
 

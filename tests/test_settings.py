@@ -1,9 +1,11 @@
 """Every setting is used or refused: a task of one's own receives the run's settings that its
 factory names, and a setting that its run would not use stops the run in one line."""
 
+import contextlib
+import io
 import json
+import sys
 import tomllib
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +13,9 @@ import pytest
 import tomli_w
 
 import popjax
+from popjax.cli import main
 from popjax.config import ConfigError, SweepConfig
 
-from conftest import popjax_command
-
-TESTS = str(Path(__file__).parent)
 RUN = {"population": 2, "steps": 20, "interval": 10}
 
 
@@ -54,13 +54,22 @@ def write(folder, **table) -> str:
     return "run.toml"
 
 
+def command(folder, *args) -> tuple[int, str]:
+    """``popjax run ARGS`` in ``folder`` through the command's entry point: its exit code and
+    stderr. Its tasks are this module's, imported from the tests' folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "path", list(sys.path))  # the folder the task loader puts first
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            code = main(["run", *args, "--quiet"])
+    return code, err.getvalue()
+
+
 def refused(folder, *args, word: str):
-    done = popjax_command(
-        "run", *args, "--out", "run", "--quiet", cwd=folder, timeout=120, PYTHONPATH=TESTS
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("popjax: error: "), done.stderr
+    code, err = command(folder, *args, "--out", "run")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("popjax: error: "), err
     assert word in lines[0], lines[0]
     assert not (folder / "run").exists()
     return lines[0]
@@ -70,18 +79,14 @@ def last_round(run) -> dict:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-@pytest.mark.slow
 def test_batch_size_for_a_factory_without_one_is_refused(tmp_path):
     config = write(tmp_path, task="test_settings:plain")
     refused(tmp_path, config, "--batch-size", "64", word="batch_size")
 
 
 def cli_run(folder, *args):
-    done = popjax_command(
-        "run", *args, "--quiet", "--no-report", cwd=folder, timeout=200, PYTHONPATH=TESTS
-    )
-    assert done.returncode == 0, done.stderr
-    return done
+    code, err = command(folder, *args, "--no-report")
+    assert code == 0, err
 
 
 @pytest.mark.slow
@@ -147,7 +152,6 @@ def test_a_setting_that_would_do_nothing_is_refused_in_one_line(table, word):
         ).validate()
 
 
-@pytest.mark.slow
 def test_the_same_slips_from_the_command_line(tmp_path):
     write(tmp_path, groups=[{"population": 1}, {"population": 1}])
     refused(tmp_path, "run.toml", "--population", "auto", word="auto")

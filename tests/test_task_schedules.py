@@ -1,15 +1,17 @@
 """A task of one's own gets schedules, replay and export as the built-in tasks do: what its
 ``train`` sees at each step is the schedule, computed here again in numpy from the lineage."""
 
+import contextlib
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 
+from popjax.cli import main
 from popjax.lineage import Lineage
 
-from conftest import popjax_command
 from test_readme import code_block
 
 # Written with the public API alone. ``train`` reports the rates it sees, so that with an
@@ -76,17 +78,35 @@ def warmup_linear(step, peak, warmup, total):
     return peak * (1 - min((step - warmup) / (total - warmup), 1.0))
 
 
+@contextlib.contextmanager
+def own_module(name):
+    """The task module ``name`` imported afresh from the folder the commands run in, and
+    forgotten after: another test's module of the same name is another file."""
+    sys.modules.pop(name, None)
+    try:
+        yield
+    finally:
+        sys.modules.pop(name, None)
+
+
+def command(folder, *args) -> None:
+    """``popjax ARGS`` in ``folder`` through the command's entry point, which must succeed (its
+    error, if any, is on the test's stderr)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "path", list(sys.path))  # the folder the task loader puts first
+        assert main(list(args)) == 0
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The scheduled task run for 12 steps, and again with --steps 24."""
     folder = tmp_path_factory.mktemp("scheduled")
     (folder / "scheduled_tasks.py").write_text(SCHEDULED_TASK)
     (folder / "task.toml").write_text(CONFIG)
-    for name, extra in (("run", ()), ("long", ("--steps", "24"))):
-        done = popjax_command(
-            "run", "task.toml", "--out", name, "--quiet", "--no-report", *extra, cwd=folder
-        )
-        assert done.returncode == 0, done.stderr
+    with own_module("scheduled_tasks"):
+        for name, extra in (("run", ()), ("long", ("--steps", "24"))):
+            command(folder, "run", "task.toml", "--out", name, "--quiet", "--no-report", *extra)
     return folder
 
 
@@ -139,8 +159,7 @@ def test_an_exported_schedule_is_what_the_best_member_trained_with(runs):
 
     from popjax import schedules
 
-    done = popjax_command("export-schedule", "run", "--out", "s.json", cwd=runs)
-    assert done.returncode == 0, done.stderr
+    command(runs, "export-schedule", "run", "--out", "s.json")
     loaded = schedules.load(runs / "s.json")
     summary = json.loads((runs / "run" / "summary.json").read_text())
     lineage = Lineage.load(runs / "run" / "lineage.json")
@@ -155,8 +174,8 @@ def test_an_exported_schedule_is_what_the_best_member_trained_with(runs):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_replay_retrains_a_task_of_ones_own_with_data_as_arguments(runs):
-    done = popjax_command("replay", "run", "--quiet", "--out", "replay.json", cwd=runs)
-    assert done.returncode == 0, done.stderr
+    with own_module("scheduled_tasks"):
+        command(runs, "replay", "run", "--quiet", "--out", "replay.json")
     replayed = json.loads((runs / "replay.json").read_text())
     assert replayed["metric"] == "loss" and replayed["steps"] == 12
     # Noise-free least squares: the replay, a fresh member on the same schedules, ends within
@@ -169,10 +188,9 @@ def test_replay_retrains_a_task_of_ones_own_with_data_as_arguments(runs):
 def test_popjax_replay_on_the_guide_task(tmp_path):
     (tmp_path / "my_tasks.py").write_text(code_block("# my_tasks.py", "python"))
     (tmp_path / "my.toml").write_text(code_block("# my.toml", "toml"))
-    done = popjax_command("run", "my.toml", "--out", "run", "--quiet", "--no-report", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    done = popjax_command("replay", "run", "--quiet", "--out", "replay.json", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    with own_module("my_tasks"):
+        command(tmp_path, "run", "my.toml", "--out", "run", "--quiet", "--no-report")
+        command(tmp_path, "replay", "run", "--quiet", "--out", "replay.json")
     replayed = json.loads((tmp_path / "replay.json").read_text())
     # The guide's task (docs/tasks.md) has label noise of variance 0.01: both reach it within 0.05.
     assert replayed["member_val"] < 0.05 and replayed["val"]["loss"] < 0.05, replayed
