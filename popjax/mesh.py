@@ -82,29 +82,38 @@ def take_members(tree, parents, rank, mesh: Mesh | None = None):
     size = mesh.size
     ring = [(i, (i + 1) % size) for i in range(size)]
 
-    def local_leaf(leaf, parents):
+    # Every leaf in one loop: a loop (and its compile) per leaf cost a model with many leaves
+    # seconds of compiling.
+    def local_tree(tree, parents):
         me = jax.lax.axis_index(AXIS)
-        count = leaf.shape[0]
+        count = jax.tree_util.tree_leaves(tree)[0].shape[0]
         wanted = jax.lax.dynamic_slice_in_dim(parents, me * count, count)
 
         def visit(turn, carry):
-            block, taken = carry
-            owner = (me - turn) % size  # whose members ``block`` holds on this turn
+            blocks, taken = carry
+            owner = (me - turn) % size  # whose members ``blocks`` hold on this turn
             index = wanted - owner * count
             here = (index >= 0) & (index < count)
-            picked = block[jnp.clip(index, 0, count - 1)]
-            taken = jnp.where(here.reshape((-1,) + (1,) * (leaf.ndim - 1)), picked, taken)
-            return jax.lax.ppermute(block, AXIS, ring), taken
+            picks = jnp.clip(index, 0, count - 1)
 
-        return jax.lax.fori_loop(0, size, visit, (leaf, leaf))[1]
+            def pick(block, taken):
+                mask = here.reshape((-1,) + (1,) * (block.ndim - 1))
+                return jnp.where(mask, block[picks], taken)
 
+            taken = jax.tree_util.tree_map(pick, blocks, taken)
+            return jax.lax.ppermute(blocks, AXIS, ring), taken
+
+        return jax.lax.fori_loop(0, size, visit, (tree, tree))[1]
+
+    if not jax.tree_util.tree_leaves(tree):
+        return tree
     take = jax.shard_map(
-        local_leaf,
+        local_tree,
         mesh=mesh,
         in_specs=(PartitionSpec(AXIS), PartitionSpec()),
         out_specs=PartitionSpec(AXIS),
     )
-    return jax.tree_util.tree_map(lambda leaf: take(leaf, parents), tree)
+    return take(tree, parents)
 
 
 def put_replicated(array, mesh: Mesh) -> jax.Array:

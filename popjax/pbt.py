@@ -6,6 +6,7 @@ when it is kept). The copy is a gather on the member axis, so weights never leav
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from jax.sharding import PartitionSpec
 from popjax import pb2
 from popjax.mesh import take_members
 from popjax.population import Population
-from popjax.space import Choice, Fixed, SearchSpace
+from popjax.space import Fixed, LogUniform, SearchSpace, Uniform
 
 if TYPE_CHECKING:
     from popjax.pbt_settings import PBTConfig
@@ -99,25 +100,61 @@ def explore(
     prior; the result is clipped to the prior's bounds. Fixed hyperparameters never change.
     """
     factors = jnp.asarray(config.perturb_factors, jnp.float32)
+    keys = jax.random.split(key, len(hparams))
+    names = list(hparams)
+    ranged = [i for i, name in enumerate(names) if isinstance(space.priors[name], Ranged)]
+    # The ranged priors' draws as one batch: each random call below is one threefry loop in the
+    # compiled round for all of them together, rather than one per hyperparameter; the same
+    # keys give the same numbers.
+    draws = {}
+    if ranged:
+        priors = [space.priors[names[i]] for i in ranged]
+        lows = jnp.asarray([_sampled_bounds(prior)[0] for prior in priors], jnp.float32)
+        highs = jnp.asarray([_sampled_bounds(prior)[1] for prior in priors], jnp.float32)
+        shape = hparams[names[ranged[0]]].shape
+
+        def draw(key_n, low, high):
+            resample_key, choice_key, prior_key = jax.random.split(key_n, 3)
+            return (
+                jax.random.randint(choice_key, shape, 0, factors.shape[0]),
+                jax.random.bernoulli(resample_key, config.resample_probability, shape),
+                jax.random.uniform(prior_key, shape, minval=low, maxval=high),
+            )
+
+        batch = jax.vmap(draw)(keys[jnp.asarray(ranged)], lows, highs)
+        draws = {names[i]: [part[row] for part in batch] for row, i in enumerate(ranged)}
     explored = {}
-    for name, key_n in zip(hparams, jax.random.split(key, len(hparams))):
+    for name, key_n in zip(names, keys):
         value, prior = hparams[name], space.priors[name]
         if isinstance(prior, Fixed):
             explored[name] = value
             continue
-        resample_key, choice_key, prior_key = jax.random.split(key_n, 3)
         shape = value.shape
-        if isinstance(prior, Choice):
-            step = jnp.where(jax.random.bernoulli(choice_key, 0.5, shape), 1, -1)
-            index = jnp.clip(prior.index_of(value) + step, 0, len(prior.values) - 1)
-            perturbed = jnp.asarray(prior.values, jnp.float32)[index]
-        else:
-            factor = factors[jax.random.randint(choice_key, shape, 0, factors.shape[0])]
-            perturbed = prior.clip(value * factor)
+        if name in draws:
+            index, resampled, drawn = draws[name]
+            perturbed = prior.clip(value * factors[index])
+            sample = jnp.exp(drawn) if isinstance(prior, LogUniform) else drawn
+            new = jnp.where(resampled, sample.astype(value.dtype), perturbed)
+            explored[name] = jnp.where(replaced, new, value)
+            continue
+        resample_key, choice_key, prior_key = jax.random.split(key_n, 3)
+        step = jnp.where(jax.random.bernoulli(choice_key, 0.5, shape), 1, -1)
+        index = jnp.clip(prior.index_of(value) + step, 0, len(prior.values) - 1)
+        perturbed = jnp.asarray(prior.values, jnp.float32)[index]
         resampled = jax.random.bernoulli(resample_key, config.resample_probability, shape)
         new = jnp.where(resampled, prior.sample(prior_key, shape).astype(value.dtype), perturbed)
         explored[name] = jnp.where(replaced, new, value)
     return explored
+
+
+Ranged = (LogUniform, Uniform)
+
+
+def _sampled_bounds(prior) -> tuple[float, float]:
+    """The bounds ``prior.sample`` draws uniformly between (a log-uniform's in logs)."""
+    if isinstance(prior, LogUniform):
+        return math.log(prior.low), math.log(prior.high)
+    return prior.low, prior.high
 
 
 def pbt_step(

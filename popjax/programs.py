@@ -60,6 +60,40 @@ class ReplicatedArrays:
         )
 
 
+# Below this many elements in a population's first state, its init compiles with LLVM's
+# optimizations off on the CPU: about a quarter of the compile (mostly the random initializers'
+# threefry loops), for a run that takes some 0.1 s more per million elements, once.
+ONCE_ELEMENTS = 1 << 23
+
+
+def run_once_options(shapes, platform: str) -> dict:
+    """XLA options for a program that runs once (a population's init): on the CPU, LLVM's
+    optimizations off when its output is small enough that compiling costs more than running."""
+    elements = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+    return memory.planning_options(platform) if elements <= ONCE_ELEMENTS else {}
+
+
+class Keyed:
+    """A jitted program whose last argument is a random key held here: the key reaches the
+    program as an argument, not as a constant compiled into it, so a run with another seed
+    finds the same program in the persistent cache."""
+
+    def __init__(self, jitted, key):
+        self.jitted, self.key = jitted, key
+
+    def __call__(self, *args):
+        return self.jitted(*args, self.key)
+
+    def lower(self, *args) -> jax.stages.Lowered:
+        return self.jitted.lower(*args, self.key)
+
+    def eval_shape(self, *args):
+        return jax.eval_shape(self.jitted, *args, self.key)
+
+    def __getattr__(self, name):  # the jitted function's own (``_cache_size``, ...)
+        return getattr(self.jitted, name)
+
+
 @dataclass
 class GroupProgram:
     """One group's compiled pieces: init, the round, the test; and its data on the devices."""
@@ -97,7 +131,7 @@ class GroupProgram:
         train = self.data.train if self.data is not None else None
         return jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
-            jax.eval_shape(self.init, train),
+            self.init.eval_shape(train),
         )
 
     def lower_round(self, members) -> jax.stages.Lowered:
@@ -140,14 +174,18 @@ class GroupProgram:
         else:
             data = jax.tree_util.tree_map(place, task.data) if task.data is not None else None
 
-        def init(train_data):
-            population = init_population(init_key, task, space, config.population, train_data)
+        def init(train_data, key):
+            population = init_population(key, task, space, config.population, train_data)
             return population, SelectionState.initial(
                 config.population, space, config.pbt, config.rounds
             )
 
         shards = members.mesh.size
         evaluate = make_evaluate(task, slices, shards)
+        once = run_once_options(
+            jax.eval_shape(init, data.train if data is not None else None, init_key),
+            members.mesh.devices.flat[0].platform,
+        )
 
         def test(population, split):
             return evaluate(population, split, False)[1]
@@ -157,20 +195,23 @@ class GroupProgram:
             task=task,
             space=space,
             data=data,
-            init=jax.jit(init, out_shardings=members),
-            round_fn=jax.jit(
-                make_round(
-                    task,
-                    config.interval,
-                    space,
-                    config.pbt,
-                    pbt_key,
-                    slices,
-                    members.mesh,
-                    total_steps=config.steps,
+            init=Keyed(jax.jit(init, out_shardings=members, compiler_options=once), init_key),
+            round_fn=Keyed(
+                jax.jit(
+                    make_round(
+                        task,
+                        config.interval,
+                        space,
+                        config.pbt,
+                        pbt_key,
+                        slices,
+                        members.mesh,
+                        total_steps=config.steps,
+                    ),
+                    out_shardings=members,
+                    donate_argnums=(0, 1),
                 ),
-                out_shardings=members,
-                donate_argnums=(0, 1),
+                pbt_key,
             ),
             test=jax.jit(test, out_shardings=members),
             feed=feed,

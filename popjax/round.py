@@ -97,7 +97,8 @@ def make_round(
     axis is split over, if several. Training and validation run ``slices`` slices of the
     members one after another, each spread over those devices (see
     ``popjax.train.in_slices``). ``total_steps``: the run's length, which the space's schedules
-    decay over (needed when it has any).
+    decay over (needed when it has any). ``key``, if given to the round, replaces ``pbt_key``:
+    a key passed as an argument rather than compiled in, so another seed runs the same program.
     """
     shards = mesh.size if mesh is not None else 1
     hparams_at = None
@@ -111,7 +112,9 @@ def make_round(
     segment = make_segment(task, interval, slices, shards, hparams_at)
     evaluate = make_evaluate(task, slices, shards)
 
-    def round_fn(population: Population, selection: SelectionState, round_index, data=None):
+    def round_fn(
+        population: Population, selection: SelectionState, round_index, data=None, key=None
+    ):
         stopped = early_stopped(population.hparams, selection)
         start_fitness = selection.fitness  # of the weights each member trains on this round
         identity = jnp.arange(population.size, dtype=jnp.int32)
@@ -120,7 +123,7 @@ def make_round(
             # Stopped members rank as diverged: replaced first, never copied. The first round
             # has no fitness to select on yet.
             fitness = jnp.where(stopped, -jnp.inf, selection.fitness)
-            key = jax.random.fold_in(pbt_key, round_index)
+            key = jax.random.fold_in(pbt_key if key is None else key, round_index)
             if restarts_trials(pbt):
                 # A trial's own rounds: a restart set its step count back to 0.
                 age = population.step // interval

@@ -97,7 +97,7 @@ events = collections.Counter()
 monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
 import popjax, popjax.nn
 popjax.run(population=2, steps=20, interval=10, write=False, progress=False,
-           model=popjax.nn.MLP(hidden=(8,)), cache={cache})
+           model=popjax.nn.MLP(hidden=(8,)), cache={cache}, seed={seed})
 print(json.dumps({{
     "hits": events["/jax/compilation_cache/cache_hits"],
     "misses": events["/jax/compilation_cache/cache_misses"],
@@ -110,9 +110,11 @@ print(json.dumps({{
 @pytest.mark.version_sensitive
 @pytest.mark.timeout(300)
 def test_a_rerun_compiles_nothing_it_compiled_before(cache_dir):
-    def sweep(cache_on=True):
+    def sweep(cache_on=True, seed=0):
         done = run_process(
-            ["python", "-c", COUNT_COMPILES.format(cache=cache_on)], devices=1, timeout=240
+            ["python", "-c", COUNT_COMPILES.format(cache=cache_on, seed=seed)],
+            devices=1,
+            timeout=240,
         )
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -122,6 +124,9 @@ def test_a_rerun_compiles_nothing_it_compiled_before(cache_dir):
     warm = sweep()
     assert warm == {"hits": cold["misses"], "misses": 0, "requests": cold["requests"]}
     entries = sorted(os.listdir(cache_dir / "jax"))
+    # The keys are arguments of the programs, not constants in them: another seed runs the same.
+    assert sweep(seed=1) == warm
+    assert sorted(os.listdir(cache_dir / "jax")) == entries
     off = sweep(cache_on=False)
     assert (off["hits"], off["misses"]) == (0, 0)
     assert sorted(os.listdir(cache_dir / "jax")) == entries

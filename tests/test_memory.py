@@ -192,3 +192,13 @@ def test_slices_chosen_are_the_fewest_that_fit():
     assert choose_slices(bytes_with, 8, 1300, 8) == (4, 1200)
     with pytest.raises(PopjaxError, match="even one member at a time"):
         choose_slices(bytes_with, 8, 1000, 8)
+
+
+def test_a_small_init_compiles_unoptimized_on_the_cpu_only():
+    from popjax.programs import ONCE_ELEMENTS, run_once_options
+
+    small = {"w": jax.ShapeDtypeStruct((4, 1000), jnp.float32)}
+    large = {"w": jax.ShapeDtypeStruct((ONCE_ELEMENTS + 1,), jnp.float32)}
+    assert run_once_options(small, "cpu") == {"xla_backend_optimization_level": 0}
+    assert run_once_options(large, "cpu") == {}
+    assert run_once_options(small, "gpu") == {}

@@ -234,3 +234,49 @@ def test_pbt_step_copies_then_explores(exploit):
         if not bool(replaced[member]):
             assert src == member
             assert tree_equal(select(new, member).hparams, select(population, member).hparams)
+
+
+def test_explore_draws_each_hyperparameter_as_its_own_keys_would():
+    """The batched draws give each hyperparameter the numbers of its own key, drawn one
+    hyperparameter at a time with JAX's samplers, whatever kinds of prior sit in between
+    (both compiled: XLA's exp may differ from eager's in the last bit)."""
+    space = SearchSpace(
+        {
+            "a": LogUniform(1e-4, 0.5),
+            "b": Choice((16.0, 32.0, 64.0)),
+            "c": Fixed(0.1),
+            "d": Uniform(2.0, 3.0),
+        },
+        builtin=False,
+    )
+    config = PBTConfig(resample_probability=0.5, perturb_factors=(0.5, 1.0, 2.0))
+    size = 16
+    hparams = space.sample(jax.random.PRNGKey(4), size)
+    replaced = jnp.arange(size) % 3 != 0
+    factors = jnp.asarray(config.perturb_factors, jnp.float32)
+
+    def one_at_a_time(key, hparams):
+        expected = {}
+        for name, key_n in zip(hparams, jax.random.split(key, len(hparams))):
+            prior, value = space.priors[name], hparams[name]
+            resample_key, choice_key, prior_key = jax.random.split(key_n, 3)
+            resampled = jax.random.bernoulli(resample_key, 0.5, (size,))
+            if isinstance(prior, Fixed):
+                expected[name] = value
+                continue
+            if isinstance(prior, Choice):
+                step = jnp.where(jax.random.bernoulli(choice_key, 0.5, (size,)), 1, -1)
+                index = jnp.clip(prior.index_of(value) + step, 0, 2)
+                moved = jnp.asarray(prior.values, jnp.float32)[index]
+            else:
+                factor = factors[jax.random.randint(choice_key, (size,), 0, 3)]
+                moved = prior.clip(value * factor)
+            new = jnp.where(resampled, prior.sample(prior_key, (size,)), moved)
+            expected[name] = jnp.where(replaced, new, value)
+        return expected
+
+    key = jax.random.PRNGKey(3)
+    explored = jax.jit(lambda k, h: explore(k, h, space, replaced, config))(key, hparams)
+    expected = jax.jit(one_at_a_time)(key, hparams)
+    for name in hparams:
+        np.testing.assert_array_equal(np.asarray(explored[name]), np.asarray(expected[name]), name)
