@@ -42,6 +42,7 @@ def random_policy_return(episodes: int = 64) -> float:
     )
 
 
+@pytest.mark.slow
 def test_a_population_of_ppo_agents_learns_cartpole():
     task = popjax.tasks.rl.ppo("CartPole-v1", **SMALL)
     result = popjax.run(

@@ -47,6 +47,7 @@ def test_the_metric_decides_whom_pbt_copies_where_accuracy_and_loss_disagree(met
     assert output.parents.tolist() == [winner, winner]
 
 
+@pytest.mark.slow
 def test_regression_on_diabetes_beats_predicting_the_mean(tmp_path):
     config = popjax.SweepConfig(model={"name": "mlp", "hidden": [32]})
     result = popjax.run(

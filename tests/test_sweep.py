@@ -99,6 +99,7 @@ def test_result_names_the_best_member_on_validation(tiny_sweep, small_data, smal
     assert tiny_sweep.best_test["accuracy"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_short_pbt_run_on_mnist1d_improves_the_best_member(mnist1d):
     result = popjax.run(
         data=mnist1d, population=8, steps=600, interval=100, write=False, progress=False
