@@ -321,15 +321,22 @@ ROUNDS = 24
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory):
     """``uninterrupted(processes=1, devices=1)``: the run folder of RUN_TOML's sweep run to its
-    end in that layout without a stop, run once a session for each layout."""
+    end in that layout without a stop, run once a session for each layout (on one device, in
+    this process, whose programs the killed processes then load from the session's cache)."""
     runs = {}
 
     def run(processes=1, devices=1):
         if (processes, devices) not in runs:
             cwd = tmp_path_factory.mktemp("whole")
             (cwd / "run.toml").write_text(RUN_TOML)
-            layout = dict(cwd=cwd, processes=processes, devices=devices)
-            finish_sweep(sweep_processes("run", "run.toml", "--out", "whole", **layout))
+            if (processes, devices) == (1, 1):  # this process's layout: run here, compile once
+                from popjax.cli import main
+
+                out = ["--out", str(cwd / "whole"), "--quiet", "--no-report"]
+                assert main(["run", str(cwd / "run.toml"), *out]) == 0
+            else:
+                layout = dict(cwd=cwd, processes=processes, devices=devices)
+                finish_sweep(sweep_processes("run", "run.toml", "--out", "whole", **layout))
             runs[processes, devices] = cwd / "whole"
         return runs[processes, devices]
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import popjax
+from popjax.cli import main
 
-from conftest import final_state, finish_sweep, kill_and_resume, popjax_cli
+from conftest import final_state, kill_and_resume
 
 gymnax = pytest.importorskip("gymnax")
 
@@ -100,9 +101,12 @@ eval_episodes = 2
 
 
 @pytest.mark.slow
-def test_a_killed_ppo_run_resumes_bit_identically(tmp_path):
+def test_a_killed_ppo_run_resumes_bit_identically(tmp_path, monkeypatch):
     (tmp_path / "rl.toml").write_text(RL_TOML)
-    finish_sweep([popjax_cli("run", "rl.toml", "--out", "whole", cwd=tmp_path)])
+    # The uninterrupted run in this process, on one device as the killed one: the same programs
+    # (which the killed processes then load from the session's cache).
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "rl.toml", "--out", "whole", "--quiet", "--no-report"]) == 0
     kill_and_resume("rl.toml", tmp_path, checkpoints=2)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(tmp_path / "whole")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import popjax
+from popjax.cli import main
 from popjax.errors import PopjaxError
 from popjax.tasks import transition_buffer
 
-from conftest import final_state, finish_sweep, kill_and_resume, popjax_cli
+from conftest import final_state, kill_and_resume
 
 gymnax = pytest.importorskip("gymnax")
 
@@ -183,9 +184,12 @@ eval_episodes = 1
 
 
 @pytest.mark.slow
-def test_a_killed_sac_run_resumes_bit_identically(tmp_path):
+def test_a_killed_sac_run_resumes_bit_identically(tmp_path, monkeypatch):
     (tmp_path / "sac.toml").write_text(SAC_TOML)
-    finish_sweep([popjax_cli("run", "sac.toml", "--out", "whole", cwd=tmp_path)])
+    # The uninterrupted run in this process, on one device as the killed one: the same programs
+    # (which the killed processes then load from the session's cache).
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "sac.toml", "--out", "whole", "--quiet", "--no-report"]) == 0
     kill_and_resume("sac.toml", tmp_path, checkpoints=2)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(tmp_path / "whole")
