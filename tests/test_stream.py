@@ -14,7 +14,7 @@ from popjax.dataset import sample_balanced, window_class_index
 from popjax.errors import PopjaxError
 from popjax.stream import Stream, window_positions, window_size
 
-from conftest import final_state, finish_sweep, kill_and_resume, sweep_processes, tree_equal
+from conftest import final_state, kill_and_resume, tree_equal
 
 
 def test_windows_walk_through_shuffled_passes():
@@ -160,14 +160,16 @@ def test_the_command_streams_an_npy_folder_larger_than_the_limit_and_refuses_it_
 
 
 @pytest.mark.slow
-def test_a_killed_streamed_run_resumes_bit_for_bit(tmp_path):
+def test_a_killed_streamed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     write_npy(tmp_path, count=3000)
     config = NPY_TOML.format(steps=200, limit="", window="window = 256")
     for folder in ("whole", "cut"):
         (tmp_path / folder).mkdir()
         write_npy(tmp_path / folder, count=3000)
         (tmp_path / folder / "run.toml").write_text(config)
-    finish_sweep(sweep_processes("run", "run.toml", "--out", "whole", cwd=tmp_path / "whole"))
+    # The uninterrupted run in this process, on one device as the killed one.
+    monkeypatch.chdir(tmp_path / "whole")
+    assert main(["run", "run.toml", "--out", "whole", "--quiet", "--no-report"]) == 0
     kill_and_resume("run.toml", tmp_path / "cut", checkpoints=4, pause=0.2)
     whole, cut = tmp_path / "whole/whole", tmp_path / "cut/killed"
     whole_rounds, whole_leaves = final_state(whole)
