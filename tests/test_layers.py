@@ -59,12 +59,18 @@ def popjax_imports(path: Path) -> set[str]:
     """Every popjax module a file imports, late (in a function) and type-checking ones too."""
     import ast
 
+    def is_module(name: str) -> bool:
+        folder = ROOT.joinpath(*name.split("."))
+        return folder.with_suffix(".py").is_file() or (folder / "__init__.py").is_file()
+
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("popjax"):
-            if node.module == "popjax":
-                found |= {f"popjax.{alias.name}" for alias in node.names}
-            else:
+            # ``from package import module`` imports that module, and the package too.
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if is_module(name) else node.module)
+            if node.module != "popjax":
                 found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("popjax")}

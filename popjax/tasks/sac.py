@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import popjax.tasks.transition_buffer as transition_buffer
 from popjax import optim
 from popjax.errors import PopjaxError
 from popjax.priors import LogUniform, Uniform
 from popjax.task import Task
-from popjax.tasks import transition_buffer
 from popjax.tasks.rl import make_env
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
