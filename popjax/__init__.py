@@ -25,7 +25,7 @@ _EXPORTS = {
     "PopjaxError": ("popjax.errors", "PopjaxError"),
     "SearchSpace": ("popjax.space", "SearchSpace"),
     "SweepConfig": ("popjax.config", "SweepConfig"),
-    "SweepResult": ("popjax.sweep", "SweepResult"),
+    "SweepResult": ("popjax.result", "SweepResult"),
     "Task": ("popjax.task", "Task"),
     "TaskData": ("popjax.task", "TaskData"),
     "Uniform": ("popjax.space", "Uniform"),

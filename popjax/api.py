@@ -16,7 +16,8 @@ from popjax.devices import device_divisor, use_cpu_cores
 from popjax.distributed import Distributed
 from popjax.plan import Plan
 from popjax.progress import ProgressBar
-from popjax.sweep import SweepResult, plan_run
+from popjax.result import SweepResult
+from popjax.sweep import plan_run
 from popjax.task import Task
 
 
