@@ -21,16 +21,15 @@ rate (a traced, per-member value), whatever rate it was built with.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
-from pathlib import Path
 
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
 from popjax.errors import PopjaxError
+from popjax.imports import first_line, import_module
 from popjax.nn import dropout as member_dropout
 
 # The collection holding an nnx model's variables that are not parameters (nnx.BatchStat).
@@ -99,16 +98,7 @@ def load_model(spec: str, fields: dict):
     a class built with them (nnx: and ``rngs=``, equinox: and ``key=``), or a function called
     as ``function(key, **fields)``. The current folder is searched first."""
     module_name, _, attribute = spec.partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # an import can fail in any way the user's code does
-        raise PopjaxError(
-            f"cannot import model module '{module_name}' ({type(error).__name__}: "
-            f"{_first_line(error)}): check the name and that it is importable from the "
-            "current folder"
-        ) from None
+    module = import_module(module_name, f"model module '{module_name}'")
     if not attribute or not hasattr(module, attribute):
         raise PopjaxError(
             f"module '{module_name}' has no '{attribute}': name a module class or a function "
@@ -283,7 +273,7 @@ def _built(make, name):
         raise
     except Exception as error:  # the user's constructor may fail in any way
         raise PopjaxError(
-            f"building {name} failed ({type(error).__name__}: {_first_line(error)}): check its "
+            f"building {name} failed ({type(error).__name__}: {first_line(error)}): check its "
             "arguments"
         ) from None
 
@@ -368,8 +358,3 @@ def _is_equinox(cls) -> bool:
     # equinox is optional: a model written with it has imported it already.
     eqx = sys.modules.get("equinox")
     return eqx is not None and isinstance(cls, type) and issubclass(cls, eqx.Module)
-
-
-def _first_line(error) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__

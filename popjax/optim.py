@@ -14,18 +14,16 @@ and Adafactor (``scripts/optimizer_rebuild_vs_inject.py``, ``docs/optimizers.md`
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jax
 import optax
 
 from popjax.errors import PopjaxError, shown, unknown_name_error
 from popjax.hyperparameters import HYPERPARAMETERS
+from popjax.imports import import_module
 
 FAMILIES = ("sgd", "adam")  # popjax's own; any other name is optax's
 # What each family reads of a member's hyperparameters, and the value it takes when the space
@@ -218,16 +216,13 @@ def _arguments(factory) -> tuple[dict, tuple[str, ...]]:
 def _import(spec: str) -> Callable:
     module_name, _, attribute = spec.partition(":")
     # As for a task's module: one in the current folder imports by its bare name.
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        made = getattr(importlib.import_module(module_name), attribute)
-    except Exception as error:  # an import can fail in any way the user's code does
+    module = import_module(module_name, f"optimizer '{spec}'")
+    if not hasattr(module, attribute):
         raise PopjaxError(
-            f"cannot import optimizer '{spec}' ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}): write it as "
-            '"module:factory", importable from the current folder'
-        ) from None
+            f"cannot import optimizer '{spec}': module '{module_name}' has no '{attribute}'; "
+            'write it as "module:factory"'
+        )
+    made = getattr(module, attribute)
     if not callable(made):
         raise PopjaxError(f"optimizer '{spec}' is a {type(made).__name__}, not a function")
     return made

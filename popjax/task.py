@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from popjax.errors import PopjaxError
+from popjax.imports import first_line
 
 
 class TaskData(NamedTuple):
@@ -78,11 +79,6 @@ class Task(NamedTuple):
     space: Mapping[str, Any] | None = None
     epochs_per_step: Callable | None = None
     name: str = "task"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -183,7 +179,7 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
             raise
         except Exception as error:  # the user's code may fail in any way
             raise PopjaxError(
-                f"task {name} failed on one member ({type(error).__name__}: {_first_line(error)})"
+                f"task {name} failed on one member ({type(error).__name__}: {first_line(error)})"
             ) from None
 
     def init(k, h, d):

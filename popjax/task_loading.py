@@ -3,14 +3,14 @@ imported from the user's modules and built with its fields (host code: it import
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from popjax.errors import PopjaxError
-from popjax.task import Task, _first_line
+from popjax.imports import first_line, import_module
+from popjax.task import Task
 
 # Built into popjax; anything else is "package.module:factory".
 BUILTIN = ("classification", "regression")
@@ -48,18 +48,9 @@ def load_factory(spec: str, import_folder: str | None = None):
             f"task '{spec}' is not an import path: write it as "
             '"package.module:factory" or use one of ' + ", ".join(BUILTIN)
         )
-    _search_first(Path.cwd())
     # A run folder's record of where the module came from wins over the current folder: a
     # resumed run goes on with the task it started with, from whatever folder it resumes in.
-    _search_first(import_folder)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # an import can fail in any way the user's code does
-        raise PopjaxError(
-            f"cannot import task module '{module_name}' ({type(error).__name__}: "
-            f"{_first_line(error)}): check the name and that it is importable "
-            "from the current folder"
-        ) from None
+    module = import_module(module_name, f"task module '{module_name}'", import_folder)
     if not hasattr(module, attribute):
         raise PopjaxError(
             f"module '{module_name}' has no '{attribute}': name a function that "
@@ -80,7 +71,7 @@ def make_task(factory: Callable, arguments: Mapping[str, Any], spec: str) -> Tas
     except TypeError as error:
         raise PopjaxError(
             f"{spec} does not take the fields given in [task] "
-            f"({_first_line(error)}): give the arguments it takes"
+            f"({first_line(error)}): give the arguments it takes"
         ) from None
     if not isinstance(made, Task):
         raise PopjaxError(f"{spec} returned a {type(made).__name__}: expected a popjax.Task")
@@ -90,13 +81,6 @@ def make_task(factory: Callable, arguments: Mapping[str, Any], spec: str) -> Tas
 # The [task] key of a run folder's config.toml that records the folder the task's module was
 # imported from; load_task searches it and never passes it to the factory.
 IMPORT_FOLDER = "import_from"
-
-
-def _search_first(folder) -> None:
-    """Puts ``folder`` at the front of the import path, unless it is there already or gone (a
-    run folder moved to another machine falls back to the current folder)."""
-    if folder is not None and Path(folder).is_dir() and str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
 
 
 def import_folder(spec: str) -> str | None:
