@@ -359,3 +359,33 @@ def tiny_run(small_data, small_model):
         return popjax.run(*config, **settings)
 
     return run
+
+
+def random_policy_return(env_name: str, steps: int, episodes: int) -> float:
+    """The mean return of ``episodes`` episodes of at most ``steps`` steps on a gymnax
+    environment under uniformly random actions (its action space's own sampler), played with
+    gymnax directly: the chance level a learning test beats."""
+    import gymnax
+
+    env, params = gymnax.make(env_name)
+    space = env.action_space(params)
+
+    def episode(key):
+        reset_key, play_key = jax.random.split(key)
+        _, state = env.reset(reset_key, params)
+
+        def step(carry, key):
+            state, total, running = carry
+            action_key, step_key = jax.random.split(key)
+            out = env.step(step_key, state, space.sample(action_key), params)
+            state, reward = out[1], out[2]
+            done = out[3] | out[4] if len(out) == 6 else out[3]
+            return (state, total + reward * running, running & ~done), None
+
+        (_, total, _), _ = jax.lax.scan(
+            step, (state, 0.0, jnp.bool_(True)), jax.random.split(play_key, steps)
+        )
+        return total
+
+    keys = jax.random.split(jax.random.PRNGKey(9), episodes)
+    return float(jax.jit(jax.vmap(episode))(keys).mean())

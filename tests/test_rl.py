@@ -9,38 +9,11 @@ import pytest
 import popjax
 from popjax.cli import main
 
-from conftest import final_state, kill_and_resume
+from conftest import final_state, kill_and_resume, random_policy_return
 
 gymnax = pytest.importorskip("gymnax")
 
 SMALL = {"num_envs": 4, "rollout_steps": 64, "eval_episodes": 8}
-
-
-def random_policy_return(episodes: int = 64) -> float:
-    """CartPole's mean return under uniformly random actions, played with gymnax directly."""
-    env, params = gymnax.make("CartPole-v1")
-
-    def episode(key):
-        reset_key, play_key = jax.random.split(key)
-        obs, state = env.reset(reset_key, params)
-
-        def step(carry, key):
-            state, total, running = carry
-            action_key, step_key = jax.random.split(key)
-            action = jax.random.randint(action_key, (), 0, 2)
-            out = env.step(step_key, state, action, params)
-            state, reward = out[1], out[2]
-            done = out[3] | out[4] if len(out) == 6 else out[3]
-            return (state, total + reward * running, running & ~done), None
-
-        (_, total, _), _ = jax.lax.scan(
-            step, (state, 0.0, jnp.bool_(True)), jax.random.split(play_key, 500)
-        )
-        return total
-
-    return float(
-        jax.jit(jax.vmap(episode))(jax.random.split(jax.random.PRNGKey(9), episodes)).mean()
-    )
 
 
 @pytest.mark.slow
@@ -49,7 +22,7 @@ def test_a_population_of_ppo_agents_learns_cartpole():
     result = popjax.run(
         task=task, population=4, steps=48, interval=8, write=False, progress=False, seed=0
     )
-    chance = random_policy_return()
+    chance = random_policy_return("CartPole-v1", steps=500, episodes=64)
     assert 15 < chance < 30  # CartPole's random policy lasts about 22 steps
     assert result.best_val["return"] > 4 * chance
     last = result.history[-1]

@@ -10,6 +10,8 @@ import pytest
 import popjax
 from popjax.tasks import normalize, rl, rl_envs
 
+from conftest import random_policy_return
+
 gymnax = pytest.importorskip("gymnax")
 
 
@@ -100,28 +102,6 @@ def test_gymnax_continuous_environments_report_the_time_limit_as_truncation(env)
     assert (np.asarray(state.time) == 0).all()
 
 
-def random_pendulum_return(episodes: int = 32) -> float:
-    """Pendulum's mean return under uniformly random torques, played with gymnax directly."""
-    env, params = gymnax.make("Pendulum-v1")
-
-    def episode(key):
-        reset_key, play_key = jax.random.split(key)
-        _, state = env.reset(reset_key, params)
-
-        def step(carry, key):
-            state, total = carry
-            action_key, step_key = jax.random.split(key)
-            action = jax.random.uniform(action_key, (1,), minval=-2.0, maxval=2.0)
-            out = env.step(step_key, state, action, params)
-            return (out[1], total + out[2]), None
-
-        (_, total), _ = jax.lax.scan(step, (state, 0.0), jax.random.split(play_key, 200))
-        return total
-
-    keys = jax.random.split(jax.random.PRNGKey(9), episodes)
-    return float(jax.jit(jax.vmap(episode))(keys).mean())
-
-
 PENDULUM = {"num_envs": 8, "rollout_steps": 128, "epochs": 10, "minibatches": 16}
 
 
@@ -135,7 +115,7 @@ def test_a_population_of_gaussian_ppo_agents_learns_pendulum():
     result = popjax.run(
         task=task, population=2, steps=30, interval=10, write=False, progress=False, seed=0
     )
-    chance = random_pendulum_return()
+    chance = random_policy_return("Pendulum-v1", steps=200, episodes=32)
     assert -1500 < chance < -1000  # a random torque leaves the pendulum hanging
     assert result.best_val["return"] > chance / 2  # at most half the random policy's cost
     assert result.history[-1]["val_env_steps"] == [30 * 8 * 128] * 2

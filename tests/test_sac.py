@@ -12,7 +12,7 @@ from popjax.cli import main
 from popjax.errors import PopjaxError
 from popjax.tasks import transition_buffer
 
-from conftest import final_state, kill_and_resume
+from conftest import final_state, kill_and_resume, random_policy_return
 
 gymnax = pytest.importorskip("gymnax")
 
@@ -49,28 +49,6 @@ def test_sac_refuses_discrete_actions_and_bad_sizes_in_one_line():
         popjax.tasks.sac.sac(buffer_size=0)
 
 
-def random_policy_return(episodes: int = 32) -> float:
-    """Pendulum's mean return under uniform random torques, played with gymnax directly."""
-    env, params = gymnax.make("Pendulum-v1")
-
-    def episode(key):
-        reset_key, play_key = jax.random.split(key)
-        obs, state = env.reset(reset_key, params)
-
-        def step(carry, key):
-            state, total = carry
-            action_key, step_key = jax.random.split(key)
-            action = jax.random.uniform(action_key, (1,), minval=-2.0, maxval=2.0)
-            out = env.step(step_key, state, action, params)
-            return (out[1], total + out[2]), None
-
-        (_, total), _ = jax.lax.scan(step, (state, 0.0), jax.random.split(play_key, 200))
-        return total
-
-    keys = jax.random.split(jax.random.PRNGKey(9), episodes)
-    return float(jax.jit(jax.vmap(episode))(keys).mean())
-
-
 @pytest.mark.slow
 def test_a_population_of_sac_agents_learns_pendulum():
     task = popjax.tasks.sac.sac(
@@ -102,7 +80,7 @@ def test_a_population_of_sac_agents_learns_pendulum():
         progress=False,
         seed=0,
     )
-    chance = random_policy_return()
+    chance = random_policy_return("Pendulum-v1", steps=200, episodes=32)
     assert -1500 < chance < -1000  # Pendulum's random policy
     assert result.best_val["return"] > 0.5 * chance  # half the random policy's cost at most
     last = result.history[-1]
