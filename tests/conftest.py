@@ -233,6 +233,18 @@ def saved_rounds(run_dir):
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
+def died_after(run_dir, copy, rounds: int) -> list[int]:
+    """Copies the run folder ``run_dir`` to ``copy`` as if its run had died after round
+    ``rounds``: the later checkpoints and the summary gone. The rounds it had saved."""
+    shutil.copytree(run_dir, copy)
+    saved = saved_rounds(copy)
+    for late in saved:
+        if late > rounds:
+            shutil.rmtree(Path(copy) / "checkpoints" / str(late))
+    (Path(copy) / "summary.json").unlink()
+    return saved
+
+
 def wait_for_checkpoints(run_dir, count, process, timeout=240):
     """Waits until ``count`` checkpoints are whole while the process (or every process of a
     list) still runs."""

@@ -3,7 +3,6 @@ resume to the same population; a signal to one process stops both after the same
 checkpoint resumes on another device count; old checkpoints are pruned."""
 
 import json
-import shutil
 import signal
 import time
 
@@ -17,6 +16,7 @@ from popjax.runfolder import read_metrics
 from conftest import (
     ROUNDS,
     RUN_TOML,
+    died_after,
     finish_process,
     finish_sweep,
     kill_and_resume,
@@ -108,12 +108,8 @@ def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, unint
 def test_a_checkpoint_of_eight_devices_resumes_on_two(tmp_path, uninterrupted):
     whole_dir = uninterrupted(**TWO_HOSTS)
     run_dir = tmp_path / "fewer"
-    shutil.copytree(whole_dir, run_dir)
     kept = ROUNDS // 2
-    for rounds in saved_rounds(run_dir):
-        if rounds > kept:  # as if the run had died after round ``kept``
-            shutil.rmtree(run_dir / "checkpoints" / str(rounds))
-    (run_dir / "summary.json").unlink()
+    died_after(whole_dir, run_dir, kept)
 
     finish_sweep([popjax_cli("run", "--resume", "fewer", cwd=tmp_path, devices=2)])
     assert len(json.loads((run_dir / "summary.json").read_text())["devices"]) == 2
