@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from popjax import pb2
+from popjax.frequencies import frequency_parents
 from popjax.mesh import take_members
 from popjax.population import Population
 from popjax.space import Fixed, LogUniform, SearchSpace, Uniform
@@ -57,28 +58,52 @@ def tournament_parents(key, fitness):
     return jnp.where(replaced, other, identity), replaced
 
 
-def exploit_parents(key, fitness, config: PBTConfig, rung=True):
-    """Who copies whom. A diverged member (non-finite fitness) is always replaced, by the
-    best member when its exploit method would have kept it, and is never a parent.
-    Successive halving copies as truncation does, at its rungs only (``rung``, traced)."""
-    if config.exploit in ("truncation", "halving"):
-        parents, replaced = truncation_parents(key, fitness, config.fraction)
-        if config.exploit == "halving":
-            replaced = replaced & rung
-            parents = jnp.where(
-                replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype)
-            )
+def exploit_parents(key, fitness, config: PBTConfig, rung=True, round_index=0):
+    """Who copies whose weights: ``(parents [P], replaced [P])`` (see ``exploit_sources``)."""
+    parents, replaced, _, _ = exploit_sources(key, fitness, config, rung, round_index)
+    return parents, replaced
+
+
+def exploit_sources(key, fitness, config: PBTConfig, rung=True, round_index=0):
+    """Who copies whom: ``(parents, replaced, hparam_parents, explored)``, all ``[P]``.
+
+    ``parents``: whose weights each member takes (itself when kept); ``hparam_parents``: whose
+    hyperparameters (the same member, except for MF-PBT's migrants from a faster block, see
+    ``popjax.frequencies``); ``explored``: whose hyperparameters are then explored. A diverged
+    member (non-finite fitness) is always replaced, by the best member when its exploit method
+    would have kept it, and is never a parent. Successive halving copies as truncation does,
+    at its rungs only (``rung``, traced); MF-PBT's blocks select on their own rounds
+    (``round_index``, traced).
+    """
+    if config.exploit == "frequencies":
+        parents, replaced, hparam_parents, explored = frequency_parents(
+            fitness, tuple(config.frequencies), config.fraction, round_index
+        )
     else:
-        parents, replaced = tournament_parents(key, fitness)
+        if config.exploit in ("truncation", "halving"):
+            parents, replaced = truncation_parents(key, fitness, config.fraction)
+            if config.exploit == "halving":
+                replaced = replaced & rung
+                parents = jnp.where(
+                    replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype)
+                )
+        else:
+            parents, replaced = tournament_parents(key, fitness)
+        hparam_parents, explored = parents, replaced
     diverged = ~jnp.isfinite(fitness)
     best = jnp.argmax(safe_fitness(fitness)).astype(parents.dtype)
-    parents = jnp.where(diverged & ~replaced, best, parents)
-    return parents, replaced | diverged
+    rescued = diverged & ~replaced
+    parents = jnp.where(rescued, best, parents)
+    hparam_parents = jnp.where(rescued, best, hparam_parents)
+    return parents, replaced | diverged, hparam_parents, explored | rescued
 
 
-def copy_members(population: Population, parents, rank, mesh=None) -> Population:
+def copy_members(
+    population: Population, parents, rank, mesh=None, hparam_parents=None
+) -> Population:
     """Members take their whole task state (every leaf) and hyperparameters from ``parents``,
-    which always ranks higher in ``rank`` (member indices from worst to best).
+    which always ranks higher in ``rank`` (member indices from worst to best); their
+    hyperparameters from ``hparam_parents`` instead, if given (any member).
 
     Each keeps its own key stream, id and step count, so a copy does not replay its parent's
     batches and dropout masks. The states are copied without a second copy of the population
@@ -86,7 +111,10 @@ def copy_members(population: Population, parents, rank, mesh=None) -> Population
     """
     return population._replace(
         state=take_members(population.state, parents, rank, mesh),
-        hparams={name: value[parents] for name, value in population.hparams.items()},
+        hparams={
+            name: value[parents if hparam_parents is None else hparam_parents]
+            for name, value in population.hparams.items()
+        },
     )
 
 
@@ -175,17 +203,22 @@ def pbt_step(
     first round has no fitness to select on yet. ``mesh``: the devices the members are spread
     over, if several. With ``config.explore == "pb2"``, ``observations`` are what PB2's model
     learns from and ``now`` the round the new hyperparameters train in (see ``popjax.pb2``).
-    ``rung``: whether successive halving decides this round.
+    ``rung``: whether successive halving decides this round. ``replaced``: the members that
+    took another's weights; with MF-PBT, its migrants are not explored (``exploit_sources``).
     """
     exploit_key, explore_key, pb2_key = jax.random.split(key, 3)
-    parents, replaced = exploit_parents(exploit_key, fitness, config, rung)
-    replaced = replaced & active
-    parents = jnp.where(replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype))
+    parents, replaced, hparam_parents, explored = exploit_sources(
+        exploit_key, fitness, config, rung, now
+    )
+    replaced, explored = replaced & active, explored & active
+    identity = jnp.arange(parents.shape[0], dtype=parents.dtype)
+    parents = jnp.where(replaced, parents, identity)
+    hparam_parents = jnp.where(replaced, hparam_parents, identity)
     # Every exploit method copies from a member ranked strictly higher (diverged members
     # rank lowest and copy the best), in the order the stable sort gives ties.
     rank = jnp.argsort(safe_fitness(fitness)).astype(jnp.int32)
-    population = copy_members(population, parents, rank, mesh)
-    hparams = explore(explore_key, population.hparams, space, replaced, config)
+    population = copy_members(population, parents, rank, mesh, hparam_parents)
+    hparams = explore(explore_key, population.hparams, space, explored, config)
     if config.explore == "pb2" and pb2.searched(space):
         # Until a round's gains are seen, PB2's model knows nothing: perturb meanwhile.
         def propose(key, observations, hparams, replaced, now):
@@ -197,7 +230,7 @@ def pbt_step(
             everywhere = PartitionSpec()
             propose = jax.shard_map(propose, mesh=mesh, in_specs=everywhere, out_specs=everywhere)
         chosen, informed = propose(
-            pb2_key, observations.flat(), population.hparams, replaced, jnp.asarray(now)
+            pb2_key, observations.flat(), population.hparams, explored, jnp.asarray(now)
         )
         hparams = {name: jnp.where(informed, chosen[name], hparams[name]) for name in hparams}
     return population._replace(hparams=hparams), parents, replaced

@@ -12,7 +12,7 @@ from typing import Any
 from popjax.amounts import MAX_COUNT, is_number, is_whole
 from popjax.errors import ConfigError, shown, unknown_name_error
 
-EXPLOIT_METHODS = ("truncation", "tournament", "halving")
+EXPLOIT_METHODS = ("truncation", "tournament", "halving", "frequencies")
 RESTART_METHODS = ("prior", "copy")
 EXPLORE_METHODS = ("perturb", "pb2")
 
@@ -40,6 +40,9 @@ class PBTConfig:
         hyperparameters maximise an upper confidence bound of a Gaussian process of the
         population's recent gains; see ``popjax.pb2``).
       window: the rounds of each member's gains that PB2's model learns from.
+      frequencies: MF-PBT's sub-populations, one per entry (the members split into equal
+        contiguous blocks): the rounds between two selections of each, increasing. The
+        paper's default is ``(1, 10, 25, 50)``.
     """
 
     exploit: str = "truncation"
@@ -51,6 +54,7 @@ class PBTConfig:
     window: int = 4
     rungs: tuple[int, ...] = tuple(2**k for k in range(16))
     restart: str = "prior"
+    frequencies: tuple[int, ...] = (1, 10, 25, 50)
 
 
 def pbt_from_dict(table) -> PBTConfig:
@@ -65,8 +69,9 @@ def pbt_from_dict(table) -> PBTConfig:
     factors = table.get("perturb_factors")
     if isinstance(factors, (list, tuple)) and all(is_number(f) for f in factors):
         table["perturb_factors"] = tuple(float(f) for f in factors)
-    if isinstance(table.get("rungs"), list):
-        table["rungs"] = tuple(table["rungs"])
+    for key in ("rungs", "frequencies"):
+        if isinstance(table.get(key), list):
+            table[key] = tuple(table[key])
     return PBTConfig(**table)
 
 
@@ -75,6 +80,7 @@ def pbt_to_dict(pbt: PBTConfig) -> dict[str, Any]:
     table = dataclasses.asdict(pbt)
     table["perturb_factors"] = list(table["perturb_factors"])
     table["rungs"] = list(table["rungs"])
+    table["frequencies"] = list(table["frequencies"])
     return table
 
 
@@ -106,11 +112,18 @@ def check_pbt(pbt: PBTConfig) -> None:
             f"pbt.rungs must be rounds >= 1 in increasing order, e.g. [1, 2, 4, 8] "
             f"(got {shown(pbt.rungs)})"
         )
+    _check_frequencies(pbt.frequencies)
     if pbt.exploit == "halving" and pbt.restart == "prior":
         if not is_number(pbt.fraction) or not 0.0 < pbt.fraction < 1.0:
             raise ConfigError(
                 f"pbt.fraction, the share that stops at a rung, must be in (0, 1) "
                 f"(got {shown(pbt.fraction)})"
+            )
+    elif pbt.exploit == "frequencies":
+        if not is_number(pbt.fraction) or not 0.0 < pbt.fraction <= 1 / 3:
+            raise ConfigError(
+                f"pbt.fraction, the share of a sub-population in each of MF-PBT's brackets, "
+                f"must be in (0, 1/3] (got {shown(pbt.fraction)})"
             )
     elif not is_number(pbt.fraction) or not 0.0 < pbt.fraction <= 0.5:
         raise ConfigError(f"pbt.fraction must be in (0, 0.5] (got {shown(pbt.fraction)})")
@@ -141,8 +154,10 @@ def _refuse_unused(pbt: PBTConfig) -> None:
         ("rungs", "exploit", "halving"),
         ("restart", "exploit", "halving"),
         ("window", "explore", "pb2"),
+        ("frequencies", "exploit", "frequencies"),
     ):
-        value = tuple(getattr(pbt, key)) if key == "rungs" else getattr(pbt, key)
+        value = getattr(pbt, key)
+        value = tuple(value) if isinstance(value, list) else value
         if getattr(pbt, method) != name and value != getattr(defaults, key):
             raise ConfigError(
                 f'pbt.{key} is for {method} = "{name}": remove it or set {method} = "{name}"'
@@ -155,4 +170,40 @@ def check_rungs(pbt: PBTConfig, rounds: int) -> None:
         raise ConfigError(
             f"pbt.rungs {list(pbt.rungs)}: the run has {rounds} round(s), so successive "
             f"halving would never decide: give rungs below {rounds}, or more steps"
+        )
+
+
+def _check_frequencies(frequencies) -> None:
+    if (
+        not isinstance(frequencies, (tuple, list))
+        or len(frequencies) < 2
+        or not all(is_whole(f) and 1 <= f <= MAX_COUNT for f in frequencies)
+        or list(frequencies) != sorted(set(frequencies))
+    ):
+        raise ConfigError(
+            f"pbt.frequencies must be two or more rounds >= 1 in increasing order, one per "
+            f"sub-population, e.g. [1, 10, 25, 50] (got {shown(frequencies)})"
+        )
+
+
+def check_frequencies(pbt: PBTConfig, population: int, group: str = "") -> None:
+    """MF-PBT splits ``population`` into equal sub-populations, each of four brackets of at
+    least one member: a population that cannot is refused, with the sizes that can."""
+    if not pbt.enabled or pbt.exploit != "frequencies" or not is_whole(population):
+        return
+    blocks = len(pbt.frequencies)
+    per_block = population // blocks
+    count = int(pbt.fraction * per_block)
+    where = f"group '{group}': " if group else ""
+    if population % blocks:
+        raise ConfigError(
+            f"{where}population {population} does not split into {blocks} equal "
+            f"sub-populations (one per pbt.frequencies): use a multiple of {blocks}"
+        )
+    if count < 1:
+        smallest = blocks * math.ceil(1 / pbt.fraction - 1e-9)
+        raise ConfigError(
+            f"{where}population {population} gives sub-populations of {per_block} members, "
+            f"too few for brackets of pbt.fraction {pbt.fraction:g}: use a population of at "
+            f"least {smallest}, or fewer pbt.frequencies"
         )

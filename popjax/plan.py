@@ -16,6 +16,7 @@ from popjax.builtin_tasks import builtin_task, check_arguments, check_loss, chec
 from popjax.config import PYTHON_TASK, SweepConfig
 from popjax.errors import PopjaxError
 from popjax.groups import Group, resolve_groups
+from popjax.pbt_settings import check_frequencies
 from popjax.settings import factory_settings
 from popjax.space import SearchSpace, schedule_kinds
 from popjax.task import Task
@@ -50,6 +51,9 @@ class Plan:
         config = config.replace(**overrides).validate()
         config = dataclasses.replace(config, space=resolve_space(config))
         groups = tuple(resolve_groups(config))
+        for group in groups:  # MF-PBT splits each group's members into its sub-populations
+            named = group.name if config.groups else ""
+            check_frequencies(config.pbt, group.config.population, named)
         if config.groups:
             config = dataclasses.replace(
                 config, population=sum(g.config.population for g in groups)

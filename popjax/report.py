@@ -215,6 +215,12 @@ def describe_pbt(config, lineage) -> str:
     if not settings.enabled:
         return "off (random search: hyperparameters drawn once)"
     explore = "PB2" if settings.explore == "pb2" else "perturbation"
+    if settings.exploit == "frequencies":
+        every = ", ".join(map(str, settings.frequencies))
+        return (
+            f"multiple-frequencies PBT (sub-populations selecting every {every} rounds) "
+            f"and {explore}, rounds of {config.interval} steps"
+        )
     if settings.exploit != "halving":
         return f"{settings.exploit} and {explore}, every {config.interval} steps"
     rungs = ", ".join(map(str, judged_rungs(settings.rungs, lineage.rounds))) or "none"

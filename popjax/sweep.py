@@ -29,6 +29,7 @@ from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
+from popjax.pbt_settings import check_frequencies
 from popjax.plan import Plan
 from popjax.programs import (
     ReplicatedArrays,
@@ -141,6 +142,7 @@ def _run_plan(
     if plan.config.auto_population:
         with compile_log.phase("memory_plan"):
             plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
+        check_frequencies(plan.config.pbt, plan.config.population)
     config = plan.config
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
