@@ -10,6 +10,10 @@ config; only what happens between rounds differs:
 * halving: successive halving, the ASHA way: a trial that has trained 1, 2, 4, 8, ... rounds
   of its own stops if it is in the bottom half of every trial that reached that rung, and its
   slot begins again with fresh weights and hyperparameters from the priors;
+* mfpbt: multiple-frequencies PBT (Doulazmi et al., 2025): the population split into
+  sub-populations that select every 1, 10, 25 and 50 rounds (the paper's default; as many as
+  the population gives blocks of 4, its brackets being quarters), with asymmetric migration;
+  PBT's setup otherwise (design.py chose none for it);
 * random: the same population, hyperparameters drawn once from the same priors, never changed;
 * fixed: every member with one textbook setting (learning rate 0.05, momentum 0.9, no dropout,
   weight decay 5e-4), differing only in initial weights and batch order.
@@ -17,12 +21,14 @@ config; only what happens between rounds differs:
 Each picks its best member on the validation split; the table reports that member's test
 figure (accuracy, a regression's loss, an agent's return), mean and spread over seeds, and
 paired leads seed by seed (PBT over random search, PB2 over PBT, successive halving over random
-search: the methods of one seed start from the same members and data). Where a method had a
+search, MF-PBT over PBT and over random search: the methods of one seed start from the same
+members and data). Where a method had a
 choice of setup, `design.py` made it on development data carved from the training split, and
 this script reads the choice from the ``design*.json`` files it wrote (``chosen_setups``).
 
     python experiments/compare.py                       # all tasks, their default seeds
     python experiments/compare.py --tasks digits_mlp --seeds 0
+    python experiments/compare.py --check digits_mlp pbt 0 1   # rerun stored rows, compare
 
 Runs of the tasks given replace those tasks' runs in ``results.json``; other tasks' stay.
 
@@ -44,6 +50,7 @@ use_cpu_cores(16)  # on a CPU, members spread over the cores, as `popjax run` do
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from compare_report import decimals, plot, plot_curves, score  # noqa: E402
 
 import popjax  # noqa: E402
 from popjax.space import Fixed, SearchSpace  # noqa: E402
@@ -86,7 +93,9 @@ MNIST1D_AUGMENTATION = {
     "noise": {"prior": "uniform", "low": 0.0, "high": 0.1},
     "scale": {"prior": "uniform", "low": 0.0, "high": 0.2},
 }
-METHODS = ("pbt", "pb2", "halving", "random", "fixed")
+METHODS = ("pbt", "pb2", "halving", "mfpbt", "random", "fixed")
+# MF-PBT's default sub-populations: the rounds between two selections of each (the paper's).
+MF_PBT_FREQUENCIES = (1, 10, 25, 50)
 # A digits run takes seconds and one test image is 0.28 points, so digits gets more seeds.
 SEEDS = {"digits_mlp": list(range(10))}
 # A PPO run takes seconds too, and one seed's return moves by tens: five seeds.
@@ -118,7 +127,12 @@ def method_config(task: str, method: str, seed: int, setup: dict | None = None):
     """The task's config run by a method: with its chosen ``SETUPS`` unless given ``setup``."""
     path = CONFIGS.get(task, HERE / f"{task}.toml")
     config = popjax.SweepConfig.from_toml(path).replace(seed=seed)
-    config = with_setup(config, SETUPS.get((task, method), {}) if setup is None else setup)
+    chosen = SETUPS.get((task, "pbt" if method == "mfpbt" else method), {})
+    config = with_setup(config, chosen if setup is None else setup)
+    if method == "mfpbt":
+        blocks = max(2, min(len(MF_PBT_FREQUENCIES), config.population // 4))
+        mf_pbt = dict(exploit="frequencies", frequencies=MF_PBT_FREQUENCIES[:blocks])
+        return config.replace(pbt=dataclasses.replace(config.pbt, **mf_pbt))
     if method == "pb2":
         return config.replace(pbt=dataclasses.replace(config.pbt, explore="pb2"))
     if method == "halving":
@@ -139,7 +153,7 @@ def with_setup(config: popjax.SweepConfig, changes: dict) -> popjax.SweepConfig:
     return config.replace(space=space, **changes)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -154,44 +168,24 @@ def main(argv=None) -> None:
         action="store_true",
         help="run every method on its task's config as it is, without SETUPS",
     )
+    parser.add_argument(
+        "--check",
+        nargs="+",
+        metavar=("TASK METHOD SEED", "SEED"),
+        help="rerun these stored rows of --out and compare their test figures (writes nothing)",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args(argv)
+    setup = {} if args.as_configured else None
+    if args.check:
+        return check_rows(parser, args.check, Path(args.out), setup)
 
     runs = []
     for task in args.tasks:
         for method in args.methods:
             for seed in args.seeds or SEEDS.get(task, DEFAULT_SEEDS):
-                config = method_config(task, method, seed, {} if args.as_configured else None)
-                result = popjax.run(config, write=False, progress=False)
-                # A classifier is scored by accuracy whatever it selected its member on.
-                metric = "accuracy" if "accuracy" in result.best_test else result.fitness
-                runs.append(
-                    {
-                        "task": task,
-                        "method": method,
-                        "seed": seed,
-                        "metric": metric,
-                        "selected_on": result.fitness,
-                        f"val_{metric}": result.best_val[metric],
-                        f"test_{metric}": result.best_test[metric],
-                        "best_hparams": result.best_hparams,
-                        "wall_time_s": result.wall_time,
-                    }
-                )
-                if "val_env_steps" in result.history[0]:
-                    runs[-1]["curve"] = return_curve(result.history)
-                print(
-                    f"{task:12s} {method:7s} seed {seed}: val {metric} "
-                    f"{result.best_val[metric]:.4f} test {result.best_test[metric]:.4f} "
-                    f"({result.wall_time:.0f} s)",
-                    flush=True,
-                )
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__,
-    }
+                runs.append(run_row(task, method, seed, setup))
+    machine = this_machine()
     out = Path(args.out)
     if out.exists():  # keep the runs of the tasks and methods not run now
         kept = [
@@ -209,38 +203,100 @@ def main(argv=None) -> None:
     plot_curves(runs, out.with_name(out.stem + "_rl_curves.png"))
     print()
     print(table)
+    return 0
+
+
+def run_row(task: str, method: str, seed: int, setup: dict | None = None) -> dict:
+    """One run of ``method`` on ``task`` with ``seed``, as results.json stores it."""
+    config = method_config(task, method, seed, setup)
+    result = popjax.run(config, write=False, progress=False)
+    # A classifier is scored by accuracy whatever it selected its member on.
+    metric = "accuracy" if "accuracy" in result.best_test else result.fitness
+    row = {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "metric": metric,
+        "selected_on": result.fitness,
+        f"val_{metric}": result.best_val[metric],
+        f"test_{metric}": result.best_test[metric],
+        "best_hparams": result.best_hparams,
+        "wall_time_s": result.wall_time,
+    }
+    if "val_env_steps" in result.history[0]:
+        row["curve"] = return_curve(result.history)
+    print(
+        f"{task:12s} {method:7s} seed {seed}: val {metric} "
+        f"{result.best_val[metric]:.4f} test {result.best_test[metric]:.4f} "
+        f"({result.wall_time:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def this_machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+    }
+
+
+# The least difference --check lets pass, in score's units: a rerun on the same machine and
+# device layout is bit-identical, but another processor or jax release takes other rounding
+# paths, and PBT's selections amplify them into another run of the same distribution.
+CHECK_FLOOR = {"accuracy": 0.5, "return": 5.0}  # points of accuracy; a return
+CHECK_FLOOR_LOSS = 0.01  # a regression's loss
+CHECK_SPREADS = 2  # standard deviations of the stored task+method over seeds
+
+
+def check_rows(parser, words: list[str], path: Path, setup: dict | None) -> int:
+    """``--check TASK METHOD SEED [SEED ...]``: reruns the rows and prints, for each, the stored
+    test figure, the rerun's, their difference and whether it is within the tolerance
+    (``max(floor, CHECK_SPREADS standard deviations of the stored task+method over seeds)``).
+    Returns 1 if any is outside it; writes nothing."""
+    if len(words) < 3 or words[0] not in TASKS or words[1] not in METHODS:
+        parser.error(
+            f"--check takes TASK METHOD SEED [SEED ...]: a task of {', '.join(TASKS)}, "
+            f"a method of {', '.join(METHODS)} (got {' '.join(words)})"
+        )
+    task, method = words[:2]
+    try:
+        seeds = [int(word) for word in words[2:]]
+    except ValueError:
+        parser.error(f"--check: seeds are whole numbers (got {' '.join(words[2:])})")
+    if not path.is_file():
+        parser.error(f"--check: no stored results at {path}: give --out a results.json")
+    stored = json.loads(path.read_text())
+    rows = [r for r in stored["runs"] if r["task"] == task and r["method"] == method]
+    missing = [s for s in seeds if s not in {r["seed"] for r in rows}]
+    if missing:
+        parser.error(f"--check: {path} has no {task} {method} row for seed(s) {missing}")
+    spread = float(np.std([score(r) for r in rows]))
+    metric = rows[0].get("metric", "accuracy")
+    tolerance = max(CHECK_FLOOR.get(metric, CHECK_FLOOR_LOSS), CHECK_SPREADS * spread)
+    same = stored.get("machine") == this_machine()
+    print(
+        f"tolerance {tolerance:.4g} (max of the floor and {CHECK_SPREADS} x {spread:.4g}, the "
+        f"spread over {len(rows)} stored seeds); "
+        + ("same machine and devices: expect identical figures" if same else "another machine")
+    )
+    outside = 0
+    for seed in seeds:
+        old = score(next(r for r in rows if r["seed"] == seed))
+        new = score(run_row(task, method, seed, setup))
+        ok = abs(new - old) <= tolerance
+        outside += not ok
+        verdict = "identical" if new == old else ("within" if ok else "OUTSIDE")
+        print(
+            f"{task} {method} seed {seed}: stored {old:.4f} rerun {new:.4f} "
+            f"difference {new - old:+.4f} {verdict}"
+        )
+    return 1 if outside else 0
 
 
 PAPER = "logistic regression 32%, MLP 68%, CNN 94%, GRU 91%, human 96%"
-PAPER_LINES = {"mnist1d_mlp": ("paper MLP", 68), "mnist1d_cnn": ("paper CNN", 94)}
-
-
-def plot(runs, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in runs))
-    methods = list(dict.fromkeys(r["method"] for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for i, method in enumerate(methods):
-            accuracy = [score(r) for r in runs if r["task"] == task and r["method"] == method]
-            ax.bar(i, np.mean(accuracy), color=f"C{i}", alpha=0.6)
-            ax.errorbar(i, np.mean(accuracy), yerr=np.std(accuracy), color="black", capsize=4)
-            ax.scatter([i] * len(accuracy), accuracy, color="black", s=10, zorder=3)
-        if task in PAPER_LINES:
-            label, value = PAPER_LINES[task]
-            ax.axhline(value, color="gray", ls="--", label=f"{label} ({value}%)")
-            ax.legend(fontsize=7, loc="lower right")
-        ax.set_xticks(range(len(methods)), methods, rotation=30)
-        ax.set(title=task, ylabel=score_name(task, runs))
-        if score_name(task, runs) == "test accuracy (%)":
-            everything = [score(r) for r in runs if r["task"] == task]
-            ax.set_ylim(min(everything + [PAPER_LINES.get(task, ("", 100))[1]]) - 5, 100)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def return_curve(history: list[dict]) -> list[list[float]]:
@@ -248,71 +304,21 @@ def return_curve(history: list[dict]) -> list[list[float]]:
     return [[max(r["val_env_steps"]), max(r["val_return"])] for r in history]
 
 
-def plot_curves(runs, path) -> None:
-    """Return against environment steps: each method's mean over seeds of its best member."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in runs if "curve" in r))
-    if not tasks:
-        return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for i, method in enumerate(dict.fromkeys(r["method"] for r in runs if r["task"] == task)):
-            curves = np.array(
-                [
-                    r["curve"]
-                    for r in runs
-                    if r["task"] == task and r["method"] == method and "curve" in r
-                ]
-            )
-            steps, best = curves[0, :, 0], curves[:, :, 1]
-            ax.plot(steps, best.mean(0), color=f"C{i}", label=method)
-            ax.fill_between(steps, best.min(0), best.max(0), color=f"C{i}", alpha=0.15)
-        ax.set(
-            title=task,
-            xlabel="environment steps per agent",
-            ylabel="best member's evaluation return",
-        )
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def score(run: dict) -> float:
-    """A run's test figure: accuracy in %, or the loss a regression selected on."""
-    metric = run.get("metric", "accuracy")
-    return 100 * run["test_accuracy"] if metric == "accuracy" else run[f"test_{metric}"]
-
-
-def task_metric(task: str, runs) -> str:
-    return next(r.get("metric", "accuracy") for r in runs if r["task"] == task)
-
-
-def score_name(task: str, runs) -> str:
-    metric = task_metric(task, runs)
-    if metric == "accuracy":
-        return "test accuracy (%)"
-    return (
-        "test return (fresh episodes)" if metric == "return" else f"test {metric} (lower is better)"
-    )
-
-
-def decimals(task: str, runs, default: int) -> int:
-    """Decimals to print a task's figures with: a loss (a regression's) needs 3."""
-    return 3 if task_metric(task, runs) not in ("accuracy", "return") else default
-
-
 # The paired comparisons the table reports: (method, baseline).
-LEADS = (("pbt", "random"), ("pb2", "pbt"), ("halving", "random"))
+LEADS = (
+    ("pbt", "random"),
+    ("pb2", "pbt"),
+    ("halving", "random"),
+    ("mfpbt", "pbt"),
+    ("mfpbt", "random"),
+)
 
 
 def results_table(runs) -> str:
     """Markdown: the test figure of the member chosen on validation (accuracy in %, or a
-    regression's loss), mean ± std over seeds, and paired leads: PBT over random search, PB2
-    over PBT, successive halving over random search (the same draws, without early stopping)."""
+    regression's loss), mean ± std over seeds, and the paired ``LEADS``: PBT over random
+    search, PB2 over PBT, successive halving over random search (the same draws, without early
+    stopping), MF-PBT over PBT and over random search."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
     lines = [
@@ -351,4 +357,4 @@ def paired_lead(runs, task, method="pbt", baseline="random") -> str:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

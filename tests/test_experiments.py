@@ -100,3 +100,31 @@ print(len(with_saved_runs(out, "other task", [{{"method": "halving", "seed": 1}}
     kept, other = out.strip().splitlines()
     assert kept == "[('pbt', 0), ('halving', 1)]"  # the old halving run replaced, in order
     assert other == "1"  # another task's file is not merged
+
+
+def test_check_reruns_stored_rows_and_fails_outside_the_tolerance(tmp_path):
+    out = run_in_experiments(
+        f"""
+import json
+from compare import main
+stored = {str(tmp_path / "results.json")!r}
+args = ["diabetes_regression", "mfpbt", "0", "--out", stored]
+assert main(["--tasks", args[0], "--methods", args[1], "--seeds", args[2], *args[3:]]) == 0
+print("RC", main(["--check", *args]))
+results = json.load(open(stored))
+results["runs"][0]["test_loss"] += 0.05  # one seed: no spread, so the floor (0.01) decides
+json.dump(results, open(stored, "w"))
+before = open(stored).read()
+print("RC", main(["--check", *args]))
+print("UNCHANGED", open(stored).read() == before)
+""",
+        tmp_path,
+    )
+    lines = [
+        line
+        for line in out.splitlines()
+        if "seed 0: stored" in line or line.startswith(("RC", "UNCHANGED"))
+    ]
+    assert "identical" in lines[0] and lines[1] == "RC 0"  # same machine: bit for bit
+    assert "difference -0.0500 OUTSIDE" in lines[2] and lines[3] == "RC 1"
+    assert lines[4] == "UNCHANGED True"

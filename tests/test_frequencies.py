@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 
 from popjax.config import PBTConfig, SweepConfig
+from popjax.data import Dataset
 from popjax.errors import ConfigError
 from popjax.frequencies import frequency_parents
+from popjax.nn import MLP
 from popjax.pbt import exploit_sources, pbt_step
 from popjax.pbt_settings import check_frequencies, check_pbt, pbt_from_dict, pbt_to_dict
 from popjax.plan import Plan
 from popjax.population import select
 from popjax.space import LogUniform, SearchSpace
 
-from conftest import members, tree_equal
+from conftest import classifier, members, tree_equal
 
 
 def mf_pbt_reference(fitness, frequencies, round_index):
@@ -105,11 +107,6 @@ def test_diverged_members_copy_the_best_even_when_their_block_waits():
 
 
 def test_pbt_step_takes_weights_and_hyperparameters_from_their_own_sources():
-    from popjax.nn import MLP
-    from popjax.data import Dataset
-
-    from conftest import classifier
-
     space = SearchSpace({"learning_rate": LogUniform(1e-3, 1.0)}, builtin=False)
     x, y = np.ones((2, 5), np.float32), np.arange(2, dtype=np.int32)
     task = classifier(Dataset(x, y, x, y, x, y), MLP(hidden=(4,), num_classes=2), batch_size=2)

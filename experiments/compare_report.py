@@ -1,0 +1,93 @@
+"""compare.py's scoring and figures: a run's test figure, each task's figure per method, and
+the RL return curves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAPER_LINES = {"mnist1d_mlp": ("paper MLP", 68), "mnist1d_cnn": ("paper CNN", 94)}
+
+
+def score(run: dict) -> float:
+    """A run's test figure: accuracy in %, or the loss a regression selected on."""
+    metric = run.get("metric", "accuracy")
+    return 100 * run["test_accuracy"] if metric == "accuracy" else run[f"test_{metric}"]
+
+
+def task_metric(task: str, runs) -> str:
+    return next(r.get("metric", "accuracy") for r in runs if r["task"] == task)
+
+
+def score_name(task: str, runs) -> str:
+    metric = task_metric(task, runs)
+    if metric == "accuracy":
+        return "test accuracy (%)"
+    return (
+        "test return (fresh episodes)" if metric == "return" else f"test {metric} (lower is better)"
+    )
+
+
+def decimals(task: str, runs, default: int) -> int:
+    """Decimals to print a task's figures with: a loss (a regression's) needs 3."""
+    return 3 if task_metric(task, runs) not in ("accuracy", "return") else default
+
+
+def plot(runs, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, method in enumerate(methods):
+            accuracy = [score(r) for r in runs if r["task"] == task and r["method"] == method]
+            ax.bar(i, np.mean(accuracy), color=f"C{i}", alpha=0.6)
+            ax.errorbar(i, np.mean(accuracy), yerr=np.std(accuracy), color="black", capsize=4)
+            ax.scatter([i] * len(accuracy), accuracy, color="black", s=10, zorder=3)
+        if task in PAPER_LINES:
+            label, value = PAPER_LINES[task]
+            ax.axhline(value, color="gray", ls="--", label=f"{label} ({value}%)")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(range(len(methods)), methods, rotation=30)
+        ax.set(title=task, ylabel=score_name(task, runs))
+        if score_name(task, runs) == "test accuracy (%)":
+            everything = [score(r) for r in runs if r["task"] == task]
+            ax.set_ylim(min(everything + [PAPER_LINES.get(task, ("", 100))[1]]) - 5, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_curves(runs, path) -> None:
+    """Return against environment steps: each method's mean over seeds of its best member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in runs if "curve" in r))
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, method in enumerate(dict.fromkeys(r["method"] for r in runs if r["task"] == task)):
+            curves = np.array(
+                [
+                    r["curve"]
+                    for r in runs
+                    if r["task"] == task and r["method"] == method and "curve" in r
+                ]
+            )
+            steps, best = curves[0, :, 0], curves[:, :, 1]
+            ax.plot(steps, best.mean(0), color=f"C{i}", label=method)
+            ax.fill_between(steps, best.min(0), best.max(0), color=f"C{i}", alpha=0.15)
+        ax.set(
+            title=task,
+            xlabel="environment steps per agent",
+            ylabel="best member's evaluation return",
+        )
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
