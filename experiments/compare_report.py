@@ -44,6 +44,8 @@ def plot(runs, path) -> None:
     for ax, task in zip(axes[0], tasks):
         for i, method in enumerate(methods):
             accuracy = [score(r) for r in runs if r["task"] == task and r["method"] == method]
+            if not accuracy:  # a method not run on this task yet
+                continue
             ax.bar(i, np.mean(accuracy), color=f"C{i}", alpha=0.6)
             ax.errorbar(i, np.mean(accuracy), yerr=np.std(accuracy), color="black", capsize=4)
             ax.scatter([i] * len(accuracy), accuracy, color="black", s=10, zorder=3)
