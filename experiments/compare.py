@@ -50,7 +50,7 @@ use_cpu_cores(16)  # on a CPU, members spread over the cores, as `popjax run` do
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from compare_report import decimals, plot, plot_curves, score  # noqa: E402
+from compare_report import decimals, plot, plot_curves, score, task_metric  # noqa: E402
 
 import popjax  # noqa: E402
 from popjax.space import Fixed, SearchSpace  # noqa: E402
@@ -344,19 +344,40 @@ def results_table(runs) -> str:
 
 
 def paired_lead(runs, task, method="pbt", baseline="random") -> str:
-    """``method``'s test figure minus ``baseline``'s on the same seed: mean ± standard error
-    (for a loss, lower is better, so a negative lead favours ``method``)."""
-    by_seed = {(r["method"], r["seed"]): score(r) for r in runs if r["task"] == task}
-    lead = [
-        by_seed[method, s] - by_seed[baseline, s]
-        for m, s in by_seed
-        if m == method and (baseline, s) in by_seed
-    ]
+    """``method``'s test figure minus ``baseline``'s on the same seed: the mean, its 95%
+    interval (Student's t over the seeds), and the seeds ``method`` won, e.g.
+    ``+3.53 [+0.98, +6.08] won 8/10``. For a loss lower is better: a negative lead favours
+    ``method``, and a seed is won where the lead is below 0."""
+    lead = paired_differences(runs, task, method, baseline)
     if len(lead) < 2:
         return "n/a"
-    error = np.std(lead, ddof=1) / np.sqrt(len(lead))
+    low, high = interval95(lead)
+    won = int(np.sum(lead > 0 if task_metric(task, runs) in ("accuracy", "return") else lead < 0))
     digits = decimals(task, runs, 2)
-    return f"{np.mean(lead):+.{digits}f} ± {error:.{digits}f} (n={len(lead)})"
+    return (
+        f"{np.mean(lead):+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] won {won}/{len(lead)}"
+    )
+
+
+def paired_differences(runs, task, method, baseline) -> np.ndarray:
+    """``method``'s test figure minus ``baseline``'s, seed by seed, where both ran."""
+    by_seed = {(r["method"], r["seed"]): score(r) for r in runs if r["task"] == task}
+    return np.array(
+        [
+            by_seed[method, s] - by_seed[baseline, s]
+            for m, s in sorted(by_seed)
+            if m == method and (baseline, s) in by_seed
+        ]
+    )
+
+
+def interval95(values) -> tuple[float, float]:
+    """The 95% interval of the mean of ``values`` (Student's t, n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    values = np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+    return float(np.mean(values) - half), float(np.mean(values) + half)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The scripts set JAX's CPU device count when imported, so each check runs in a su
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_process
@@ -49,19 +50,27 @@ print(len(rows(dev["x"]) & test), len(rows(dev["x_test"]) & test),
     assert out.split() == ["0", "0", "True", "True", "True"]
 
 
-def test_paired_lead_compares_the_same_seeds(tmp_path):
+def test_paired_lead_compares_the_same_seeds_with_a_95_percent_interval(tmp_path):
     out = run_in_experiments(
         """
 from compare import paired_lead
 runs = [{"task": "t", "method": m, "seed": s, "test_accuracy": a} for m, s, a in [
-    ("pbt", 0, 0.90), ("pbt", 1, 0.80), ("pbt", 2, 0.70),
-    ("random", 0, 0.85), ("random", 1, 0.75), ("random", 3, 0.10)]]
+    ("pbt", 0, 0.90), ("pbt", 1, 0.80), ("pbt", 2, 0.70), ("pbt", 4, 0.5),
+    ("random", 0, 0.85), ("random", 1, 0.74), ("random", 2, 0.71), ("random", 3, 0.10)]]
 print(paired_lead(runs, "t"))
 """,
         tmp_path,
     )
-    # seeds 0 and 1 pair up, each a lead of 5 points; seeds 2 and 3 have no partner
-    assert out.strip() == "+5.00 ± 0.00 (n=2)"
+    # Seeds 0-2 pair up, leads of 5, 6 and -1 points; seeds 3 and 4 have no partner. The
+    # interval: mean ± t(0.975, 2 degrees of freedom) x standard error, t from a printed table.
+    leads = np.array([5.0, 6.0, -1.0])
+    half = 4.3027 * leads.std(ddof=1) / np.sqrt(3)
+    mean, rest = out.split(" [")
+    low, high = rest.split("]")[0].split(", ")
+    assert float(mean) == pytest.approx(leads.mean(), abs=0.005)
+    assert float(low) == pytest.approx(leads.mean() - half, abs=0.01)
+    assert float(high) == pytest.approx(leads.mean() + half, abs=0.01)
+    assert out.strip().endswith("won 2/3")
 
 
 def test_design_table_chooses_each_methods_best_mean(tmp_path):
