@@ -55,6 +55,8 @@ from compare_report import decimals, plot, plot_curves, score, task_metric  # no
 import popjax  # noqa: E402
 from popjax.space import Fixed, SearchSpace  # noqa: E402
 from popjax.tasks.rl import TEXTBOOK as PPO_SETTING  # noqa: E402
+from popjax.tasks.rl import TEXTBOOK_CONTINUOUS as PPO_CONTINUOUS_SETTING  # noqa: E402
+from popjax.tasks.sac import TEXTBOOK as SAC_SETTING  # noqa: E402
 
 HERE = Path(__file__).parent
 TASKS = (
@@ -64,11 +66,15 @@ TASKS = (
     "diabetes_regression",
     "cartpole_ppo",
     "acrobot_ppo",
+    "pendulum_ppo",
+    "pendulum_sac",
 )
 # Where each task's config is, when not experiments/<task>.toml.
 CONFIGS = {
     "cartpole_ppo": HERE / "rl" / "cartpole.toml",
     "acrobot_ppo": HERE / "rl" / "acrobot.toml",
+    "pendulum_ppo": HERE / "rl" / "pendulum.toml",
+    "pendulum_sac": HERE / "rl" / "pendulum_sac.toml",
 }
 TEXTBOOK = SearchSpace(
     {
@@ -80,6 +86,12 @@ TEXTBOOK = SearchSpace(
 )
 # PPO's usual setting for classic control, for the RL tasks' fixed method.
 PPO_TEXTBOOK = SearchSpace({k: Fixed(v) for k, v in PPO_SETTING.items()}, builtin=False)
+# The fixed method's setting of each task whose agent is not PPO on classic control: the usual
+# continuous PPO; SAC's usual setting with the largest batch pendulum_sac.toml samples (128).
+FIXED = {
+    "pendulum_ppo": PPO_CONTINUOUS_SETTING,
+    "pendulum_sac": {**SAC_SETTING, "batch_size": 128.0},
+}
 # Per-member data augmentation, as a config's [space] table writes it.
 AUGMENTATION = {
     "shift": {"prior": "uniform", "low": 0.0, "high": 1.0},  # up to one position
@@ -140,6 +152,8 @@ def method_config(task: str, method: str, seed: int, setup: dict | None = None):
         return config.replace(pbt=dataclasses.replace(config.pbt, enabled=False))
     if method == "fixed":
         textbook = TEXTBOOK if config.builtin_task else PPO_TEXTBOOK
+        if task in FIXED:
+            textbook = SearchSpace({k: Fixed(v) for k, v in FIXED[task].items()}, builtin=False)
         return config.replace(space=textbook, pbt=dataclasses.replace(config.pbt, enabled=False))
     return config
 
