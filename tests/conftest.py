@@ -401,3 +401,23 @@ def random_policy_return(env_name: str, steps: int, episodes: int) -> float:
 
     keys = jax.random.split(jax.random.PRNGKey(9), episodes)
     return float(jax.jit(jax.vmap(episode))(keys).mean())
+
+
+def jitted_population(task, space, size, seed=0):
+    """``init_population`` of ``size`` members, compiled as one program: run eagerly, a task's
+    init (an agent's networks, its environments' resets) dispatches and compiles op by op."""
+    from popjax.population import init_population
+
+    return jax.jit(lambda key: init_population(key, task, space, size))(jax.random.PRNGKey(seed))
+
+
+def jitted_pbt_step(space, config):
+    """``pbt_step(key, population, fitness, space, config, active=True)``, compiled as one
+    program, as the round runs it."""
+    from popjax.pbt import pbt_step
+
+    return jax.jit(
+        lambda key, population, fitness: pbt_step(
+            key, population, fitness, space, config, active=True
+        )
+    )

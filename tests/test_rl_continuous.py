@@ -10,7 +10,7 @@ import pytest
 import popjax
 from popjax.tasks import normalize, rl, rl_envs
 
-from conftest import random_policy_return
+from conftest import jitted_pbt_step, jitted_population, random_policy_return
 
 gymnax = pytest.importorskip("gymnax")
 
@@ -123,24 +123,22 @@ def test_a_population_of_gaussian_ppo_agents_learns_pendulum():
 
 def test_pbt_copies_a_whole_continuous_agent_with_its_running_statistics():
     from popjax.config import PBTConfig
-    from popjax.pbt import pbt_step
-    from popjax.population import init_population, select
+    from popjax.population import select
     from popjax.train import make_segment
 
     task = rl.ppo("Pendulum-v1", num_envs=2, rollout_steps=16, epochs=1, minibatches=1, hidden=8)
     space = popjax.SearchSpace(task.space, builtin=False)
-    population, _ = jax.jit(make_segment(task, 2))(
-        init_population(jax.random.PRNGKey(0), task, space, 4)
-    )
+    population, _ = jax.jit(make_segment(task, 2))(jitted_population(task, space, 4))
     stats = population.state["obs_stats"]
     assert not np.allclose(stats.mean[0], stats.mean[1])  # every member its own statistics
-    new, source, replaced = pbt_step(
-        jax.random.PRNGKey(3), population, jnp.arange(4.0), space, PBTConfig(), active=True
-    )
+    pbt_step = jitted_pbt_step(space, PBTConfig())
+    new, source, replaced = pbt_step(jax.random.PRNGKey(3), population, jnp.arange(4.0))
     copy = int(np.flatnonzero(np.asarray(replaced))[0])
     parent = int(source[copy])
     assert parent != copy
-    want, got = select(population, parent), select(new, copy)
+    # On the host: indexing every leaf eagerly would compile a gather per leaf shape.
+    host, host_new = jax.device_get((population, new))
+    want, got = select(host, parent), select(host_new, copy)
     leaves = jax.tree_util.tree_leaves_with_path(got.state)
     paths = " ".join(jax.tree_util.keystr(path) for path, _ in leaves)
     for part in ("obs_stats", "return_stats", "discounted_return", "log_std", "env_state"):

@@ -12,7 +12,13 @@ from popjax.cli import main
 from popjax.errors import PopjaxError
 from popjax.tasks import transition_buffer
 
-from conftest import final_state, kill_and_resume, random_policy_return
+from conftest import (
+    final_state,
+    jitted_pbt_step,
+    jitted_population,
+    kill_and_resume,
+    random_policy_return,
+)
 
 gymnax = pytest.importorskip("gymnax")
 
@@ -91,21 +97,21 @@ def test_a_population_of_sac_agents_learns_pendulum():
 
 def test_pbt_copies_a_whole_sac_agent_buffer_included_and_the_copy_keeps_its_keys():
     from popjax.config import PBTConfig
-    from popjax.pbt import pbt_step
-    from popjax.population import init_population, select
+    from popjax.population import select
     from popjax.train import make_segment
 
     task = popjax.tasks.sac.sac("Pendulum-v1", **TINY)
     space = popjax.SearchSpace(task.space, builtin=False)
     step = jax.jit(make_segment(task, 3))
-    population, _ = step(init_population(jax.random.PRNGKey(0), task, space, 4))
-    new, source, replaced = pbt_step(
-        jax.random.PRNGKey(3), population, jnp.arange(4.0), space, PBTConfig(), active=True
-    )
+    population, _ = step(jitted_population(task, space, 4))
+    pbt_step = jitted_pbt_step(space, PBTConfig())
+    new, source, replaced = pbt_step(jax.random.PRNGKey(3), population, jnp.arange(4.0))
     copy = int(np.flatnonzero(np.asarray(replaced))[0])
     parent = int(source[copy])
     assert parent != copy
-    want, got = select(population, parent), select(new, copy)
+    # On the host: indexing every leaf eagerly would compile a gather per leaf shape.
+    host, host_new = jax.device_get((population, new))
+    want, got = select(host, parent), select(host_new, copy)
     leaves = jax.tree_util.tree_leaves_with_path(got.state)
     names = {jax.tree_util.keystr(path) for path, _ in leaves}
     for part in ("buffer", "target_critic", "log_alpha", "critic_opt", "env_state"):

@@ -101,8 +101,9 @@ def test_result_names_the_best_member_on_validation(tiny_sweep, small_data, smal
 
 @pytest.mark.slow
 def test_short_pbt_run_on_mnist1d_improves_the_best_member(mnist1d):
+    # Six rounds of 50 steps: on seeds 0-2 the best gains 0.25-0.32 and tests at 0.58-0.63.
     result = popjax.run(
-        data=mnist1d, population=8, steps=600, interval=100, write=False, progress=False
+        data=mnist1d, population=8, steps=300, interval=50, write=False, progress=False
     )
     first = max(result.history[0]["val_accuracy"])
     last = max(result.history[-1]["val_accuracy"])
