@@ -307,14 +307,15 @@ def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices
     return killed_after
 
 
-# The sweep the kill-and-resume tests stop and resume: 24 rounds, a checkpoint after every second
+# The sweep the kill-and-resume tests stop and resume: 12 rounds, a checkpoint after every second
 # (a checkpoint costs more than a round of this small sweep), every one kept (a test may cut the
 # run back to any of them); 8 members, one a device on 8 devices. A kill between checkpoints
-# makes the resumed run train a round again.
+# makes the resumed run train a round again. A round's cost is mostly its fixed part (the host's
+# records, PBT, the processes agreeing), not its steps: the rounds are what make these tests slow.
 RUN_TOML = """
 name = "resume"
 population = 8
-steps = 480
+steps = 240
 interval = 20
 batch_size = 16
 checkpoint_every = 2
@@ -327,7 +328,7 @@ name = "digits"
 name = "mlp"
 hidden = [32]
 """
-ROUNDS = 24
+ROUNDS = 12
 
 
 @pytest.fixture(scope="session")
