@@ -312,6 +312,8 @@ def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices
 # run back to any of them); 8 members, one a device on 8 devices. A kill between checkpoints
 # makes the resumed run train a round again. A round's cost is mostly its fixed part (the host's
 # records, PBT, the processes agreeing), not its steps: the rounds are what make these tests slow.
+# MNIST-1D, which each process loads from the session's cache in a moment, where the digits cost
+# each process seconds importing sklearn.
 RUN_TOML = """
 name = "resume"
 population = 8
@@ -322,7 +324,7 @@ checkpoint_every = 2
 keep_checkpoints = 30
 
 [data]
-name = "digits"
+name = "mnist1d"
 
 [model]
 name = "mlp"
@@ -332,10 +334,11 @@ ROUNDS = 12
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, mnist1d):
     """``uninterrupted(processes=1, devices=1)``: the run folder of RUN_TOML's sweep run to its
     end in that layout without a stop, run once a session for each layout (on one device, in
-    this process, whose programs the killed processes then load from the session's cache)."""
+    this process, whose programs the killed processes then load from the session's cache).
+    MNIST-1D is in the session's cache before any process of RUN_TOML starts."""
     runs = {}
 
     def run(processes=1, devices=1):
