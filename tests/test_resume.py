@@ -35,8 +35,8 @@ from conftest import (
 def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
     uninterrupted = uninterrupted()  # on one device
     (tmp_path / "run.toml").write_text(RUN_TOML)
-    # Killed midway, in the middle of a round (half the checkpoints, 3 of 6, saved).
-    kill_and_resume("run.toml", tmp_path, checkpoints=3, pause=0.3)
+    # Killed midway, in the middle of a round (half the checkpoints, 6 of 12, saved).
+    kill_and_resume("run.toml", tmp_path, checkpoints=6, pause=0.3)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(uninterrupted)
     assert rounds == whole_rounds == ROUNDS
@@ -186,7 +186,7 @@ def test_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
     # Long rounds, so that the signal lands well before the end of the run.
     long_run = RUN_TOML.replace("checkpoint_every = 2", "checkpoint_every = 1000")
     (tmp_path / "run.toml").write_text(
-        long_run.replace("steps = 240", "steps = 60000").replace("interval = 20", "interval = 1000")
+        long_run.replace("steps = 480", "steps = 60000").replace("interval = 20", "interval = 1000")
     )
     process = popjax_cli("run", "run.toml", "--out", "stopped", cwd=tmp_path)
     deadline = time.time() + 240
