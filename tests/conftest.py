@@ -310,7 +310,10 @@ def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices
 # The sweep the kill-and-resume tests stop and resume: 24 rounds, a checkpoint after every second
 # (a checkpoint costs more than a round of this small sweep), every one kept (a test may cut the
 # run back to any of them); 8 members, one a device on 8 devices. A kill between checkpoints
-# makes the resumed run train a round again.
+# makes the resumed run train a round again. A round's cost is mostly its fixed part (the host's
+# records, PBT, the processes agreeing), not its steps: fewer rounds make a test cheaper.
+# MNIST-1D, which each process loads from the session's cache in a moment, where the digits cost
+# each process seconds importing sklearn.
 RUN_TOML = """
 name = "resume"
 population = 8
@@ -321,7 +324,7 @@ checkpoint_every = 2
 keep_checkpoints = 30
 
 [data]
-name = "digits"
+name = "mnist1d"
 
 [model]
 name = "mlp"
@@ -331,16 +334,17 @@ ROUNDS = 24
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory):
-    """``uninterrupted(processes=1, devices=1)``: the run folder of RUN_TOML's sweep run to its
-    end in that layout without a stop, run once a session for each layout (on one device, in
-    this process, whose programs the killed processes then load from the session's cache)."""
+def uninterrupted(tmp_path_factory, mnist1d):
+    """``uninterrupted(processes=1, devices=1, toml=RUN_TOML)``: the run folder of the sweep
+    ``toml`` run to its end in that layout without a stop, run once a session for each (on one
+    device, in this process, whose programs the killed processes then load from the session's
+    cache). MNIST-1D is in the session's cache before any process of the sweep starts."""
     runs = {}
 
-    def run(processes=1, devices=1):
-        if (processes, devices) not in runs:
+    def run(processes=1, devices=1, toml=RUN_TOML):
+        if (processes, devices, toml) not in runs:
             cwd = tmp_path_factory.mktemp("whole")
-            (cwd / "run.toml").write_text(RUN_TOML)
+            (cwd / "run.toml").write_text(toml)
             if (processes, devices) == (1, 1):  # this process's layout: run here, compile once
                 from popjax.cli import main
 
@@ -349,8 +353,8 @@ def uninterrupted(tmp_path_factory):
             else:
                 layout = dict(cwd=cwd, processes=processes, devices=devices)
                 finish_sweep(sweep_processes("run", "run.toml", "--out", "whole", **layout))
-            runs[processes, devices] = cwd / "whole"
-        return runs[processes, devices]
+            runs[processes, devices, toml] = cwd / "whole"
+        return runs[processes, devices, toml]
 
     return run
 

@@ -19,7 +19,9 @@ def main(out, *distributed):
     if distributed:
         coordinator, num_processes, process_id = distributed
         settings = Distributed(coordinator, int(num_processes), int(process_id))
-    data = popjax.data.digits()
+    # MNIST-1D from the cache the tests share, loaded in a moment (the digits would cost each
+    # process seconds importing sklearn).
+    data = popjax.data.mnist1d()
     result = popjax.run(
         data=data,
         population=8,

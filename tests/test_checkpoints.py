@@ -14,7 +14,6 @@ import pytest
 from popjax.runfolder import read_metrics
 
 from conftest import (
-    ROUNDS,
     RUN_TOML,
     died_after,
     finish_process,
@@ -27,6 +26,10 @@ from conftest import (
 
 # Two processes of 4 CPU devices each: one member a device, as on 8 devices in one process.
 TWO_HOSTS = dict(processes=2, devices=4)
+# The kill-and-resume sweep in 12 rounds: a round of two processes costs about a second (the
+# processes agree on every record), and a kill after 3 checkpoints still leaves 6 rounds.
+TOML = RUN_TOML.replace("steps = 480", "steps = 240")
+ROUNDS = 12
 
 
 def saved_population(run_dir, rounds):
@@ -54,8 +57,8 @@ def assert_same_population(a, b):
 @pytest.mark.version_sensitive
 @pytest.mark.timeout(400)
 def test_two_processes_killed_mid_run_resume_to_the_same_population(tmp_path, uninterrupted):
-    whole = uninterrupted(**TWO_HOSTS)
-    (tmp_path / "run.toml").write_text(RUN_TOML)
+    whole = uninterrupted(**TWO_HOSTS, toml=TOML)
+    (tmp_path / "run.toml").write_text(TOML)
     assert kill_and_resume("run.toml", tmp_path, checkpoints=3, **TWO_HOSTS) < ROUNDS
     assert saved_rounds(tmp_path / "killed")[-1] == ROUNDS
     assert_same_population(
@@ -74,10 +77,10 @@ def test_two_processes_killed_mid_run_resume_to_the_same_population(tmp_path, un
 @pytest.mark.version_sensitive
 @pytest.mark.timeout(400)
 def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, uninterrupted):
-    whole = uninterrupted(**TWO_HOSTS)
+    whole = uninterrupted(**TWO_HOSTS, toml=TOML)
     # Checkpoints only at the end or on a signal, so the one saved is the signal's.
     (tmp_path / "run.toml").write_text(
-        RUN_TOML.replace("checkpoint_every = 2", "checkpoint_every = 1000")
+        TOML.replace("checkpoint_every = 2", "checkpoint_every = 1000")
     )
     hosts = sweep_processes("run", "run.toml", "--out", "stopped", cwd=tmp_path, **TWO_HOSTS)
     metrics = tmp_path / "stopped" / "metrics.jsonl"
@@ -106,7 +109,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_round(tmp_path, unint
 @pytest.mark.version_sensitive
 @pytest.mark.timeout(300)
 def test_a_checkpoint_of_eight_devices_resumes_on_two(tmp_path, uninterrupted):
-    whole_dir = uninterrupted(**TWO_HOSTS)
+    whole_dir = uninterrupted(**TWO_HOSTS, toml=TOML)
     run_dir = tmp_path / "fewer"
     kept = ROUNDS // 2
     died_after(whole_dir, run_dir, kept)

@@ -33,14 +33,14 @@ def saved(path):
 
 
 @pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
+def one_device(tmp_path_factory, mnist1d):  # MNIST-1D in the cache before any worker starts
     out = tmp_path_factory.mktemp("one") / "pop.npz"
     finish(start_worker(out, 1))
     return saved(out)
 
 
 @pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory):
+def eight_devices(tmp_path_factory, mnist1d):
     out = tmp_path_factory.mktemp("eight") / "pop.npz"
     finish(start_worker(out, 8))
     return saved(out)

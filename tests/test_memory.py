@@ -17,8 +17,6 @@ from popjax.nn import MLP
 from popjax.runfolder import read_summary
 from popjax.train import in_slices
 
-from conftest import popjax_command
-
 # Activations dominate this round (large batches of a small MLP), so slices save most of it.
 SWEEP = dict(
     steps=20,
@@ -89,25 +87,29 @@ def test_a_round_over_the_limit_runs_in_slices_with_the_same_results():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_finds_the_most_members_whose_round_fits_whole(tmp_path, monkeypatch):
+def test_auto_finds_the_most_members_whose_round_fits_whole(tmp_path, monkeypatch, mnist1d):
     monkeypatch.setenv("POPJAX_CACHE_DIR", str(tmp_path))  # the choice is remembered here
+    # The session's MNIST-1D, which the cache here would generate anew.
+    sweep = {**SWEEP, "data": mnist1d}
     devices = jax.device_count()
-    reference = popjax.run(population=6 * devices, **SWEEP)
+    # 8 members a device, one of the two sizes the search measures first: its first guess
+    # is then measured already, and the search compiles one round fewer.
+    reference = popjax.run(population=8 * devices, **sweep)
     limit = reference.memory["all"]["round_bytes"]
-    auto = popjax.run(population="auto", memory_limit=limit, **SWEEP)
+    auto = popjax.run(population="auto", memory_limit=limit, **sweep)
     size = auto.config.population
     # Sized from rounds compiled only to read their memory plans; the same round, devices and
     # limit again are sized from the choice remembered, with no such compile.
     assert auto.compile["memory_plan/round_fn"]["count"] >= 2
-    again = popjax.run(population="auto", memory_limit=limit, **SWEEP)
+    again = popjax.run(population="auto", memory_limit=limit, **sweep)
     assert again.config.population == size
     assert again.compile.get("memory_plan/round_fn", {"count": 0})["count"] == 0
     assert again.compile["round_fn"]["count"] == 1
-    assert size >= 6 * devices and size % devices == 0
+    assert size >= 8 * devices and size % devices == 0
     assert auto.memory["all"] == {"slices": 1, "round_bytes": auto.memory["all"]["round_bytes"]}
     assert auto.memory["all"]["round_bytes"] <= limit
     # One more member a device no longer fits whole: that sweep runs in slices.
-    more = popjax.run(population=size + devices, memory_limit=limit, **SWEEP)
+    more = popjax.run(population=size + devices, memory_limit=limit, **sweep)
     assert more.memory["all"]["slices"] > 1
 
 
@@ -119,50 +121,38 @@ def test_auto_population_is_for_one_population():
 
 
 @pytest.mark.slow
-def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(tmp_path):
+def test_command_line_sizes_the_population_and_refuses_what_cannot_fit(
+    tmp_path, monkeypatch, capsys
+):
+    # The command's entry point in this process, on its one device: a process adds nothing.
+    monkeypatch.chdir(tmp_path)
     config = tmp_path / "small.toml"
     config.write_text("steps = 20\ninterval = 10\nbatch_size = 256\n[model]\nhidden = [16]\n")
     args = ["run", str(config), "--quiet", "--no-report"]
-    env = {"JAX_NUM_CPU_DEVICES": "1"}
     # The data (MNIST-1D, about 815 KiB) fits in 900 KiB; a member of a wide MLP on batches
-    # of 1024 does not.
+    # of 1024 does not (one member: its round is compiled once, not again in slices).
     big = tmp_path / "big.toml"
     big.write_text("steps = 20\ninterval = 10\nbatch_size = 1024\n[model]\nhidden = [512, 512]\n")
-    done = popjax_command(
-        "run",
-        str(big),
-        "--quiet",
-        "--no-report",
-        "--population",
-        "2",
-        "--memory-limit",
-        "900KiB",
-        "--out",
-        "small",
-        cwd=tmp_path,
-        **env,
+    capsys.readouterr()
+    done = main(
+        ["run", str(big), "--quiet", "--no-report", "--population", "1"]
+        + ["--memory-limit", "900KiB", "--out", "small"]
     )
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "per device even one member at a time" in done.stderr
+    err = capsys.readouterr().err
+    assert done == 2
+    assert err.count("\n") == 1 and "per device even one member at a time" in err
     assert not (tmp_path / "small").exists()
 
-    done = popjax_command(
-        *args,
-        "--population",
-        "auto",
-        "--memory-limit",
-        "4MiB",
-        "--out",
-        "auto",
-        cwd=tmp_path,
-        **env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "population auto:" in done.stderr
+    # About 8 members fit (some 110 KiB each), a size the search measures first: it then
+    # compiles a few rounds, where a larger limit takes a longer search.
+    done = main([*args, "--population", "auto", "--memory-limit", "1600KiB", "--out", "auto"])
+    err = capsys.readouterr().err
+    assert done == 0, err[-2000:]
+    assert "population auto:" in err
     written = SweepConfig.from_toml(tmp_path / "auto" / "config.toml")
     summary = read_summary(tmp_path / "auto")
     assert isinstance(written.population, int) and written.population == summary["population"]
-    assert summary["memory"]["all"]["round_bytes"] <= 4 * 2**20
+    assert summary["memory"]["all"]["round_bytes"] <= 1600 * 2**10
 
 
 def test_a_population_neither_a_number_nor_auto_is_refused(capsys):

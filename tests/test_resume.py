@@ -20,12 +20,12 @@ from popjax.errors import PopjaxError
 from popjax.space import LogUniform, SearchSpace
 
 from conftest import (
+    ROUNDS,
     RUN_TOML,
     final_state,
     finish_process,
     kill_and_resume,
     popjax_cli,
-    run_process,
     wait_for_checkpoints,
 )
 
@@ -39,7 +39,7 @@ def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
     kill_and_resume("run.toml", tmp_path, checkpoints=6, pause=0.3)
     rounds, leaves = final_state(tmp_path / "killed")
     whole_rounds, whole_leaves = final_state(uninterrupted)
-    assert rounds == whole_rounds == 24
+    assert rounds == whole_rounds == ROUNDS
     for a, b in zip(leaves, whole_leaves, strict=True):
         assert np.array_equal(a, b)  # bit-identical on the CPU
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
@@ -58,7 +58,9 @@ def without_timings(summary: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_a_run_killed_before_its_first_checkpoint_resumes_from_round_0(tmp_path, uninterrupted):
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_round_0(
+    tmp_path, uninterrupted, monkeypatch, capsys
+):
     uninterrupted = uninterrupted()  # on one device
     # The same run, checkpointed only at its end: a kill midway leaves no checkpoint.
     (tmp_path / "run.toml").write_text(
@@ -77,14 +79,12 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_round_0(tmp_path,
         or not SweepCheckpoints(tmp_path / "killed").rounds_saved()
     )
 
-    again = run_process(
-        [sys.executable, "-m", "popjax", "run", "run.toml", "--out", "killed"], cwd=tmp_path
-    )
-    assert again.returncode == 2
-    assert "popjax run --resume killed" in again.stderr  # points to the way on
-    resumed = popjax_cli("run", "--resume", "killed", cwd=tmp_path)
-    out, err = finish_process(resumed, 400)
-    assert resumed.returncode == 0, err
+    # The rest in this process, on one device as the killed one, whose programs it compiled.
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["run", "run.toml", "--out", "killed"]) == 2
+    assert "popjax run --resume killed" in capsys.readouterr().err  # points to the way on
+    assert main(["run", "--resume", "killed", "--quiet", "--no-report"]) == 0
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     whole = json.loads((uninterrupted / "summary.json").read_text())
     assert without_timings(summary) == without_timings(whole)
@@ -110,7 +110,7 @@ def test_a_task_run_resumes_reports_exports_and_replays_from_another_folder(tmp_
     project.mkdir()
     elsewhere.mkdir()
     (project / "my_tasks.py").write_text(TASK_MODULE + inspect.getsource(linear_regression))
-    (project / "task.toml").write_text(TOML.format(steps=600, factory="my_tasks:linear_regression"))
+    (project / "task.toml").write_text(TOML.format(steps=300, factory="my_tasks:linear_regression"))
     process = popjax_cli("run", "task.toml", "--out", "run", cwd=project)
     wait_for_checkpoints(project / "run", 2, process)
     process.send_signal(signal.SIGKILL)
@@ -120,19 +120,22 @@ def test_a_task_run_resumes_reports_exports_and_replays_from_another_folder(tmp_
     assert recorded["import_from"] == str(project.resolve())
     assert "my_tasks.py" not in {p.name for p in elsewhere.iterdir()}
 
+    # The resume and the other commands through the command's entry point in this process, from
+    # elsewhere: the task's module is found where the run folder recorded it, not on this
+    # process's path.
     run = str(project / "run")
-    resumed = popjax_cli("run", "--resume", run, cwd=elsewhere)
-    out, err = finish_process(resumed, 300)
-    assert resumed.returncode == 0, err
+    monkeypatch.chdir(elsewhere)
+    path = list(sys.path)
+    monkeypatch.setattr(sys, "path", list(path))  # what the commands add is undone
+    monkeypatch.delitem(sys.modules, "my_tasks", raising=False)
+    assert main(["run", "--resume", run, "--quiet", "--no-report"]) == 0
     assert json.loads((project / "run" / "summary.json").read_text())["task"] == (
         "my_tasks:linear_regression"
     )
-    assert len((project / "run" / "metrics.jsonl").read_text().splitlines()) == 30
-    # The other commands, through the command's entry point in this process, from elsewhere:
-    # the task's module is found where the run folder recorded it, not on this process's path.
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # what the commands add is undone
-    monkeypatch.delitem(sys.modules, "my_tasks", raising=False)
+    assert len((project / "run" / "metrics.jsonl").read_text().splitlines()) == 15
+    # The resume's import undone: the report finds the module anew, where it was recorded.
+    sys.path[:] = path
+    sys.modules.pop("my_tasks", None)
     assert main(["report", run]) == 0
     assert main(["export-schedule", run, "--out", "schedule.json"]) == 0
     assert set(json.loads((elsewhere / "schedule.json").read_text())["schedules"]) == {
@@ -140,7 +143,7 @@ def test_a_task_run_resumes_reports_exports_and_replays_from_another_folder(tmp_
         "momentum",
     }
     assert main(["replay", run, "--quiet", "--out", "replay.json"]) == 0
-    assert json.loads((elsewhere / "replay.json").read_text())["steps"] == 600
+    assert json.loads((elsewhere / "replay.json").read_text())["steps"] == 300
     sys.modules.pop("my_tasks", None)
 
 

@@ -162,7 +162,7 @@ def test_the_command_streams_an_npy_folder_larger_than_the_limit_and_refuses_it_
 @pytest.mark.slow
 def test_a_killed_streamed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     write_npy(tmp_path, count=3000)
-    config = NPY_TOML.format(steps=200, limit="", window="window = 256")
+    config = NPY_TOML.format(steps=120, limit="", window="window = 256")
     for folder in ("whole", "cut"):
         (tmp_path / folder).mkdir()
         write_npy(tmp_path / folder, count=3000)
@@ -170,10 +170,10 @@ def test_a_killed_streamed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     # The uninterrupted run in this process, on one device as the killed one.
     monkeypatch.chdir(tmp_path / "whole")
     assert main(["run", "run.toml", "--out", "whole", "--quiet", "--no-report"]) == 0
-    kill_and_resume("run.toml", tmp_path / "cut", checkpoints=4, pause=0.2)
+    kill_and_resume("run.toml", tmp_path / "cut", checkpoints=3, pause=0.2)
     whole, cut = tmp_path / "whole/whole", tmp_path / "cut/killed"
     whole_rounds, whole_leaves = final_state(whole)
     rounds, leaves = final_state(cut)
-    assert rounds == whole_rounds == 20
+    assert rounds == whole_rounds == 12
     assert all(np.array_equal(a, b) for a, b in zip(leaves, whole_leaves))
     assert (cut / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
