@@ -359,17 +359,19 @@ def results_table(runs) -> str:
 
 def paired_lead(runs, task, method="pbt", baseline="random") -> str:
     """``method``'s test figure minus ``baseline``'s on the same seed: the mean, its 95%
-    interval (Student's t over the seeds), and the seeds ``method`` won, e.g.
-    ``+3.53 [+0.98, +6.08] won 8/10``. For a loss lower is better: a negative lead favours
-    ``method``, and a seed is won where the lead is below 0."""
+    interval (Student's t over the seeds), and the seeds ``method`` won and lost (the rest
+    tied), e.g. ``+3.53 [+0.98, +6.08] 8-2 of 10``. For a loss lower is better: a negative lead
+    favours ``method``, and a seed is won where the lead is below 0."""
     lead = paired_differences(runs, task, method, baseline)
     if len(lead) < 2:
         return "n/a"
     low, high = interval95(lead)
-    won = int(np.sum(lead > 0 if task_metric(task, runs) in ("accuracy", "return") else lead < 0))
+    sign = 1 if task_metric(task, runs) in ("accuracy", "return") else -1
+    won, lost = int(np.sum(sign * lead > 0)), int(np.sum(sign * lead < 0))
     digits = decimals(task, runs, 2)
     return (
-        f"{np.mean(lead):+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] won {won}/{len(lead)}"
+        f"{np.mean(lead):+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] "
+        f"{won}-{lost} of {len(lead)}"
     )
 
 

@@ -70,7 +70,7 @@ print(paired_lead(runs, "t"))
     assert float(mean) == pytest.approx(leads.mean(), abs=0.005)
     assert float(low) == pytest.approx(leads.mean() - half, abs=0.01)
     assert float(high) == pytest.approx(leads.mean() + half, abs=0.01)
-    assert out.strip().endswith("won 2/3")
+    assert out.strip().endswith("2-1 of 3")  # seeds won and lost
 
 
 def test_design_table_chooses_each_methods_best_mean(tmp_path):
