@@ -193,20 +193,17 @@ def main(argv=None) -> int:
         return check_rows(parser, args.check, Path(args.out), setup)
 
     out = Path(args.out)
-    stored = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    runs = stored["runs"]
-    for row in runs:  # rows from before rows named their machine: the file's
-        row.setdefault("machine", stored.get("machine"))
+    runs = stored_runs(out)
     for task in args.tasks:
         # Seed by seed, every method: a comparison stopped early still pairs its seeds.
         for seed in args.seeds or SEEDS.get(task, DEFAULT_SEEDS):
             for method in args.methods:
                 row = run_row(task, method, seed, setup)
-                # A rerun row replaces its stored one; the file is written after every row,
-                # so a stopped comparison keeps the rows it finished.
-                runs = [
-                    r for r in runs if (r["task"], r["method"], r["seed"]) != (task, method, seed)
-                ]
+                # The file is read again and written after every row: a stopped comparison
+                # keeps the rows it finished, and two comparisons may share one file. A rerun
+                # row replaces its stored one.
+                key = (task, method, seed)
+                runs = [r for r in stored_runs(out) if (r["task"], r["method"], r["seed"]) != key]
                 runs = sorted(runs + [row], key=lambda r: (TASKS.index(r["task"]), r["seed"]))
                 out.write_text(json.dumps({"runs": runs}, indent=1))
     table = results_table(runs)
@@ -219,6 +216,15 @@ def main(argv=None) -> int:
     print()
     print(table)
     return 0
+
+
+def stored_runs(path: Path) -> list[dict]:
+    """The rows ``path`` holds, each with the machine that ran it (rows from before rows named
+    their machine get the file's)."""
+    if not path.exists():
+        return []
+    stored = json.loads(path.read_text())
+    return [{"machine": stored.get("machine"), **row} for row in stored["runs"]]
 
 
 def run_row(task: str, method: str, seed: int, setup: dict | None = None) -> dict:
