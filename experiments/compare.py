@@ -206,7 +206,7 @@ def main(argv=None) -> int:
                 runs = [r for r in stored_runs(out) if (r["task"], r["method"], r["seed"]) != key]
                 runs = sorted(runs + [row], key=lambda r: (TASKS.index(r["task"]), r["seed"]))
                 out.write_text(json.dumps({"runs": runs}, indent=1))
-    table = results_table(runs)
+    table = results_table(runs) + "\n\n" + optimism_table(runs)
     machines = "\n".join(f"- {m}" for m in dict.fromkeys(str(r["machine"]) for r in runs))
     out.with_suffix(".md").write_text(
         f"{table}\n\nMNIST-1D paper (test accuracy): {PAPER}.\n\nMachines:\n{machines}\n"
@@ -379,6 +379,44 @@ def paired_lead(runs, task, method="pbt", baseline="random") -> str:
         f"{np.mean(lead):+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] "
         f"{won}-{lost} of {len(lead)}"
     )
+
+
+def optimism_table(runs) -> str:
+    """Markdown: how far the chosen member's validation figure overstates its test figure
+    (validation minus test; for a loss, test minus validation), mean and 95% interval over
+    seeds. A method that selects again and again on the same noisy validation data picks
+    members that were lucky on it: its figure is larger than random search's, which selects
+    once."""
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    lines = [
+        "| chosen member's validation − test | " + " | ".join(methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for task in tasks:
+        cells = []
+        for method in methods:
+            gaps = np.array(
+                [optimism(r) for r in runs if r["task"] == task and r["method"] == method]
+            )
+            if len(gaps) < 2:
+                cells.append("n/a")
+                continue
+            low, high = interval95(gaps)
+            digits = decimals(task, runs, 1)
+            cells.append(f"{np.mean(gaps):+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def optimism(run: dict) -> float:
+    """The chosen member's validation figure less its test figure, in ``score``'s units, signed
+    so that a positive value overstates it (for a loss: test less validation)."""
+    metric = run.get("metric", "accuracy")
+    gap = run[f"val_{metric}"] - run[f"test_{metric}"]
+    if metric == "accuracy":
+        return 100 * gap
+    return gap if metric == "return" else -gap
 
 
 def paired_differences(runs, task, method, baseline) -> np.ndarray:

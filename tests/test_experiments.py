@@ -58,6 +58,10 @@ runs = [{"task": "t", "method": m, "seed": s, "test_accuracy": a} for m, s, a in
     ("pbt", 0, 0.90), ("pbt", 1, 0.80), ("pbt", 2, 0.70), ("pbt", 4, 0.5),
     ("random", 0, 0.85), ("random", 1, 0.74), ("random", 2, 0.71), ("random", 3, 0.10)]]
 print(paired_lead(runs, "t"))
+from compare import optimism
+print("OPTIMISM", optimism({"val_accuracy": 0.9, "test_accuracy": 0.85}),
+      optimism({"metric": "loss", "val_loss": 0.5, "test_loss": 0.6}),
+      optimism({"metric": "return", "val_return": 100.0, "test_return": 90.0}))
 """,
         tmp_path,
     )
@@ -65,6 +69,10 @@ print(paired_lead(runs, "t"))
     # interval: mean ± t(0.975, 2 degrees of freedom) x standard error, t from a printed table.
     leads = np.array([5.0, 6.0, -1.0])
     half = 4.3027 * leads.std(ddof=1) / np.sqrt(3)
+    lead_line, optimism_line = out.strip().splitlines()
+    # Validation overstating test: 5 points of accuracy, a loss 0.1 lower, a return 10 higher.
+    assert [float(x) for x in optimism_line.split()[1:]] == pytest.approx([5.0, 0.1, 10.0])
+    out = lead_line
     mean, rest = out.split(" [")
     low, high = rest.split("]")[0].split(", ")
     assert float(mean) == pytest.approx(leads.mean(), abs=0.005)
