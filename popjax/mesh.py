@@ -81,6 +81,7 @@ def take_members(tree, parents, rank, mesh: Mesh | None = None):
         return jax.lax.fori_loop(0, moves.sum(), rewrite, tree)
     size = mesh.size
     ring = [(i, (i + 1) % size) for i in range(size)]
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
 
     # Every leaf in one loop: a loop (and its compile) per leaf cost a model with many leaves
     # seconds of compiling.
@@ -103,7 +104,16 @@ def take_members(tree, parents, rank, mesh: Mesh | None = None):
             taken = jax.tree_util.tree_map(pick, blocks, taken)
             return jax.lax.ppermute(blocks, AXIS, ring), taken
 
-        return jax.lax.fori_loop(0, size, visit, (tree, tree))[1]
+        if not on_cpu:
+            return jax.lax.fori_loop(0, size, visit, (tree, tree))[1]
+        # XLA's CPU runtime orders the collectives of a program's top level, but not those
+        # inside a loop against them: a device could wait in the ring's first permute while
+        # another waits in a gather of the round's (PB2's observations, the hyperparameters'
+        # copy), and neither ever returns. Unrolled, the ring's permutes are top-level too.
+        carry = (tree, tree)
+        for turn in range(size):
+            carry = visit(turn, carry)
+        return carry[1]
 
     if not jax.tree_util.tree_leaves(tree):
         return tree

@@ -109,17 +109,11 @@ def copy_members(
     batches and dropout masks. The states are copied without a second copy of the population
     (see ``popjax.mesh.take_members``).
     """
-    state = take_members(population.state, parents, rank, mesh)
-    # Over several devices the hyperparameters' gather is a collective of its own. XLA may run
-    # independent collectives in either order on each device, and a device waiting in the
-    # gather while another waits in the states' ring never returns (seen on two busy CPU
-    # devices): the barrier makes the gather wait for the ring.
-    state, hparams = jax.lax.optimization_barrier((state, population.hparams))
     return population._replace(
-        state=state,
+        state=take_members(population.state, parents, rank, mesh),
         hparams={
             name: value[parents if hparam_parents is None else hparam_parents]
-            for name, value in hparams.items()
+            for name, value in population.hparams.items()
         },
     )
 
@@ -235,9 +229,6 @@ def pbt_step(
             # its sequential Cholesky and solve loops over the devices that hold the members.
             everywhere = PartitionSpec()
             propose = jax.shard_map(propose, mesh=mesh, in_specs=everywhere, out_specs=everywhere)
-        # PB2's inputs are gathered onto every device: after the copies' collectives, for the
-        # same reason as in copy_members.
-        _, observations = jax.lax.optimization_barrier((population, observations))
         chosen, informed = propose(
             pb2_key, observations.flat(), population.hparams, explored, jnp.asarray(now)
         )

@@ -134,6 +134,11 @@ taken = jax.jit(take_members, static_argnums=3)(sharded, source, jnp.arange(16),
 for name in tree:
     assert np.array_equal(taken[name], np.asarray(tree[name])[np.asarray(source)]), name
 assert taken["w"].sharding.spec == member_sharding(mesh).spec
+# On a CPU no permute of the ring runs inside a loop: XLA's CPU runtime orders top-level
+# collectives alone, and one in a loop could deadlock against a round's gathers.
+compiled = jax.jit(take_members, static_argnums=3).lower(sharded, source, jnp.arange(16), mesh)
+lines = [l for l in compiled.compile().as_text().splitlines() if "collective-permute(" in l]
+assert lines and not any("while/body" in l for l in lines), lines
 print("ok", jax.device_count())
 """
 
