@@ -186,6 +186,11 @@ def main(argv=None) -> int:
         metavar=("TASK METHOD SEED", "SEED"),
         help="rerun these stored rows of --out and compare their test figures (writes nothing)",
     )
+    parser.add_argument(
+        "--missing",
+        action="store_true",
+        help="run only the rows --out does not hold yet (to finish a stopped comparison)",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args(argv)
     setup = {} if args.as_configured else None
@@ -198,6 +203,9 @@ def main(argv=None) -> int:
         # Seed by seed, every method: a comparison stopped early still pairs its seeds.
         for seed in args.seeds or SEEDS.get(task, DEFAULT_SEEDS):
             for method in args.methods:
+                done = {(r["task"], r["method"], r["seed"]) for r in stored_runs(out)}
+                if args.missing and (task, method, seed) in done:
+                    continue
                 row = run_row(task, method, seed, setup)
                 # The file is read again and written after every row: a stopped comparison
                 # keeps the rows it finished, and two comparisons may share one file. A rerun
