@@ -109,8 +109,7 @@ METHODS = ("pbt", "pb2", "halving", "mfpbt", "random", "fixed")
 # MF-PBT's default sub-populations: the rounds between two selections of each (the paper's).
 MF_PBT_FREQUENCIES = (1, 10, 25, 50)
 # Ten seeds a task: a paired lead's 95% interval from fewer is too wide to call most leads.
-SEEDS: dict[str, list[int]] = {}
-DEFAULT_SEEDS = list(range(10))
+SEEDS = list(range(10))
 
 
 def chosen_setups() -> dict:
@@ -201,18 +200,17 @@ def main(argv=None) -> int:
     runs = stored_runs(out)
     for task in args.tasks:
         # Seed by seed, every method: a comparison stopped early still pairs its seeds.
-        for seed in args.seeds or SEEDS.get(task, DEFAULT_SEEDS):
+        for seed in args.seeds or SEEDS:
             for method in args.methods:
-                done = {(r["task"], r["method"], r["seed"]) for r in stored_runs(out)}
-                if args.missing and (task, method, seed) in done:
+                key = (task, method, seed)
+                if args.missing and key in {row_key(r) for r in stored_runs(out)}:
                     continue
                 row = run_row(task, method, seed, setup)
                 # The file is read again and written after every row: a stopped comparison
                 # keeps the rows it finished, and two comparisons may share one file. A rerun
                 # row replaces its stored one.
-                key = (task, method, seed)
-                runs = [r for r in stored_runs(out) if (r["task"], r["method"], r["seed"]) != key]
-                runs = sorted(runs + [row], key=lambda r: (TASKS.index(r["task"]), r["seed"]))
+                runs = [r for r in stored_runs(out) if row_key(r) != key] + [row]
+                runs.sort(key=lambda r: (TASKS.index(r["task"]), r["seed"]))
                 out.write_text(json.dumps({"runs": runs}, indent=1))
     table = results_table(runs) + "\n\n" + optimism_table(runs)
     machines = "\n".join(f"- {m}" for m in dict.fromkeys(str(r["machine"]) for r in runs))
@@ -233,6 +231,10 @@ def stored_runs(path: Path) -> list[dict]:
         return []
     stored = json.loads(path.read_text())
     return [{"machine": stored.get("machine"), **row} for row in stored["runs"]]
+
+
+def row_key(row: dict) -> tuple[str, str, int]:
+    return row["task"], row["method"], row["seed"]
 
 
 def run_row(task: str, method: str, seed: int, setup: dict | None = None) -> dict:
@@ -298,13 +300,12 @@ def check_rows(parser, words: list[str], path: Path, setup: dict | None) -> int:
         parser.error(f"--check: seeds are whole numbers (got {' '.join(words[2:])})")
     if not path.is_file():
         parser.error(f"--check: no stored results at {path}: give --out a results.json")
-    stored = json.loads(path.read_text())
-    rows = [r for r in stored["runs"] if r["task"] == task and r["method"] == method]
-    missing = [s for s in seeds if s not in {r["seed"] for r in rows}]
+    rows = {r["seed"]: r for r in stored_runs(path) if r["task"] == task and r["method"] == method}
+    missing = [s for s in seeds if s not in rows]
     if missing:
         parser.error(f"--check: {path} has no {task} {method} row for seed(s) {missing}")
-    spread = float(np.std([score(r) for r in rows]))
-    metric = rows[0].get("metric", "accuracy")
+    spread = float(np.std([score(r) for r in rows.values()]))
+    metric = next(iter(rows.values())).get("metric", "accuracy")
     tolerance = max(CHECK_FLOOR.get(metric, CHECK_FLOOR_LOSS), CHECK_SPREADS * spread)
     print(
         f"tolerance {tolerance:.4g} (max of the floor and {CHECK_SPREADS} x {spread:.4g}, the "
@@ -312,13 +313,12 @@ def check_rows(parser, words: list[str], path: Path, setup: dict | None) -> int:
     )
     outside = 0
     for seed in seeds:
-        old = score(next(r for r in rows if r["seed"] == seed))
+        old = score(rows[seed])
         new = score(run_row(task, method, seed, setup))
         ok = abs(new - old) <= tolerance
         outside += not ok
         verdict = "identical" if new == old else ("within" if ok else "OUTSIDE")
-        row = next(r for r in rows if r["seed"] == seed)
-        if row.get("machine", stored.get("machine")) == this_machine():
+        if rows[seed]["machine"] == this_machine():
             verdict += " (stored on a machine that reads the same as this one)"
         print(
             f"{task} {method} seed {seed}: stored {old:.4f} rerun {new:.4f} "

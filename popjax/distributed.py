@@ -107,12 +107,13 @@ def to_host(tree):
     ]
     # One program replicates every such leaf: one collective exchange a call, where gathering
     # leaf by leaf (process_allgather) exchanges once a leaf, a round's records a dozen times.
-    everywhere = [leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in spread]
-    gathered = jax.jit(_identity, out_shardings=everywhere)([leaves[i] for i in spread])
-    for i, leaf in zip(spread, gathered):
-        leaves[i] = np.asarray(leaf.addressable_data(0))
-    rest = [i for i in range(len(leaves)) if i not in set(spread)]
-    for i in rest:  # host values, and arrays on other shardings, as process_allgather has them
+    if spread:
+        everywhere = [leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in spread]
+        gathered = jax.jit(_identity, out_shardings=everywhere)([leaves[i] for i in spread])
+        for i, leaf in zip(spread, gathered):
+            leaves[i] = np.asarray(leaf.addressable_data(0))
+    for i in sorted(set(range(len(leaves))) - set(spread)):
+        # host values, and arrays on other shardings, as process_allgather has them
         leaves[i] = multihost_utils.process_allgather(leaves[i], tiled=True)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 

@@ -106,10 +106,10 @@ def take_members(tree, parents, rank, mesh: Mesh | None = None):
 
         if not on_cpu:
             return jax.lax.fori_loop(0, size, visit, (tree, tree))[1]
-        # XLA's CPU runtime orders the collectives of a program's top level, but not those
-        # inside a loop against them: a device could wait in the ring's first permute while
-        # another waits in a gather of the round's (PB2's observations, the hyperparameters'
-        # copy), and neither ever returns. Unrolled, the ring's permutes are top-level too.
+        # On XLA's CPU runtime a permute inside a loop could deadlock against a gather at the
+        # round's top level (PB2's observations, the hyperparameters' copy): a device waited in
+        # one, another device in the other (seen on two busy CPU devices; the runtime appears
+        # to order top-level collectives only). Unrolled, the ring's permutes are top-level.
         carry = (tree, tree)
         for turn in range(size):
             carry = visit(turn, carry)

@@ -80,15 +80,14 @@ def exploit_sources(key, fitness, config: PBTConfig, rung=True, round_index=0):
             fitness, tuple(config.frequencies), config.fraction, round_index
         )
     else:
-        if config.exploit in ("truncation", "halving"):
-            parents, replaced = truncation_parents(key, fitness, config.fraction)
-            if config.exploit == "halving":
-                replaced = replaced & rung
-                parents = jnp.where(
-                    replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype)
-                )
-        else:
+        if config.exploit == "tournament":
             parents, replaced = tournament_parents(key, fitness)
+        else:  # truncation, and successive halving at its rungs
+            parents, replaced = truncation_parents(key, fitness, config.fraction)
+            replaced = replaced & (rung if config.exploit == "halving" else True)
+            parents = jnp.where(
+                replaced, parents, jnp.arange(parents.shape[0], dtype=parents.dtype)
+            )
         hparam_parents, explored = parents, replaced
     diverged = ~jnp.isfinite(fitness)
     best = jnp.argmax(safe_fitness(fitness)).astype(parents.dtype)
