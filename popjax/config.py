@@ -14,7 +14,7 @@ from typing import Any
 
 from popjax.amounts import MAX_COUNT, MAX_SEED, is_number, is_whole, parse_bytes
 from popjax.errors import ConfigError, PopjaxError, shown, unknown_name_error
-from popjax.pbt_settings import PBTConfig, check_pbt, check_rungs, pbt_from_dict, pbt_to_dict
+from popjax.pbt_settings import PBTConfig, check_pbt, check_rounds, pbt_from_dict, pbt_to_dict
 from popjax.settings import DEFAULT_MODEL, builtin_defaults, own_task_settings
 
 # Where these were first defined: ``from popjax.config import ...`` keeps working.
@@ -197,7 +197,7 @@ class SweepConfig:
         config = self._with_task_defaults()
         check_pbt(self.pbt)
         if self.epochs is None:  # else the run's rounds are known once the data is
-            check_rungs(self.pbt, self.rounds)
+            check_rounds(self.pbt, self.rounds, self.interval)
         _check_data(config.data)
         if not config.name:
             name = (
@@ -246,7 +246,7 @@ class SweepConfig:
                 f"epochs {self.epochs:g} of {num_train} examples is {rounds * self.interval} "
                 f"steps, more than {MAX_COUNT}: use fewer epochs"
             )
-        check_rungs(self.pbt, rounds)
+        check_rounds(self.pbt, rounds, self.interval)
         return dataclasses.replace(self, steps=rounds * self.interval)
 
     def check_batch_size(self, num_train: int) -> None:

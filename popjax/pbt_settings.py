@@ -43,6 +43,9 @@ class PBTConfig:
       frequencies: MF-PBT's sub-populations, one per entry (the members split into equal
         contiguous blocks): the rounds between two selections of each, increasing. The
         paper's default is ``(1, 10, 25, 50)``.
+      burn_in: the steps the population trains before the first exploit (Ray Tune's
+        ``burn_in_period``): early figures that say nothing yet (an off-policy agent's before
+        its replay starts, a network's first steps) are not selected on.
     """
 
     exploit: str = "truncation"
@@ -55,6 +58,7 @@ class PBTConfig:
     rungs: tuple[int, ...] = tuple(2**k for k in range(16))
     restart: str = "prior"
     frequencies: tuple[int, ...] = (1, 10, 25, 50)
+    burn_in: int = 0
 
 
 def pbt_from_dict(table) -> PBTConfig:
@@ -143,6 +147,15 @@ def check_pbt(pbt: PBTConfig) -> None:
         )
     if not isinstance(pbt.enabled, bool):
         raise ConfigError(f"pbt.enabled must be true or false (got {shown(pbt.enabled)})")
+    if not is_whole(pbt.burn_in) or not 0 <= pbt.burn_in <= MAX_COUNT:
+        raise ConfigError(
+            f"pbt.burn_in must be a whole number of steps >= 0 (got {shown(pbt.burn_in)})"
+        )
+    if pbt.burn_in and pbt.exploit == "halving" and pbt.restart == "prior":
+        raise ConfigError(
+            "pbt.burn_in is for exploits that copy members: successive halving's rungs say "
+            "when it first decides; remove burn_in or raise the first rung"
+        )
     _refuse_unused(pbt)
 
 
@@ -164,12 +177,19 @@ def _refuse_unused(pbt: PBTConfig) -> None:
             )
 
 
-def check_rungs(pbt: PBTConfig, rounds: int) -> None:
-    """Successive halving that reaches none of its rungs would never decide."""
+def check_rounds(pbt: PBTConfig, rounds: int, interval: int) -> None:
+    """Successive halving that reaches none of its rungs, or a burn-in as long as the run,
+    would never decide."""
     if pbt.enabled and pbt.exploit == "halving" and not any(r < rounds for r in pbt.rungs):
         raise ConfigError(
             f"pbt.rungs {list(pbt.rungs)}: the run has {rounds} round(s), so successive "
             f"halving would never decide: give rungs below {rounds}, or more steps"
+        )
+    last_exploit = (rounds - 1) * interval  # the steps trained when the last round begins
+    if pbt.enabled and pbt.burn_in > last_exploit:
+        raise ConfigError(
+            f"pbt.burn_in {pbt.burn_in}: the last round begins after {last_exploit} steps, so "
+            f"PBT would never exploit: give a burn_in of at most {last_exploit}, or more steps"
         )
 
 

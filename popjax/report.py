@@ -215,19 +215,20 @@ def describe_pbt(config, lineage) -> str:
     if not settings.enabled:
         return "off (random search: hyperparameters drawn once)"
     explore = "PB2" if settings.explore == "pb2" else "perturbation"
+    burn_in = f", the first after {settings.burn_in} steps" if settings.burn_in else ""
     if settings.exploit == "frequencies":
         every = ", ".join(map(str, settings.frequencies))
         return (
             f"multiple-frequencies PBT (sub-populations selecting every {every} rounds) "
-            f"and {explore}, rounds of {config.interval} steps"
+            f"and {explore}, rounds of {config.interval} steps{burn_in}"
         )
     if settings.exploit != "halving":
-        return f"{settings.exploit} and {explore}, every {config.interval} steps"
+        return f"{settings.exploit} and {explore}, every {config.interval} steps{burn_in}"
     rungs = ", ".join(map(str, judged_rungs(settings.rungs, lineage.rounds))) or "none"
     if settings.restart == "copy":
         return (
             f"successive halving: the bottom {settings.fraction:g} copied top members after "
-            f"rounds {rungs} ({config.interval} steps each), then {explore}"
+            f"rounds {rungs} ({config.interval} steps each){burn_in}, then {explore}"
         )
     restarts = sum(len(members) for members in lineage.restarts.values())
     return (

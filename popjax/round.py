@@ -121,7 +121,7 @@ def make_round(
         parents, restarted = identity, jnp.zeros(population.size, bool)
         if pbt.enabled:
             # Stopped members rank as diverged: replaced first, never copied. The first round
-            # has no fitness to select on yet.
+            # has no fitness to select on yet, nor has any round within the burn-in.
             fitness = jnp.where(stopped, -jnp.inf, selection.fitness)
             key = jax.random.fold_in(pbt_key if key is None else key, round_index)
             if restarts_trials(pbt):
@@ -154,7 +154,7 @@ def make_round(
                     fitness,
                     space,
                     pbt,
-                    active=round_index > 0,
+                    active=(round_index > 0) & (round_index * interval >= pbt.burn_in),
                     mesh=mesh,
                     observations=selection.observed,
                     now=round_index,

@@ -135,6 +135,7 @@ def config_cases() -> list[Case]:
         "rungs": ([0, 1], [2, 1], [1, 1], "a", 5, [1.5], [True], [HUGE], [NAN]),
         "restart": (5, "later", [], True),
         "frequencies": ([1], [2, 1], [0, 2], [1, 1], "a", 5, [1.5], [True, 2], [1, HUGE], [NAN]),
+        "burn_in": (-1, 1.5, "a", True, NAN, [10]),
     }
     for key, values in pbt_values.items():
         for value in values:

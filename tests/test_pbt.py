@@ -285,3 +285,34 @@ def test_explore_draws_each_hyperparameter_as_its_own_keys_would():
     expected = jax.jit(one_at_a_time)(key, hparams)
     for name in hparams:
         np.testing.assert_array_equal(np.asarray(explored[name]), np.asarray(expected[name]), name)
+
+
+@pytest.mark.slow
+def test_no_member_is_copied_within_the_burn_in(tiny_run):
+    from popjax.report import describe_pbt
+
+    burn_in = PBTConfig(burn_in=30)  # rounds of 10 steps: the first exploit begins round 3
+    result = tiny_run(pbt=burn_in)
+    unsearched = tiny_run(pbt=PBTConfig(enabled=False))  # the same members, never copied
+    for record, alone in zip(result.history, unsearched.history):
+        copied = np.asarray(record["parents"]) != np.arange(4)
+        if record["round"] < 3:
+            assert not copied.any()
+            np.testing.assert_array_equal(record["val_loss"], alone["val_loss"])
+        else:
+            assert copied.sum() == 1  # truncation: the bottom quarter of 4 members
+    assert "the first after 30 steps" in describe_pbt(result.config, result.lineage)
+
+
+@pytest.mark.parametrize(
+    "pbt, steps, message",
+    [
+        (PBTConfig(burn_in=60), 60, "never exploit: give a burn_in of at most 50"),
+        (PBTConfig(exploit="halving", restart="prior", burn_in=10), 60, "rungs say when"),
+    ],
+)
+def test_a_burn_in_that_would_do_nothing_is_a_one_line_error(pbt, steps, message):
+    from popjax import PopjaxError, SweepConfig
+
+    with pytest.raises(PopjaxError, match=message):
+        SweepConfig(pbt=pbt, steps=steps, interval=10).validate()
