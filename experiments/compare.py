@@ -68,6 +68,7 @@ TASKS = (
     "acrobot_ppo",
     "pendulum_ppo",
     "pendulum_sac",
+    "inverted_pendulum_brax",  # needs popjax[brax]
 )
 # Where each task's config is, when not experiments/<task>.toml.
 CONFIGS = {
@@ -75,6 +76,7 @@ CONFIGS = {
     "acrobot_ppo": HERE / "rl" / "acrobot.toml",
     "pendulum_ppo": HERE / "rl" / "pendulum.toml",
     "pendulum_sac": HERE / "rl" / "pendulum_sac.toml",
+    "inverted_pendulum_brax": HERE / "rl" / "brax_inverted_pendulum.toml",
 }
 TEXTBOOK = SearchSpace(
     {
@@ -91,6 +93,7 @@ PPO_TEXTBOOK = SearchSpace({k: Fixed(v) for k, v in PPO_SETTING.items()}, builti
 FIXED = {
     "pendulum_ppo": PPO_CONTINUOUS_SETTING,
     "pendulum_sac": {**SAC_SETTING, "batch_size": 128.0},
+    "inverted_pendulum_brax": PPO_CONTINUOUS_SETTING,
 }
 # Per-member data augmentation, as a config's [space] table writes it.
 AUGMENTATION = {
