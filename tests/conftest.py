@@ -290,8 +290,9 @@ def finish_sweep(processes, timeout=400):
 def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices=1, **env):
     """``popjax run CONFIG --out killed`` in ``cwd``, every process killed (SIGKILL) once
     ``checkpoints`` rounds are saved and ``pause`` seconds more, then resumed in the same layout
-    and run to its end. Returns the newest round saved when it was killed; the resume's own
-    seconds, from its start to its end, are left in ``kill_and_resume.resumed_s``."""
+    and run to its end (in this process where its layout is this process's: one process, one
+    device, no other environment). Returns the newest round saved when it was killed; the
+    resume's own seconds, from its start to its end, are left in ``kill_and_resume.resumed_s``."""
     run_dir = Path(cwd) / "killed"
     layout = dict(cwd=cwd, processes=processes, devices=devices, **env)
     started = sweep_processes("run", config, "--out", "killed", **layout)
@@ -302,7 +303,14 @@ def kill_and_resume(config, cwd, *, checkpoints, pause=0.0, processes=1, devices
     assert not (run_dir / "summary.json").exists()  # killed before its end
     killed_after = saved_rounds(run_dir)[-1]
     began = time.perf_counter()
-    finish_sweep(sweep_processes("run", "--resume", "killed", **layout))
+    if (processes, devices, env) == (1, 1, {}):
+        # The layout of this process: the resume runs here, on the programs already compiled
+        # here or in the session's cache, without a process's start. The kill is the process's.
+        from popjax.cli import main
+
+        assert main(["run", "--resume", str(run_dir), "--quiet", "--no-report"]) == 0
+    else:
+        finish_sweep(sweep_processes("run", "--resume", "killed", **layout))
     kill_and_resume.resumed_s = time.perf_counter() - began
     return killed_after
 

@@ -47,8 +47,8 @@ def test_killed_sweep_resumes_to_the_same_population(tmp_path, uninterrupted):
     assert (summary["best_member"], summary["test"]) == (whole["best_member"], whole["test"])
     metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert metrics == (uninterrupted / "metrics.jsonl").read_text()
-    # The wall time sums the killed process's share and the resume's: half the run and its
-    # compiles outweigh the resumed process's start, which the sweep's own clock leaves out.
+    # The wall time sums the killed process's share and the resume's, so it is longer than the
+    # resume alone.
     assert summary["wall_time_s"] > kill_and_resume.resumed_s
 
 
