@@ -68,7 +68,7 @@ RL_TOML = """
 population = 2
 steps = 24
 interval = 2
-checkpoint_every = 1
+checkpoint_every = 2
 keep_checkpoints = 3
 
 [task]
