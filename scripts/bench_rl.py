@@ -4,7 +4,9 @@ agent trained alone, in one run on one machine.
 * popjax: the jitted round (PBT, ``--interval`` train calls of every agent as one ``lax.scan``
   over the vmapped call, then evaluation) at each population size;
 * alone: one agent's train call jitted and called in a Python loop, the way a single-file PPO
-  or SAC script trains one agent.
+  or SAC script trains one agent, then its evaluation (jitted) once, as the round evaluates
+  once: both do the same work. The figures count training's environment steps; evaluation's
+  are the same on both sides (long with Brax's 1,000-step episodes).
 
 Both run on JAX's default device (one CPU device here, so neither gets more cores); each figure
 is the fastest of ``--repeats`` timed runs, compilation excluded. With each population size goes
@@ -68,16 +70,17 @@ def bench_run(agent: str, env: str, args) -> dict:
     mesh = population_mesh(jax.devices()[:1])
 
     one = select(init_population(jax.random.PRNGKey(0), task, space, 1), 0)
-    update = jax.jit(task.train)
+    update, evaluate = jax.jit(task.train), jax.jit(task.evaluate)
     state, key = one.state, jax.random.PRNGKey(1)
-    jax.block_until_ready(update(state, one.hparams, key, 0))
+    jax.block_until_ready((update(state, one.hparams, key, 0), evaluate(state, one.hparams, key)))
 
     def alone():
         nonlocal state, key
         for step in range(args.interval):
             key, step_key = jax.random.split(key)
-            state, metrics = update(state, one.hparams, step_key, step)
-        jax.block_until_ready(metrics)
+            state, _ = update(state, one.hparams, step_key, step)
+        key, eval_key = jax.random.split(key)
+        jax.block_until_ready(evaluate(state, one.hparams, eval_key))
 
     alone_rate = args.interval * per_update / fastest(alone, args.repeats)
     rows = []
