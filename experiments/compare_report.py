@@ -72,8 +72,12 @@ def plot_curves(runs, path) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in runs if "curve" in r))
     if not tasks:
         return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    columns = min(3, len(tasks))  # rows of three panels at most
+    rows = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks):
         for i, method in enumerate(dict.fromkeys(r["method"] for r in runs if r["task"] == task)):
             curves = np.array(
                 [
