@@ -50,7 +50,7 @@ use_cpu_cores(16)  # on a CPU, members spread over the cores, as `popjax run` do
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from compare_report import decimals, plot, plot_curves, score, task_metric  # noqa: E402
+from compare_report import METHODS, decimals, plot, plot_curves, score, task_metric  # noqa: E402
 
 import popjax  # noqa: E402
 from popjax.space import Fixed, SearchSpace  # noqa: E402
@@ -108,7 +108,6 @@ MNIST1D_AUGMENTATION = {
     "noise": {"prior": "uniform", "low": 0.0, "high": 0.1},
     "scale": {"prior": "uniform", "low": 0.0, "high": 0.2},
 }
-METHODS = ("pbt", "pb2", "halving", "mfpbt", "random", "fixed")
 # MF-PBT's default sub-populations: the rounds between two selections of each (the paper's).
 MF_PBT_FREQUENCIES = (1, 10, 25, 50)
 # Ten seeds a task: a paired lead's 95% interval from fewer is too wide to call most leads.

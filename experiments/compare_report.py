@@ -8,6 +8,10 @@ import numpy as np
 PAPER_LINES = {"mnist1d_mlp": ("paper MLP", 68), "mnist1d_cnn": ("paper CNN", 94)}
 
 
+# Every method, in the order of tables; a method keeps its colour in every plot.
+METHODS = ("pbt", "pb2", "halving", "mfpbt", "random", "fixed")
+
+
 def score(run: dict) -> float:
     """A run's test figure: accuracy in %, or the loss a regression selected on."""
     metric = run.get("metric", "accuracy")
@@ -32,6 +36,16 @@ def decimals(task: str, runs, default: int) -> int:
     return 3 if task_metric(task, runs) not in ("accuracy", "return") else default
 
 
+def panels(plt, count: int, columns: int, width: float, height: float):
+    """A figure of ``count`` panels in rows of ``columns`` at most; its axes, in order."""
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
 def plot(runs, path) -> None:
     import matplotlib
 
@@ -39,9 +53,9 @@ def plot(runs, path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in runs))
-    methods = list(dict.fromkeys(r["method"] for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    fig, axes = panels(plt, len(tasks), 3, 3.6, 3.6)
+    for ax, task in zip(axes, tasks):
         for i, method in enumerate(methods):
             accuracy = [score(r) for r in runs if r["task"] == task and r["method"] == method]
             if not accuracy:  # a method not run on this task yet
@@ -72,21 +86,17 @@ def plot_curves(runs, path) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in runs if "curve" in r))
     if not tasks:
         return
-    columns = min(3, len(tasks))  # rows of three panels at most
-    rows = -(-len(tasks) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[len(tasks) :]:
-        ax.set_visible(False)
-    for ax, task in zip(axes.flat, tasks):
-        for i, method in enumerate(dict.fromkeys(r["method"] for r in runs if r["task"] == task)):
-            curves = np.array(
-                [
-                    r["curve"]
-                    for r in runs
-                    if r["task"] == task and r["method"] == method and "curve" in r
-                ]
-            )
-            steps, best = curves[0, :, 0], curves[:, :, 1]
+    fig, axes = panels(plt, len(tasks), 3, 4.5, 3.4)
+    for ax, task in zip(axes, tasks):
+        for i, method in enumerate(METHODS):
+            curves = [
+                r["curve"]
+                for r in runs
+                if r["task"] == task and r["method"] == method and "curve" in r
+            ]
+            if not curves:
+                continue
+            steps, best = np.array(curves)[0, :, 0], np.array(curves)[:, :, 1]
             ax.plot(steps, best.mean(0), color=f"C{i}", label=method)
             ax.fill_between(steps, best.min(0), best.max(0), color=f"C{i}", alpha=0.15)
         ax.set(
