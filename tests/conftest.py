@@ -60,28 +60,6 @@ os.environ.pop("POPJAX_CACHE", None)
 caches.enable_compilation_cache()
 
 
-# The longest test files (seconds on the 2-core CI machine, newest versions), longest first.
-# pytest-xdist hands whole files to the workers in the order collected; starting with the
-# longest leaves short ones to fill the end, so the workers finish closer together.
-LONGEST_FIRST = (
-    "test_sac.py",  # 69 s
-    "test_rl_continuous.py",  # 67 s
-    "test_checkpoints.py",  # 59 s
-    "test_rl.py",  # 51 s
-    "test_memory.py",  # 41 s
-    "test_hparams.py",  # 39 s
-    "test_resume.py",  # 38 s
-    "test_devices.py",  # 34 s
-    "test_schedules.py",  # 30 s
-    "test_cli.py",  # 29 s
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's order kept
-
-
 def pytest_sessionfinish(session, exitstatus):
     for process in STARTED:
         stop(process)
