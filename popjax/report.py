@@ -224,11 +224,13 @@ def describe_pbt(config, lineage) -> str:
         )
     if settings.exploit != "halving":
         return f"{settings.exploit} and {explore}, every {config.interval} steps{burn_in}"
-    rungs = ", ".join(map(str, judged_rungs(settings.rungs, lineage.rounds))) or "none"
+    # A rung within the burn-in decides nothing (only copies take a burn-in).
+    judged = judged_rungs(settings.rungs, lineage.rounds)
+    rungs = ", ".join(str(r) for r in judged if r * config.interval >= settings.burn_in) or "none"
     if settings.restart == "copy":
         return (
             f"successive halving: the bottom {settings.fraction:g} copied top members after "
-            f"rounds {rungs} ({config.interval} steps each){burn_in}, then {explore}"
+            f"rounds {rungs} ({config.interval} steps each), then {explore}"
         )
     restarts = sum(len(members) for members in lineage.restarts.values())
     return (
