@@ -17,6 +17,25 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
+    args = command_parser().parse_args(argv)
+    try:
+        if args.command == "export-schedule":
+            return export_command(args)
+        if args.command == "replay":
+            return replay_command(args)
+        if args.command == "report":
+            return report_command(args)
+        return run_command(args)
+    except PopjaxError as error:
+        print(f"popjax: error: {error}", file=sys.stderr)
+        return 2
+    except SweepInterrupted as stop:
+        print(f"popjax: {stop}", file=sys.stderr)
+        return stop.exit_code
+
+
+def command_parser() -> ArgumentParser:
+    """The parser of ``popjax``'s command line and its subcommands."""
     parser = ArgumentParser(prog="popjax", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train a population with PBT")
@@ -110,32 +129,13 @@ def main(argv=None) -> int:
     )
     replay.add_argument("--out", help="also write the figures to this JSON file")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "export-schedule":
-            return export_command(args)
-        if args.command == "replay":
-            return replay_command(args)
-        if args.command == "report":
-            return report_command(args)
-        return run_command(args)
-    except PopjaxError as error:
-        print(f"popjax: error: {error}", file=sys.stderr)
-        return 2
-    except SweepInterrupted as stop:
-        print(f"popjax: {stop}", file=sys.stderr)
-        return stop.exit_code
+    return parser
 
 
-def run_command(args) -> int:
-    # Imported here so that `popjax --help` answers without starting JAX.
-    from popjax.api import run_plan
-    from popjax.devices import device_divisor, use_cpu_cores
-    from popjax.distributed import Distributed
-    from popjax.report import best_members_table
+def run_plan_of(args):
+    """``(plan, run folder)`` of ``popjax run``'s parsed arguments, resolved once."""
     from popjax.sweep import plan_run
 
-    # The plan, resolved once and before JAX starts: the CPU's devices must divide the members.
     plan, _, out = plan_run(
         args.config,
         out=args.out,
@@ -148,6 +148,18 @@ def run_command(args) -> int:
         seed=args.seed,
         name=args.name,
     )
+    return plan, out
+
+
+def run_command(args) -> int:
+    # Imported here so that `popjax --help` answers without starting JAX.
+    from popjax.api import run_plan
+    from popjax.devices import device_divisor, use_cpu_cores
+    from popjax.distributed import Distributed
+    from popjax.report import best_members_table
+
+    # The plan, resolved once and before JAX starts: the CPU's devices must divide the members.
+    plan, out = run_plan_of(args)
     distributed = None
     if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
         distributed = Distributed(args.coordinator, args.num_processes, args.process_id)

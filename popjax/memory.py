@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from popjax.amounts import format_bytes, parse_bytes
 from popjax.errors import PopjaxError
@@ -92,32 +93,42 @@ def choose_slices(
 
 
 def largest_population(
-    bytes_at: Callable[[int], int | None], num_devices: int, budget: int
+    bytes_at: Callable[[int], int | None], num_devices: int, budget: int, threads: int = 2
 ) -> tuple[int, int]:
     """``(population, bytes a member)``: the most members whose whole round fits.
 
     ``bytes_at(population)`` compiles the round for that many members (a multiple of
     ``num_devices``) and returns its bytes per device. The footprint is measured at 4 and 8
     members a device and extrapolated; compiling around that guess then finds the exact
-    answer in a few steps.
+    answer in a few steps. Rounds needed together compile side by side, ``threads`` at a
+    time (XLA compiles a program on one core): the first two, then the guess and the size
+    after it, usually the answer's bracket.
     """
     measured = {}
 
-    def fits(local: int) -> bool:
-        if local not in measured:
-            measured[local] = bytes_at(local * num_devices)
-        if measured[local] is None:
+    def measure(*counts: int) -> None:
+        missing = [n for n in dict.fromkeys(counts) if n >= 1 and n not in measured]
+        if not missing:
+            return
+        with ThreadPoolExecutor(min(threads, len(missing))) as pool:
+            sizes = pool.map(lambda local: bytes_at(local * num_devices), missing)
+            measured.update(zip(missing, sizes))
+        if None in measured.values():
             raise PopjaxError(
                 "this backend reports no memory analysis, so popjax cannot size the "
                 "population: give population as a number"
             )
+
+    def fits(local: int) -> bool:
+        measure(local)
         return measured[local] <= budget
 
     low_count, high_count = MEASURED
-    fits(low_count), fits(high_count)
+    measure(low_count, high_count)
     per_member = max(1.0, (measured[high_count] - measured[low_count]) / (high_count - low_count))
     fixed = measured[low_count] - low_count * per_member
     guess = max(1, int((budget - fixed) // per_member))
+    measure(guess, guess + 1)
     # Gallop from the guess (usually one off at most) to a bracket: ``low`` fits, ``high``
     # does not; then halve it.
     low, high, step = (guess, None, 1) if fits(guess) else (None, guess, 1)

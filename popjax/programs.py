@@ -109,6 +109,7 @@ class GroupProgram:
     round_bytes_planned: int | None = None  # XLA's plan of the round's memory per device
     # A streamed training split's windows; ``data.train`` then holds a window's shapes only.
     feed: WindowFeed | None = None
+    init_compiled: Any = None  # the future of init's compile where it runs in the background
 
     @property
     def train_data(self):
@@ -133,6 +134,19 @@ class GroupProgram:
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=members),
             self.init.eval_shape(train),
         )
+
+    def compile_init(self) -> None:
+        """Compiles ``init`` for the group's data; its first call then finds it compiled."""
+        train = self.data.train if self.data is not None else None
+        self.init.lower(train).compile()
+
+    def compile_test(self, members) -> None:
+        """Compiles ``test`` for the population and the test split (for a task without data,
+        one more evaluation); the call at the sweep's end then finds it compiled."""
+        if self.data is not None and self.data.test is None:
+            return  # nothing to test on
+        population = self.abstract_state(members)[0]
+        self.test.lower(population, self.data.test if self.data is not None else None).compile()
 
     def lower_round(self, members) -> jax.stages.Lowered:
         """The round lowered for ``members``' shapes and sharding; nothing compiled yet."""
@@ -276,10 +290,14 @@ def check_data_fits(tasks: list[Task], budget: int) -> None:
 
 
 def program_within_budget(
-    group_task, index, keys, members, place, num_groups, budget
+    group_task, index, keys, members, place, num_groups, budget, background=None
 ) -> GroupProgram:
     """The group's program in the fewest slices of members whose round fits in ``budget``
-    bytes per device (one slice, the whole population at once, when it fits)."""
+    bytes per device (one slice, the whole population at once, when it fits).
+
+    With ``background`` (a ``concurrent.futures`` executor), the population's ``init``
+    compiles there while the round compiles here: two programs at once where there are cores
+    for both. Its future is the program's ``init_compiled``."""
     budget -= prefetched_bytes(group_task.task)
     built = {}
 
@@ -287,13 +305,23 @@ def program_within_budget(
         built[slices] = GroupProgram.build(
             group_task, index, *keys, members, place, num_groups, slices
         )
+        if background is not None and len(built) == 1:
+            built[slices].init_compiled = background.submit(built[slices].compile_init)
         return built[slices].round_bytes(members)
 
     population = group_task.group.config.population
     slices, planned = memory.choose_slices(
         bytes_with, population // members.mesh.size, budget, population
     )
-    return dataclasses.replace(built[slices], slices=slices, round_bytes_planned=planned)
+    # Every slicing has the same init: the first one built, which may be compiling already.
+    first = next(iter(built.values()))
+    return dataclasses.replace(
+        built[slices],
+        slices=slices,
+        round_bytes_planned=planned,
+        init=first.init,
+        init_compiled=first.init_compiled,
+    )
 
 
 def size_population(plan: Plan, group_task: GroupTask, members, place, budget):

@@ -43,6 +43,8 @@ class SweepResult:
     stream: dict | None = None
     # Per program: compiles, seconds tracing, lowering and compiling, how many the cache served.
     compile: dict | None = None
+    # Seconds of each stage of the run's start, up to its first round's record (``start_up``).
+    start: dict | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -62,4 +64,5 @@ class SweepResult:
             "groups": self.groups,
             "memory": self.memory,
             "compile": self.compile,
+            "start_s": self.start,
         }

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager, nullcontext
 from pathlib import Path
 
 import jax
@@ -47,6 +48,27 @@ from popjax.result import SweepResult
 from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
 from popjax.task import Task
 from popjax.task_loading import IMPORT_FOLDER, import_folder
+
+
+class StartUp:
+    """Seconds spent in each stage of a run's start, up to its first round's record: JAX's
+    devices, the data, sizing the population, compiling the round (and beside it the
+    population's init), the population's first state (or a resumed run's checkpoint) and the
+    first round itself. What comes before the
+    run (the process's start, its imports, the config) is the time to the first round less
+    these (``scripts/start_time.py``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            self.seconds[name] = round(spent, 3)
 
 
 def plan_run(
@@ -116,13 +138,14 @@ def _run_plan(
     plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
 ) -> SweepResult:
     start = time.perf_counter()
-    if not cache:
-        caches.disable()
-    caches.enable_compilation_cache()
-    if distributed is not None:
-        start_distributed(distributed)
-
-    devices = jax.devices()
+    stages = StartUp()
+    with stages.stage("devices"):
+        if not cache:
+            caches.disable()
+        caches.enable_compilation_cache()
+        if distributed is not None:
+            start_distributed(distributed)
+        devices = jax.devices()
     run_dir = (
         Path(out)
         if out is not None
@@ -132,7 +155,8 @@ def _run_plan(
         check_new(run_dir)
 
     # The two resolution steps that need the data and the devices (see above).
-    plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
+    with stages.stage("data"):
+        plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
     mesh = meshes.population_mesh(devices)
     members = meshes.member_sharding(mesh)
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
@@ -140,24 +164,32 @@ def _run_plan(
     budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
     check_data_fits([group_task.task for group_task in group_tasks], budget)
     if plan.config.auto_population:
-        with compile_log.phase("memory_plan"):
+        with compile_log.phase("memory_plan"), stages.stage("memory_plan"):
             plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
         check_frequencies(plan.config.pbt, plan.config.population)
     config = plan.config
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
-    programs = [
-        program_within_budget(
-            group_task,
-            index,
-            (init_key, pbt_key),
-            members,
-            place,
-            len(group_tasks),
-            budget * group_task.group.config.population // config.population,
-        )
-        for index, group_task in enumerate(group_tasks)
-    ]
+    # A new run's init compiles in a second thread beside the round, on a core of its own
+    # where there is one (XLA compiles a program on one core); both are done after the block.
+    threads = ThreadPoolExecutor(1) if not resume else nullcontext()
+    with stages.stage("compile"), threads as background:
+        programs = [
+            program_within_budget(
+                group_task,
+                index,
+                (init_key, pbt_key),
+                members,
+                place,
+                len(group_tasks),
+                budget * group_task.group.config.population // config.population,
+                background,
+            )
+            for index, group_task in enumerate(group_tasks)
+        ]
+        for program in programs:
+            if program.init_compiled is not None:
+                program.init_compiled.result()  # raises what its compile raised
 
     folder = None
     if write and not resume:
@@ -175,7 +207,10 @@ def _run_plan(
             checkpoints = opened.enter_context(
                 closing(SweepCheckpoints(run_dir, config.keep_checkpoints))
             )
-        restored = restore(checkpoints, programs, members) if resume else None
+        restored = None
+        if resume:
+            with stages.stage("restore"):
+                restored = restore(checkpoints, programs, members)
         if restored is not None:
             first_round, states, lineage, history, elapsed = restored
             # The run's wall time is summed over its processes: this one's clock starts where
@@ -185,7 +220,9 @@ def _run_plan(
         else:
             # A new run, or a resumed one killed before its first checkpoint: that one starts
             # again from round 0 in its folder, and the time it ran is lost.
-            states = [program.init(program.train_data) for program in programs]
+            with stages.stage("init"):
+                states = [program.init(program.train_data) for program in programs]
+                jax.block_until_ready(states)  # its own time, not the first round's
             first_round, history = 0, []
             lineage = Lineage(
                 config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
@@ -199,8 +236,14 @@ def _run_plan(
             if hasattr(watcher, "start"):
                 watcher.start(config, first_round, folder.path if folder else None)
         stops = opened.enter_context(stop_requests())
+        # The test compiles in a second thread while the rounds train (an accelerator leaves
+        # the host's cores idle meanwhile), so the end finds it compiled.
+        compiling, tests_compiled = opened.enter_context(ThreadPoolExecutor(1)), []
         for round_index in range(first_round, config.rounds):
-            record = play_round(programs, states, round_index, history, plan)
+            with stages.stage("first_round") if round_index == first_round else nullcontext():
+                record = play_round(programs, states, round_index, history, plan)
+            if round_index == first_round:
+                tests_compiled = [compiling.submit(p.compile_test, members) for p in programs]
             lineage.record(
                 record["parents"], record["hparams"], record.get("epochs"), record.get("restarted")
             )
@@ -232,12 +275,15 @@ def _run_plan(
                 raise SweepInterrupted(
                     f"stopped after round {done} of {config.rounds}; {where}", signum
                 )
+        for future in tests_compiled:
+            future.result()  # raises what the compile raised
         # The last checkpoint is written while the members are tested.
         result = finish(plan, programs, states, history, lineage, devices, start, run_dir)
         for watcher in watchers:
             if hasattr(watcher, "end"):
                 watcher.end(result)
     result.compile = log.summary()
+    result.start = stages.seconds
     if folder:
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())

@@ -1,49 +1,73 @@
-"""Time to the first round of ``popjax run``, cold and warm, as a user waits for it.
+"""Time to the first round of ``popjax run``, cold and warm, as a user waits for it, and where
+that time goes.
 
-Each try starts ``popjax run ARGS`` in a fresh process and times it from the start of the process
-to the first line of its metrics.jsonl (the first round's record), then stops it. "cold" starts
-with an empty popjax cache (no compiled programs, no generated datasets); "warm" reruns the same
-command with the cache the cold run left; "off" runs with the cache turned off. The tries
-alternate, so load on a shared machine falls on each alike, and each figure is the fastest of its
-tries.
+Each try starts ``popjax run ARGS`` for one round in a fresh process and times it from the
+start of the process to the first line of its metrics.jsonl (the first round's record). It then
+lets the run finish and reads its ``summary.json``'s ``start_s``: the seconds of each stage of
+the run's start (JAX's devices, the data, compiling the round, the population's first state,
+the first round). What the stages leave of the time to the first round is the process's start,
+its imports and the config ("before the run"). "cold" starts with an empty popjax cache (no
+compiled programs, no generated datasets); "warm" reruns the same command with the cache the
+cold run left; "off" runs with the cache turned off. The tries alternate, so load on a shared
+machine falls on each alike, and each line is the try with the shortest time to the first round.
 
 Run:
     python scripts/start_time.py                        # the default sweep, 3 tries each
-    python scripts/start_time.py --tries 2 -- --population 16 --steps 2000 --interval 200
+    python scripts/start_time.py --tries 2 -- --population 16 --interval 200
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+KINDS = ("cold", "warm", "off")
 
-def time_to_first_round(args: list[str], cache_dir: Path, cache: str, timeout: float) -> float:
+
+def one_round(args: list[str]) -> list[str]:
+    """``popjax run``'s arguments for the first round alone: its steps set to one interval."""
+    from popjax.cli import command_parser, run_plan_of
+
+    plan, _ = run_plan_of(command_parser().parse_args(["run", *args]))
+    return [*args, "--steps", str(plan.config.interval), "--no-report"]
+
+
+def start_up(args: list[str], cache_dir: Path, cache: str, timeout: float) -> dict[str, float]:
+    """The time to the first round's record and the run's own stages, in seconds."""
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"
         env = {**os.environ, "POPJAX_CACHE_DIR": str(cache_dir), "POPJAX_CACHE": cache}
         command = [sys.executable, "-m", "popjax", "run", *args, "--out", str(run_dir), "--quiet"]
         start = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         metrics = run_dir / "metrics.jsonl"
         try:
-            while time.perf_counter() - start < timeout:
-                if metrics.exists() and metrics.read_text().count("\n") >= 1:
-                    return time.perf_counter() - start
+            while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
                 if process.poll() is not None:
                     raise SystemExit(f"popjax run ended early: {process.stderr.read()[-2000:]}")
+                if time.perf_counter() - start > timeout:
+                    raise SystemExit(f"no round within {timeout} s")
                 time.sleep(0.02)
-            raise SystemExit(f"no round within {timeout} s")
+            first_round = time.perf_counter() - start
+            _, errors = process.communicate(timeout=timeout)
         finally:
-            process.send_signal(signal.SIGKILL)
+            process.kill()
             process.wait()
+        if process.returncode != 0:
+            raise SystemExit(f"popjax run failed: {errors[-2000:]}")
+        stages = json.loads((run_dir / "summary.json").read_text())["start_s"]
+    return {"first round": first_round, "before the run": first_round - sum(stages.values())} | {
+        name: seconds for name, seconds in stages.items()
+    }
 
 
 def main() -> None:
@@ -52,22 +76,25 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("run_args", nargs="*", help="arguments of popjax run (after --)")
     options = parser.parse_args()
-    seconds = {"cold": [], "warm": [], "off": []}
+    args = one_round(options.run_args)
+    tries = {kind: [] for kind in KINDS}
     for _ in range(options.tries):
         cache_dir = Path(tempfile.mkdtemp(prefix="popjax-cache-"))
         try:
-            for kind in ("cold", "warm", "off"):
+            for kind in KINDS:
                 cache = "off" if kind == "off" else "on"
-                seconds[kind].append(
-                    time_to_first_round(options.run_args, cache_dir, cache, options.timeout)
-                )
-                print(f"{kind}: {seconds[kind][-1]:.1f} s", flush=True)
+                tries[kind].append(start_up(args, cache_dir, cache, options.timeout))
+                print(f"{kind}: {tries[kind][-1]['first round']:.1f} s", flush=True)
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
     command = " ".join(["popjax run", *options.run_args]).strip()
-    print(f"\ntime to the first round of `{command}`, fastest of {options.tries}:")
-    for kind, values in seconds.items():
-        print(f"  {kind:>5}: {min(values):6.1f} s")
+    fastest = {kind: min(found, key=lambda t: t["first round"]) for kind, found in tries.items()}
+    print(f"\ntime to the first round of `{command}` (s), fastest of {options.tries}:")
+    stages = list(dict.fromkeys(name for found in fastest.values() for name in found))
+    print(f"  {'':>16}" + "".join(f"{kind:>8}" for kind in KINDS))
+    for stage in stages:
+        row = "".join(f"{fastest[kind].get(stage, 0.0):8.2f}" for kind in KINDS)
+        print(f"  {stage:>16}{row}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 members in slices with the same results, ``population = "auto"`` finds the most that fit whole,
 and what cannot fit ends in a one-line error."""
 
+import threading
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,6 +175,31 @@ def test_the_search_finds_the_largest_population_a_brute_force_finds(fixed, per,
     size, _ = largest_population(bytes_at, devices, budget)
     fitting = [local for local in range(1, 2000) if bytes_at(local * devices) <= budget]
     assert size == max(fitting) * devices
+
+
+def test_the_search_compiles_the_rounds_it_needs_together_side_by_side():
+    lock, first_two = threading.Lock(), threading.Barrier(2, timeout=10)
+    calls, running, most = [], [0], [0]
+
+    def bytes_at(size):
+        with lock:
+            calls.append(size)
+            index = len(calls)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        if index <= 2:
+            first_two.wait()  # both first measurements in flight at once, or a timeout
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return 500 + 7 * size
+
+    size, _ = largest_population(bytes_at, 1, 9000)
+    assert size == (9000 - 500) // 7
+    # The two measured sizes, then the guess (exact for a linear footprint) and the one after
+    # it, two at a time: four compiles in the time of two.
+    assert sorted(calls[:2]) == [4, 8] and sorted(calls[2:]) == [size, size + 1]
+    assert most[0] == 2
 
 
 def test_slices_chosen_are_the_fewest_that_fit():

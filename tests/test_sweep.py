@@ -99,6 +99,18 @@ def test_result_names_the_best_member_on_validation(tiny_sweep, small_data, smal
     assert tiny_sweep.best_test["accuracy"] == pytest.approx(accuracy)
 
 
+def test_the_start_up_stages_hold_their_compiles_and_fit_in_the_run(tiny_sweep):
+    start, compiled = tiny_sweep.start, tiny_sweep.compile
+    assert list(start) == ["devices", "data", "compile", "init", "first_round"]
+    # The round and the population's init compile (or load from the cache) side by side
+    # within the compile stage, by JAX's own clock, and init's call compiles nothing more.
+    assert start["compile"] >= max(compiled[p]["compile_s"] for p in ("round_fn", "init"))
+    assert compiled["init"]["count"] == 1 and compiled["round_fn"]["count"] == 1
+    assert compiled["test"]["count"] == 1  # compiled beside the rounds, found at the end
+    assert 0 < sum(start.values()) <= tiny_sweep.wall_time
+    assert tiny_sweep.summary()["start_s"] == start
+
+
 @pytest.mark.slow
 def test_short_pbt_run_on_mnist1d_improves_the_best_member(mnist1d):
     # Six rounds of 50 steps: on seeds 0-2 the best gains 0.25-0.32 and tests at 0.58-0.63.
