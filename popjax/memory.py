@@ -1,5 +1,5 @@
 """How many members a device holds: XLA's memory analysis of the compiled round, per device,
-against the memory one device may use.
+against the memory one device may use, and whether the data fits beside it.
 
 A round that would not fit runs its members in slices, one after another
 (``popjax.train.in_slices``): the weights and optimizer state of every member stay on the
@@ -13,8 +13,13 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import jax
+import numpy as np
+
 from popjax.amounts import format_bytes, parse_bytes
 from popjax.errors import PopjaxError
+from popjax.stream import Stream
+from popjax.task import Task
 
 # The members a device holds in the two rounds ``largest_population`` measures first.
 MEASURED = (4, 8)
@@ -26,8 +31,6 @@ HEADROOM = 0.9
 def device_budget(limit: str | int = "", devices=None) -> int:
     """Bytes one device may use: ``limit`` if given, else what the device reports (an
     accelerator's memory), else the machine's memory shared by its CPU devices."""
-    import jax
-
     if limit:
         return parse_bytes(limit)
     devices = devices if devices is not None else jax.local_devices()
@@ -150,3 +153,60 @@ def largest_population(
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low * num_devices, int(per_member)
+
+
+def _bytes(tree) -> int:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return sum(int(getattr(leaf, "nbytes", None) or np.asarray(leaf).nbytes) for leaf in leaves)
+
+
+def prefetched_bytes(task: Task) -> int:
+    """Bytes per device of the window prepared while a round trains on another (0 unless the
+    task's training split is a ``Stream``): the one place the round's own plan misses."""
+    train = task.data.train if task.data is not None else None
+    return train.window_bytes() if isinstance(train, Stream) else 0
+
+
+def check_data_fits(tasks: list[Task], budget: int) -> None:
+    """Refuses, before anything is placed, data that cannot be on a device: a resident
+    training split counts whole, a streamed one as the two windows it keeps there."""
+    seen, total, resident_train = set(), 0, None
+    for task in tasks:
+        for split in task.data or ():
+            if split is None or id(split) in seen:
+                continue
+            seen.add(id(split))
+            if isinstance(split, Stream):
+                total += 2 * split.window_bytes()
+            else:
+                total += _bytes(split)
+        train = task.data.train if task.data is not None else None
+        if train is not None and not isinstance(train, Stream):
+            resident_train = train
+    if total <= budget:
+        return
+    if resident_train is None:
+        raise PopjaxError(
+            f"the data takes {format_bytes(total)} on each device (two windows of the "
+            f"training split, the validation and test splits), more than the "
+            f"{format_bytes(budget)} a device may use: lower data.window or raise memory_limit"
+        )
+    train_bytes = _bytes(resident_train)
+    count = max(
+        1,
+        max(
+            (np.shape(a)[0] for a in jax.tree_util.tree_leaves(resident_train) if np.ndim(a)),
+            default=1,
+        ),
+    )
+    fits = (budget - (total - train_bytes)) // 4 // max(1, 2 * train_bytes // count)
+    advice = (
+        f"data.window = {fits} (examples), or window= in popjax.data.from_arrays"
+        if fits > 0
+        else "a popjax.stream.Stream for the training split"
+    )
+    raise PopjaxError(
+        f"the data takes {format_bytes(total)} on each device, more than the "
+        f"{format_bytes(budget)} a device may use (memory_limit): keep the training split on "
+        f"the host and stream it with {advice}, or raise memory_limit"
+    )

@@ -5,10 +5,12 @@ and test, and the fit of its round in a device's memory (slices of members, ``po
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,6 @@ from popjax import memory
 from popjax import mesh as meshes
 from popjax.amounts import format_bytes
 from popjax.distributed import is_main_process
-from popjax.errors import PopjaxError
 from popjax.groups import Group
 from popjax.plan import GroupTask, Plan
 from popjax.population import init_population
@@ -232,63 +233,6 @@ class GroupProgram:
         )
 
 
-def _bytes(tree) -> int:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return sum(int(getattr(leaf, "nbytes", None) or np.asarray(leaf).nbytes) for leaf in leaves)
-
-
-def prefetched_bytes(task: Task) -> int:
-    """Bytes per device of the window prepared while a round trains on another (0 unless the
-    task's training split is a ``Stream``): the one place the round's own plan misses."""
-    train = task.data.train if task.data is not None else None
-    return train.window_bytes() if isinstance(train, Stream) else 0
-
-
-def check_data_fits(tasks: list[Task], budget: int) -> None:
-    """Refuses, before anything is placed, data that cannot be on a device: a resident
-    training split counts whole, a streamed one as the two windows it keeps there."""
-    seen, total, resident_train = set(), 0, None
-    for task in tasks:
-        for split in task.data or ():
-            if split is None or id(split) in seen:
-                continue
-            seen.add(id(split))
-            if isinstance(split, Stream):
-                total += 2 * split.window_bytes()
-            else:
-                total += _bytes(split)
-        train = task.data.train if task.data is not None else None
-        if train is not None and not isinstance(train, Stream):
-            resident_train = train
-    if total <= budget:
-        return
-    if resident_train is None:
-        raise PopjaxError(
-            f"the data takes {format_bytes(total)} on each device (two windows of the "
-            f"training split, the validation and test splits), more than the "
-            f"{format_bytes(budget)} a device may use: lower data.window or raise memory_limit"
-        )
-    train_bytes = _bytes(resident_train)
-    count = max(
-        1,
-        max(
-            (np.shape(a)[0] for a in jax.tree_util.tree_leaves(resident_train) if np.ndim(a)),
-            default=1,
-        ),
-    )
-    fits = (budget - (total - train_bytes)) // 4 // max(1, 2 * train_bytes // count)
-    advice = (
-        f"data.window = {fits} (examples), or window= in popjax.data.from_arrays"
-        if fits > 0
-        else "a popjax.stream.Stream for the training split"
-    )
-    raise PopjaxError(
-        f"the data takes {format_bytes(total)} on each device, more than the "
-        f"{format_bytes(budget)} a device may use (memory_limit): keep the training split on "
-        f"the host and stream it with {advice}, or raise memory_limit"
-    )
-
-
 def program_within_budget(
     group_task, index, keys, members, place, num_groups, budget, background=None
 ) -> GroupProgram:
@@ -298,7 +242,7 @@ def program_within_budget(
     With ``background`` (a ``concurrent.futures`` executor), the population's ``init``
     compiles there while the round compiles here: two programs at once where there are cores
     for both. Its future is the program's ``init_compiled``."""
-    budget -= prefetched_bytes(group_task.task)
+    budget -= memory.prefetched_bytes(group_task.task)
     built = {}
 
     def bytes_with(slices):
@@ -324,6 +268,34 @@ def program_within_budget(
     )
 
 
+def group_programs(
+    group_tasks, keys, members, place, budget: int, population: int, with_init: bool = True
+) -> list[GroupProgram]:
+    """Every group's program within its share of ``budget`` (its members' share of the
+    ``population``), the round compiled. ``with_init``: the population's init compiles too, in
+    a second thread beside the rounds, on a core of its own where there is one (XLA compiles a
+    program on one core)."""
+    threads = ThreadPoolExecutor(1) if with_init else contextlib.nullcontext()
+    with threads as background:
+        programs = [
+            program_within_budget(
+                group_task,
+                index,
+                keys,
+                members,
+                place,
+                len(group_tasks),
+                budget * group_task.group.config.population // population,
+                background,
+            )
+            for index, group_task in enumerate(group_tasks)
+        ]
+        for program in programs:
+            if program.init_compiled is not None:
+                program.init_compiled.result()  # raises what its compile raised
+    return programs
+
+
 def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
     """The plan with ``population = "auto"`` replaced by the most members whose whole round
     fits in ``budget`` bytes per device; says what it chose."""
@@ -341,7 +313,7 @@ def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
 
     built = {}
 
-    budget -= prefetched_bytes(group_task.task)
+    budget -= memory.prefetched_bytes(group_task.task)
 
     def program_at(size):
         if size not in built:  # sized with fixed keys: the choice must not depend on the seed

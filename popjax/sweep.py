@@ -32,12 +32,7 @@ from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
 from popjax.pbt_settings import check_frequencies
 from popjax.plan import Plan
-from popjax.programs import (
-    ReplicatedArrays,
-    check_data_fits,
-    program_within_budget,
-    size_population,
-)
+from popjax.programs import ReplicatedArrays, group_programs, size_population
 from popjax.records import (
     check_not_all_diverged,
     fitness_values,
@@ -162,7 +157,7 @@ def _run_plan(
     init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
     place = ReplicatedArrays(mesh)
     budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
-    check_data_fits([group_task.task for group_task in group_tasks], budget)
+    memory.check_data_fits([group_task.task for group_task in group_tasks], budget)
     if plan.config.auto_population:
         with compile_log.phase("memory_plan"), stages.stage("memory_plan"):
             plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
@@ -170,26 +165,11 @@ def _run_plan(
     config = plan.config
     for group_task in group_tasks:
         meshes.check_population_size(group_task.group.config.population, len(devices))
-    # A new run's init compiles in a second thread beside the round, on a core of its own
-    # where there is one (XLA compiles a program on one core); both are done after the block.
-    threads = ThreadPoolExecutor(1) if not resume else nullcontext()
-    with stages.stage("compile"), threads as background:
-        programs = [
-            program_within_budget(
-                group_task,
-                index,
-                (init_key, pbt_key),
-                members,
-                place,
-                len(group_tasks),
-                budget * group_task.group.config.population // config.population,
-                background,
-            )
-            for index, group_task in enumerate(group_tasks)
-        ]
-        for program in programs:
-            if program.init_compiled is not None:
-                program.init_compiled.result()  # raises what its compile raised
+    with stages.stage("compile"):
+        keys = (init_key, pbt_key)
+        programs = group_programs(
+            group_tasks, keys, members, place, budget, config.population, with_init=not resume
+        )
 
     folder = None
     if write and not resume:
