@@ -235,26 +235,17 @@ def _run_plan(
             for program in programs:
                 group = program.group.name if len(programs) > 1 else None
                 check_not_all_diverged(record, program.space, group, program.group.members)
-            done = round_index + 1
-            signum = stops.agreed()
-            if checkpoints and (
-                done % config.checkpoint_every == 0 or done == config.rounds or signum
-            ):
-                meta = {
-                    "lineage": lineage.to_dict(),
-                    "history": history,
-                    "wall_time_s": time.perf_counter() - start,
-                }
-                checkpoints.save(done, states, meta)
-            if signum and done < config.rounds:
-                where = (
-                    f"resume with: popjax run --resume {run_dir}"
-                    if checkpoints
-                    else "no checkpoint was written"
-                )
-                raise SweepInterrupted(
-                    f"stopped after round {done} of {config.rounds}; {where}", signum
-                )
+            saved_or_stopped(
+                round_index + 1,
+                stops.agreed(),
+                checkpoints,
+                config,
+                states,
+                lineage,
+                history,
+                time.perf_counter() - start,
+                run_dir,
+            )
         for future in tests_compiled:
             future.result()  # raises what the compile raised
         # The last checkpoint is written while the members are tested.
@@ -268,6 +259,24 @@ def _run_plan(
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
     return result
+
+
+def saved_or_stopped(
+    done, signum, checkpoints, config, states, lineage, history, wall_time, run_dir
+):
+    """After ``done`` rounds: a checkpoint when one is due (every ``checkpoint_every`` rounds,
+    the last round, a stop request agreed by every process, ``signum``); then, on a stop
+    before the last round, ``SweepInterrupted``, saying how to resume."""
+    if checkpoints and (done % config.checkpoint_every == 0 or done == config.rounds or signum):
+        meta = {"lineage": lineage.to_dict(), "history": history, "wall_time_s": wall_time}
+        checkpoints.save(done, states, meta)
+    if signum and done < config.rounds:
+        where = (
+            f"resume with: popjax run --resume {run_dir}"
+            if checkpoints
+            else "no checkpoint was written"
+        )
+        raise SweepInterrupted(f"stopped after round {done} of {config.rounds}; {where}", signum)
 
 
 def restore(checkpoints: SweepCheckpoints, programs, members):
