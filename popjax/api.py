@@ -130,5 +130,9 @@ def run_plan(
         callbacks.append(loggers.WandbLogger(wandb))
     if mlflow is not None:
         callbacks.append(loggers.MLflowLogger(mlflow, experiment=plan.config.name))
-    callbacks.append(ProgressBar(progress))
-    return sweeps.run_plan(plan, write=write, callbacks=callbacks, **sweep)
+    bar = ProgressBar(progress)
+    callbacks.append(bar)
+    try:
+        return sweeps.run_plan(plan, write=write, callbacks=callbacks, **sweep)
+    finally:
+        bar.close()  # its line of the start's stages too, where the sweep ended before its bar

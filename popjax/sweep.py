@@ -49,15 +49,18 @@ class StartUp:
     """Seconds spent in each stage of a run's start, up to its first round's record: JAX's
     devices, the data, sizing the population, compiling the round (and beside it the
     population's init), the population's first state (or a resumed run's checkpoint) and the
-    first round itself. What comes before the
-    run (the process's start, its imports, the config) is the time to the first round less
-    these (``scripts/start_time.py``)."""
+    first round itself. What comes before the run (the process's start, its imports, the
+    config) is the time to the first round less these (``scripts/start_time.py``).
+    ``listeners`` are told each stage's name as it begins."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.listeners: list[Callable[[str], None]] = []
 
     @contextmanager
     def stage(self, name: str):
+        for listener in self.listeners:
+            listener(name)
         started = time.perf_counter()
         try:
             yield
@@ -121,7 +124,8 @@ def run_plan(
         round's record (a metrics.jsonl line) and, where it has them, ``start(config,
         first_round, run_dir)`` once the run's length and first round are known (``run_dir``
         the run folder this process writes, else None), ``end(result)`` once the sweep has
-        finished (not on an error or a stop), and ``close()`` on every way out.
+        finished (not on an error or a stop), and ``close()`` on every way out; before the
+        first round, ``starting(stage)`` as each stage of the start begins (``StartUp``).
     """
     with compile_log.recording() as log:
         return _run_plan(
@@ -141,6 +145,10 @@ def _run_plan(
         if distributed is not None:
             start_distributed(distributed)
         devices = jax.devices()
+    if is_main_process():
+        stages.listeners = [
+            watcher.starting for watcher in callbacks if hasattr(watcher, "starting")
+        ]
     run_dir = (
         Path(out)
         if out is not None

@@ -111,6 +111,26 @@ def test_the_start_up_stages_hold_their_compiles_and_fit_in_the_run(tiny_sweep):
     assert tiny_sweep.summary()["start_s"] == start
 
 
+def test_the_start_is_announced_stage_by_stage_and_the_bar_says_it(small_data, small_model, capsys):
+    class Watcher:
+        def __init__(self):
+            self.stages = []
+
+        def starting(self, stage):
+            self.stages.append(stage)
+
+        def __call__(self, record):
+            pass
+
+    watcher = Watcher()
+    settings = {**TINY, "progress": True}
+    result = popjax.run(data=small_data, model=small_model, on_round=watcher, **settings)
+    # Every stage the run timed after JAX's devices, in order, each announced as it began.
+    assert watcher.stages == [stage for stage in result.start if stage != "devices"]
+    shown = capsys.readouterr().err
+    assert "popjax: loading the data" in shown and "popjax: compiling the round" in shown
+
+
 @pytest.mark.slow
 def test_short_pbt_run_on_mnist1d_improves_the_best_member(mnist1d):
     # Six rounds of 50 steps: on seeds 0-2 the best gains 0.25-0.32 and tests at 0.58-0.63.
