@@ -135,4 +135,4 @@ def run_plan(
     try:
         return sweeps.run_plan(plan, write=write, callbacks=callbacks, **sweep)
     finally:
-        bar.close()  # its line of the start's stages too, where the sweep ended before its bar
+        bar.close_status()  # where the sweep ended before its bar opened

@@ -1,8 +1,10 @@
 """The progress bar of a sweep: a round callback that draws one tqdm step a round, with the best
-and median member's selected metric beside it, and before the first round a line that says
-what the run is doing (loading the data, compiling, ...)."""
+and median member's selected metric beside it, and before the first round, on a terminal, a
+line that says what the run is doing (loading the data, compiling, ...)."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,7 +32,10 @@ class ProgressBar:
         self.status = None  # the line that shows the start's stage until the bar opens
 
     def starting(self, stage: str) -> None:
-        if stage not in STAGES or self.bar is not None:
+        # Only on a terminal, which redraws the line in place: in a pipe, a log or a notebook
+        # the stages would pile up as lines of their own.
+        shown = self.enabled and sys.stderr.isatty() and self.bar is None
+        if not shown or stage not in STAGES:
             return
         if self.status is None:
             self.status = tqdm(total=0, bar_format="{desc}", leave=False, disable=not self.enabled)

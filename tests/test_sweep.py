@@ -1,5 +1,7 @@
 """Whole sweeps: one compilation, reproducible, lineage consistent, and PBT improves."""
 
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -111,7 +113,9 @@ def test_the_start_up_stages_hold_their_compiles_and_fit_in_the_run(tiny_sweep):
     assert tiny_sweep.summary()["start_s"] == start
 
 
-def test_the_start_is_announced_stage_by_stage_and_the_bar_says_it(small_data, small_model, capsys):
+def test_the_start_is_announced_stage_by_stage_and_the_bar_says_it(
+    small_data, small_model, capsys, monkeypatch
+):
     class Watcher:
         def __init__(self):
             self.stages = []
@@ -123,6 +127,7 @@ def test_the_start_is_announced_stage_by_stage_and_the_bar_says_it(small_data, s
             pass
 
     watcher = Watcher()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the line is for terminals
     settings = {**TINY, "progress": True}
     result = popjax.run(data=small_data, model=small_model, on_round=watcher, **settings)
     # Every stage the run timed after JAX's devices, in order, each announced as it began.
