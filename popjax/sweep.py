@@ -157,27 +157,10 @@ def _run_plan(
     if write and not resume:
         check_new(run_dir)
 
-    # The two resolution steps that need the data and the devices (see above).
-    with stages.stage("data"):
-        plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
-    mesh = meshes.population_mesh(devices)
-    members = meshes.member_sharding(mesh)
-    init_key, pbt_key = jax.random.split(jax.random.PRNGKey(plan.config.seed))
-    place = ReplicatedArrays(mesh)
-    budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
-    memory.check_data_fits([group_task.task for group_task in group_tasks], budget)
-    if plan.config.auto_population:
-        with compile_log.phase("memory_plan"), stages.stage("memory_plan"):
-            plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
-        check_frequencies(plan.config.pbt, plan.config.population)
+    plan, programs, members = compiled_programs(
+        plan, data, model, loss_fn, task, devices, stages, with_init=not resume
+    )
     config = plan.config
-    for group_task in group_tasks:
-        meshes.check_population_size(group_task.group.config.population, len(devices))
-    with stages.stage("compile"):
-        keys = (init_key, pbt_key)
-        programs = group_programs(
-            group_tasks, keys, members, place, budget, config.population, with_init=not resume
-        )
 
     folder = None
     if write and not resume:
@@ -267,6 +250,32 @@ def _run_plan(
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
     return result
+
+
+def compiled_programs(plan, data, model, loss_fn, task, devices, stages, with_init):
+    """``(plan, programs, member sharding)``: the data loaded, the population sized where it
+    is "auto" (the two resolution steps that need the data and the devices, see ``run_plan``),
+    and every group's program compiled, ``init`` too ``with_init``; each step timed in
+    ``stages``."""
+    with stages.stage("data"):
+        plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
+    mesh = meshes.population_mesh(devices)
+    members = meshes.member_sharding(mesh)
+    keys = tuple(jax.random.split(jax.random.PRNGKey(plan.config.seed)))  # init's, PBT's
+    place = ReplicatedArrays(mesh)
+    budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
+    memory.check_data_fits([group_task.task for group_task in group_tasks], budget)
+    if plan.config.auto_population:
+        with compile_log.phase("memory_plan"), stages.stage("memory_plan"):
+            plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
+        check_frequencies(plan.config.pbt, plan.config.population)
+    for group_task in group_tasks:
+        meshes.check_population_size(group_task.group.config.population, len(devices))
+    with stages.stage("compile"):
+        programs = group_programs(
+            group_tasks, keys, members, place, budget, plan.config.population, with_init
+        )
+    return plan, programs, members
 
 
 def saved_or_stopped(
