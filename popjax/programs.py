@@ -18,11 +18,12 @@ import jax
 import numpy as np
 
 from popjax import cache as caches
-from popjax import memory
+from popjax import compile_log, memory
 from popjax import mesh as meshes
 from popjax.amounts import format_bytes
 from popjax.distributed import is_main_process
 from popjax.groups import Group
+from popjax.pbt_settings import check_frequencies
 from popjax.plan import GroupTask, Plan
 from popjax.population import init_population
 from popjax.round import SelectionState, make_round
@@ -351,3 +352,29 @@ def size_population(plan: Plan, group_task: GroupTask, members, place, budget):
         )
     sized = resized(size)
     return sized, [task_of(sized)]
+
+
+def compiled_programs(plan, data, model, loss_fn, task, devices, stages, with_init):
+    """``(plan, programs, member sharding)``: the data loaded, the population sized where it
+    is "auto" (the two resolution steps that need the data and the devices, see
+    ``popjax.sweep.run_plan``), and every group's program compiled, ``init`` too
+    ``with_init``; each step timed in ``stages`` (``popjax.sweep.StartUp``)."""
+    with stages.stage("data"):
+        plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
+    mesh = meshes.population_mesh(devices)
+    members = meshes.member_sharding(mesh)
+    keys = tuple(jax.random.split(jax.random.PRNGKey(plan.config.seed)))  # init's, PBT's
+    place = ReplicatedArrays(mesh)
+    budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
+    memory.check_data_fits([group_task.task for group_task in group_tasks], budget)
+    if plan.config.auto_population:
+        with compile_log.phase("memory_plan"), stages.stage("memory_plan"):
+            plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
+        check_frequencies(plan.config.pbt, plan.config.population)
+    for group_task in group_tasks:
+        meshes.check_population_size(group_task.group.config.population, len(devices))
+    with stages.stage("compile"):
+        programs = group_programs(
+            group_tasks, keys, members, place, budget, plan.config.population, with_init
+        )
+    return plan, programs, members

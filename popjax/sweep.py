@@ -20,9 +20,8 @@ import jax
 import numpy as np
 
 from popjax import cache as caches
-from popjax import compile_log, memory
+from popjax import compile_log
 from popjax import data as datasets
-from popjax import mesh as meshes
 from popjax.checkpoint import SweepCheckpoints
 from popjax.config import PYTHON_TASK, SweepConfig
 from popjax.distributed import Distributed, barrier, is_main_process, main_process_value, to_host
@@ -30,9 +29,8 @@ from popjax.distributed import start as start_distributed
 from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted, stop_requests
 from popjax.lineage import Lineage
-from popjax.pbt_settings import check_frequencies
 from popjax.plan import Plan
-from popjax.programs import ReplicatedArrays, group_programs, size_population
+from popjax.programs import compiled_programs
 from popjax.records import (
     check_not_all_diverged,
     fitness_values,
@@ -250,32 +248,6 @@ def _run_plan(
         folder.write_json(LINEAGE, lineage.to_dict())
         folder.write_json(SUMMARY, result.summary())
     return result
-
-
-def compiled_programs(plan, data, model, loss_fn, task, devices, stages, with_init):
-    """``(plan, programs, member sharding)``: the data loaded, the population sized where it
-    is "auto" (the two resolution steps that need the data and the devices, see ``run_plan``),
-    and every group's program compiled, ``init`` too ``with_init``; each step timed in
-    ``stages``."""
-    with stages.stage("data"):
-        plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
-    mesh = meshes.population_mesh(devices)
-    members = meshes.member_sharding(mesh)
-    keys = tuple(jax.random.split(jax.random.PRNGKey(plan.config.seed)))  # init's, PBT's
-    place = ReplicatedArrays(mesh)
-    budget = memory.device_budget(plan.config.memory_limit)  # this process's devices
-    memory.check_data_fits([group_task.task for group_task in group_tasks], budget)
-    if plan.config.auto_population:
-        with compile_log.phase("memory_plan"), stages.stage("memory_plan"):
-            plan, group_tasks = size_population(plan, group_tasks[0], members, place, budget)
-        check_frequencies(plan.config.pbt, plan.config.population)
-    for group_task in group_tasks:
-        meshes.check_population_size(group_task.group.config.population, len(devices))
-    with stages.stage("compile"):
-        programs = group_programs(
-            group_tasks, keys, members, place, budget, plan.config.population, with_init
-        )
-    return plan, programs, members
 
 
 def saved_or_stopped(

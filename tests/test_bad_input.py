@@ -19,7 +19,7 @@ import tomli_w
 
 import popjax
 from popjax import data as datasets
-from popjax import sweep
+from popjax import programs
 from popjax.cli import main
 from popjax.config import SweepConfig
 from popjax.errors import PopjaxError
@@ -541,7 +541,7 @@ def write_npz_file(kind: str, path) -> str:
 # Feeding the cases
 
 
-FIT_PROGRAM = sweep.group_programs
+FIT_PROGRAM = programs.group_programs
 
 
 @pytest.fixture(autouse=True)
@@ -551,8 +551,8 @@ def refuse_to_train(monkeypatch):
     def would_train(*args, **kwargs):
         raise WouldTrain
 
-    monkeypatch.setattr(sweep, "group_programs", would_train)
-    monkeypatch.setattr(sweep, "size_population", would_train)
+    monkeypatch.setattr(programs, "group_programs", would_train)
+    monkeypatch.setattr(programs, "size_population", would_train)
 
 
 @pytest.fixture
@@ -758,7 +758,7 @@ def test_several_hundred_inputs_are_tried():
 def test_valid_edge_values_run(folder, monkeypatch):
     # The edges of each range are accepted, and such a sweep trains: the largest seed, a batch
     # of the whole training split, the longest name.
-    monkeypatch.setattr(sweep, "group_programs", FIT_PROGRAM)
+    monkeypatch.setattr(programs, "group_programs", FIT_PROGRAM)
     train = len(popjax.Plan.from_config(SweepConfig(**BASE)).load_data().x_train)
     edges = {**BASE, "seed": 2**32 - 1, "batch_size": train, "name": "x" * 200, "steps": 2}
     result = popjax.run(SweepConfig(**edges), write=False, progress=False)
