@@ -130,9 +130,5 @@ def run_plan(
         callbacks.append(loggers.WandbLogger(wandb))
     if mlflow is not None:
         callbacks.append(loggers.MLflowLogger(mlflow, experiment=plan.config.name))
-    bar = ProgressBar(progress)
-    callbacks.append(bar)
-    try:
-        return sweeps.run_plan(plan, write=write, callbacks=callbacks, **sweep)
-    finally:
-        bar.close_status()  # where the sweep ended before its bar opened
+    callbacks.append(ProgressBar(progress))
+    return sweeps.run_plan(plan, write=write, callbacks=callbacks, **sweep)

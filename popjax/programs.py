@@ -111,7 +111,6 @@ class GroupProgram:
     round_bytes_planned: int | None = None  # XLA's plan of the round's memory per device
     # A streamed training split's windows; ``data.train`` then holds a window's shapes only.
     feed: WindowFeed | None = None
-    init_compiled: Any = None  # the future of init's compile where it runs in the background
 
     @property
     def train_data(self):
@@ -242,7 +241,7 @@ def program_within_budget(
 
     With ``background`` (a ``concurrent.futures`` executor), the population's ``init``
     compiles there while the round compiles here: two programs at once where there are cores
-    for both. Its future is the program's ``init_compiled``."""
+    for both."""
     budget -= memory.prefetched_bytes(group_task.task)
     built = {}
 
@@ -251,7 +250,7 @@ def program_within_budget(
             group_task, index, *keys, members, place, num_groups, slices
         )
         if background is not None and len(built) == 1:
-            built[slices].init_compiled = background.submit(built[slices].compile_init)
+            background.submit(built[slices].compile_init)
         return built[slices].round_bytes(members)
 
     population = group_task.group.config.population
@@ -261,11 +260,7 @@ def program_within_budget(
     # Every slicing has the same init: the first one built, which may be compiling already.
     first = next(iter(built.values()))
     return dataclasses.replace(
-        built[slices],
-        slices=slices,
-        round_bytes_planned=planned,
-        init=first.init,
-        init_compiled=first.init_compiled,
+        built[slices], slices=slices, round_bytes_planned=planned, init=first.init
     )
 
 
@@ -275,10 +270,11 @@ def group_programs(
     """Every group's program within its share of ``budget`` (its members' share of the
     ``population``), the round compiled. ``with_init``: the population's init compiles too, in
     a second thread beside the rounds, on a core of its own where there is one (XLA compiles a
-    program on one core)."""
+    program on one core). It returns once init has compiled too; a compile that failed
+    there fails again, with its error, where init is called."""
     threads = ThreadPoolExecutor(1) if with_init else contextlib.nullcontext()
     with threads as background:
-        programs = [
+        return [
             program_within_budget(
                 group_task,
                 index,
@@ -291,10 +287,6 @@ def group_programs(
             )
             for index, group_task in enumerate(group_tasks)
         ]
-        for program in programs:
-            if program.init_compiled is not None:
-                program.init_compiled.result()  # raises what its compile raised
-    return programs
 
 
 def size_population(plan: Plan, group_task: GroupTask, members, place, budget):

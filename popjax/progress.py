@@ -38,7 +38,7 @@ class ProgressBar:
         if not shown or stage not in STAGES:
             return
         if self.status is None:
-            self.status = tqdm(total=0, bar_format="{desc}", leave=False, disable=not self.enabled)
+            self.status = tqdm(total=0, bar_format="{desc}", leave=False)
         self.status.set_description_str(f"popjax: {STAGES[stage]}")
 
     def start(self, config, first_round: int, run_dir) -> None:
@@ -63,7 +63,7 @@ class ProgressBar:
     def close(self) -> None:
         self.close_status()
         if self.bar is not None:
-            self.bar.close()  # closing twice is harmless
+            self.bar.close()
 
 
 def progress_figures(record: dict) -> dict[str, str]:

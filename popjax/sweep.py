@@ -125,14 +125,39 @@ def run_plan(
         finished (not on an error or a stop), and ``close()`` on every way out; before the
         first round, ``starting(stage)`` as each stage of the start begins (``StartUp``).
     """
-    with compile_log.recording() as log:
+    # The watchers close on every way out, an error before the first round included.
+    with compile_log.recording() as log, ExitStack() as watchers_closed:
         return _run_plan(
-            plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
+            plan,
+            task,
+            model,
+            loss_fn,
+            data,
+            out,
+            write,
+            resume,
+            distributed,
+            cache,
+            callbacks,
+            log,
+            watchers_closed,
         )
 
 
 def _run_plan(
-    plan, task, model, loss_fn, data, out, write, resume, distributed, cache, callbacks, log
+    plan,
+    task,
+    model,
+    loss_fn,
+    data,
+    out,
+    write,
+    resume,
+    distributed,
+    cache,
+    callbacks,
+    log,
+    watchers_closed,
 ) -> SweepResult:
     start = time.perf_counter()
     stages = StartUp()
@@ -143,10 +168,11 @@ def _run_plan(
         if distributed is not None:
             start_distributed(distributed)
         devices = jax.devices()
-    if is_main_process():
-        stages.listeners = [
-            watcher.starting for watcher in callbacks if hasattr(watcher, "starting")
-        ]
+    watchers = list(callbacks) if is_main_process() else []
+    for watcher in watchers:
+        if hasattr(watcher, "close"):
+            watchers_closed.enter_context(closing(watcher))
+    stages.listeners = [watcher.starting for watcher in watchers if hasattr(watcher, "starting")]
     run_dir = (
         Path(out)
         if out is not None
@@ -198,10 +224,7 @@ def _run_plan(
             )
         if resume and is_main_process():
             folder = RunFolder.reopen(run_dir, history)
-        watchers = list(callbacks) if is_main_process() else []
         for watcher in watchers:
-            if hasattr(watcher, "close"):
-                opened.enter_context(closing(watcher))
             if hasattr(watcher, "start"):
                 watcher.start(config, first_round, folder.path if folder else None)
         stops = opened.enter_context(stop_requests())
