@@ -104,8 +104,8 @@ def largest_population(
     ``num_devices``) and returns its bytes per device. The footprint is measured at 4 and 8
     members a device and extrapolated; compiling around that guess then finds the exact
     answer in a few steps. Rounds needed together compile side by side, ``threads`` at a
-    time (XLA compiles a program on one core): the first two, then the guess and the size
-    after it, usually the answer's bracket.
+    time (XLA compiles much of a program without Python's lock): the first two, then the
+    guess and the size after it, usually the answer's bracket.
     """
     measured = {}
 

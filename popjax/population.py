@@ -33,6 +33,23 @@ class Population(NamedTuple):
         return self.state["params"]
 
 
+def strongly_typed(tree):
+    """``tree`` with every weakly typed leaf (one made from a Python number: a step count
+    started at ``0``, a ``jnp.where(done, 1.0, x)``) given its dtype for good.
+
+    A compiled round takes the population and gives it back: a leaf whose weak type changed
+    on the way would compile the round again at its next call, and a checkpoint's arrays come
+    back strongly typed, so a resumed run would compile another program than the run it
+    resumes. Strongly typed everywhere, every round runs one program."""
+
+    def strong(leaf):
+        return (
+            jax.lax.convert_element_type(leaf, leaf.dtype) if jax.typeof(leaf).weak_type else leaf
+        )
+
+    return jax.tree_util.tree_map(strong, tree)
+
+
 def member_keys(seed_key, size: int) -> jax.Array:
     """One key per member: member i's initial state and key stream come from key i alone."""
     return jax.random.split(seed_key, size)
@@ -63,6 +80,7 @@ def init_members(task, keys, hparams, train_data=None, member_ids=None) -> Popul
         return task.init(init_key, member_hparams, *extra), rng
 
     state, rng = jax.vmap(init_one)(keys, hparams)
+    state = strongly_typed(state)
     if member_ids is None:
         member_ids = jnp.arange(size, dtype=jnp.int32)
     return Population(

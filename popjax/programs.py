@@ -269,9 +269,9 @@ def group_programs(
 ) -> list[GroupProgram]:
     """Every group's program within its share of ``budget`` (its members' share of the
     ``population``), the round compiled. ``with_init``: the population's init compiles too, in
-    a second thread beside the rounds, on a core of its own where there is one (XLA compiles a
-    program on one core). It returns once init has compiled too; a compile that failed
-    there fails again, with its error, where init is called."""
+    a second thread beside the rounds (XLA compiles much of a program without Python's lock).
+    It returns once init has compiled too; a compile that failed there fails again, with its
+    error, where init is called."""
     threads = ThreadPoolExecutor(1) if with_init else contextlib.nullcontext()
     with threads as background:
         return [

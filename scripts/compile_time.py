@@ -5,9 +5,11 @@ For each config it runs one round of the sweep in a fresh process with popjax's 
 program compiled, none loaded) and reports, from JAX's monitoring events (``popjax.compile_log``),
 each program's tracing, lowering and XLA compile seconds: the population's ``init``, the round
 (``round_fn``), the test, and with ``--auto`` the rounds compiled only to size the population
-(``memory_plan/...``). It then compiles the round's two main parts on their own, the training
-segment (``interval`` vmapped steps in a ``lax.scan``) and the evaluation, so that the rest of the
-round (PBT's exploit and explore, PB2, halving) is the round less those two.
+(``memory_plan/...``). It then compiles the round's parts on their own: the training segment
+(``interval`` vmapped steps in a ``lax.scan``), the evaluation and the selection (PBT's exploit
+and explore, PB2, halving, early stopping); what the round takes beyond its parts is the glue
+between them. Last, the round compiled for one device against the run's devices: what sharding
+the member axis costs.
 
 Run:
     python scripts/compile_time.py                                   # the default sweep
@@ -47,6 +49,8 @@ def measure(config: str | None, population: str | None, auto: str | None) -> dic
     import popjax
     from popjax import compile_log
     from popjax import mesh as meshes
+    from popjax.programs import GroupProgram, ReplicatedArrays
+    from popjax.round import make_round_parts
     from popjax.train import make_evaluate, make_segment
 
     started = time.perf_counter()
@@ -54,26 +58,46 @@ def measure(config: str | None, population: str | None, auto: str | None) -> dic
         result = popjax.run(plan.config, write=False, progress=False, cache=False)
     seconds = time.perf_counter() - started
 
-    task = result.plan.groups[0]
     group_task = result.plan.build()[1][0]
-    shards = len(jax.devices())
-    members = meshes.member_sharding(meshes.population_mesh(jax.devices()))
-    population = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=members), result.population
+    settings = group_task.group.config
+    key = jax.random.PRNGKey(0)
+
+    def program_on(devices, slices):
+        """The group's program and its population's shapes on ``devices``, nothing compiled."""
+        members = meshes.member_sharding(meshes.population_mesh(devices))
+        place = ReplicatedArrays(members.mesh)
+        program = GroupProgram.build(group_task, 0, key, key, members, place, 1, slices)
+        return program, members, program.abstract_state(members)
+
+    slices = next(iter(result.memory.values()))["slices"]
+    program, members, (population, selection) = program_on(jax.devices(), slices)
+    shards = members.mesh.size
+    data = program.data
+    select_fn, _ = make_round_parts(
+        group_task.task,
+        settings.interval,
+        group_task.space,
+        settings.pbt,
+        key,
+        slices,
+        members.mesh,
+        settings.steps,
     )
-    data = group_task.task.data
-    train = (data.train,) if data is not None else ()
-    val = data.val if data is not None else None
-    parts = {
-        "segment": jax.jit(make_segment(group_task.task, task.config.interval, 1, shards)),
-        "evaluate": jax.jit(make_evaluate(group_task.task, 1, shards)),
+    lowered = {
+        "segment": jax.jit(make_segment(group_task.task, settings.interval, slices, shards)).lower(
+            population, *((data.train,) if data is not None else ())
+        ),
+        "evaluate": jax.jit(make_evaluate(group_task.task, slices, shards)).lower(
+            population, data.val if data is not None else None
+        ),
+        "select": jax.jit(select_fn).lower(population, selection, 0, data, key),
     }
+    one_device = program_on(jax.devices()[:1], slices)
+    lowered["round on one device"] = one_device[0].lower_round(one_device[1])
     alone = {}
-    for name, fn in parts.items():
-        args = (population, *train) if name == "segment" else (population, val)
-        lowered = fn.lower(*args)
+    for name, part in lowered.items():
         begun = time.perf_counter()
-        lowered.compile()
+        part.compile()
         alone[name] = round(time.perf_counter() - begun, 3)
     return {
         "config": config or "default",
@@ -101,10 +125,15 @@ def show(report: dict) -> None:
         )
     round_s = report["programs"].get("round_fn", {}).get("compile_s", 0.0)
     alone = report["alone_compile_s"]
-    rest = round_s - alone["segment"] - alone["evaluate"]
+    rest = round_s - alone["segment"] - alone["evaluate"] - alone["select"]
     print(
-        f"  the round's compile: training segment alone {alone['segment']:.2f} s, evaluation "
-        f"alone {alone['evaluate']:.2f} s, the rest (PBT and the round's glue) ~{rest:.2f} s"
+        f"  the round's parts compiled alone: training segment {alone['segment']:.2f} s, "
+        f"evaluation {alone['evaluate']:.2f} s, selection (PBT, PB2, halving, early stopping) "
+        f"{alone['select']:.2f} s; the round less its parts ~{rest:.2f} s"
+    )
+    print(
+        f"  the round on one device {alone['round on one device']:.2f} s, on "
+        f"{report['devices']} {round_s:.2f} s"
     )
 
 

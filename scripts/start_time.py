@@ -6,10 +6,14 @@ start of the process to the first line of its metrics.jsonl (the first round's r
 lets the run finish and reads its ``summary.json``'s ``start_s``: the seconds of each stage of
 the run's start (JAX's devices, the data, compiling the round, the population's first state,
 the first round). What the stages leave of the time to the first round is the process's start,
-its imports and the config ("before the run"). "cold" starts with an empty popjax cache (no
-compiled programs, no generated datasets); "warm" reruns the same command with the cache the
-cold run left; "off" runs with the cache turned off. The tries alternate, so load on a shared
-machine falls on each alike, and each line is the try with the shortest time to the first round.
+its imports and the config ("before the run"). On Linux it also reads the CPU seconds the
+process had used by the first round and how many cores that kept busy on average: a start that
+keeps every core busy can gain nothing from doing more of its work side by side.
+
+"cold" starts with an empty popjax cache (no compiled programs, no generated datasets); "warm"
+reruns the same command with the cache the cold run left; "off" runs with the cache turned off.
+The tries alternate, so load on a shared machine falls on each alike, and each line is the try
+with the shortest time to the first round.
 
 Run:
     python scripts/start_time.py                        # the default sweep, 3 tries each
@@ -58,6 +62,7 @@ def start_up(args: list[str], cache_dir: Path, cache: str, timeout: float) -> di
                     raise SystemExit(f"no round within {timeout} s")
                 time.sleep(0.02)
             first_round = time.perf_counter() - start
+            cpu = cpu_seconds(process.pid)
             _, errors = process.communicate(timeout=timeout)
         finally:
             process.kill()
@@ -65,9 +70,21 @@ def start_up(args: list[str], cache_dir: Path, cache: str, timeout: float) -> di
         if process.returncode != 0:
             raise SystemExit(f"popjax run failed: {errors[-2000:]}")
         stages = json.loads((run_dir / "summary.json").read_text())["start_s"]
-    return {"first round": first_round, "before the run": first_round - sum(stages.values())} | {
-        name: seconds for name, seconds in stages.items()
-    }
+    times = {"first round": first_round, "before the run": first_round - sum(stages.values())}
+    times |= stages
+    if cpu is not None:  # how much of the machine the start kept busy
+        times |= {"process CPU s": cpu, "cores busy": cpu / first_round}
+    return times
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU seconds a process has used so far, all its threads (Linux's /proc; None
+    elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def main() -> None:
@@ -89,7 +106,10 @@ def main() -> None:
             shutil.rmtree(cache_dir, ignore_errors=True)
     command = " ".join(["popjax run", *options.run_args]).strip()
     fastest = {kind: min(found, key=lambda t: t["first round"]) for kind, found in tries.items()}
-    print(f"\ntime to the first round of `{command}` (s), fastest of {options.tries}:")
+    print(
+        f"\ntime to the first round of `{command}` (s), fastest of {options.tries}, on "
+        f"{os.cpu_count()} cores:"
+    )
     stages = list(dict.fromkeys(name for found in fastest.values() for name in found))
     print(f"  {'':>16}" + "".join(f"{kind:>8}" for kind in KINDS))
     for stage in stages:

@@ -140,6 +140,40 @@ def test_pbt_copies_every_leaf_of_a_tasks_state():
     assert not np.array_equal(after.state["w"][copy], after.state["w"][int(source[copy])])
 
 
+def test_a_state_with_weakly_typed_leaves_compiles_each_program_once():
+    """A count started from a Python 0 in init and a flag set from Python floats in train are
+    weakly typed under jit; the population is strongly typed at every round's edge, so the
+    round compiled from init's shapes serves the first round and every later one."""
+    base = linear_regression()
+
+    def init(key, hparams, train):
+        return {**base.init(key, hparams, train), "count": 0, "improving": 0.0}
+
+    def train(state, hparams, key, step, train):
+        inner = {k: v for k, v in state.items() if k not in ("count", "improving")}
+        new, metrics = base.train(inner, hparams, key, step, train)
+        improving = jnp.where(new["running_loss"] < state["running_loss"], 1.0, 0.0)
+        return {**new, "count": state["count"] + 1, "improving": improving}, metrics
+
+    task = popjax.Task(
+        init,
+        train,
+        base.evaluate,
+        fitness="loss",
+        minimize=True,
+        data=base.data,
+        space=base.space,
+        name="weak",
+    )
+    result = popjax.run(task=task, population=4, steps=30, interval=10, write=False, progress=False)
+    for program in ("init", "round_fn", "test"):
+        assert result.compile[program]["count"] == 1, program
+    assert result.compilations == 1
+    count, improving = result.population.state["count"], result.population.state["improving"]
+    assert count.dtype == jnp.int32 and improving.dtype == jnp.float32
+    np.testing.assert_array_equal(count, np.full(4, 30))  # every step counted
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     from conftest import popjax_cli
