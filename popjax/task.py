@@ -195,6 +195,9 @@ def check_task(task: Task, hparams: Mapping[str, jax.Array]) -> None:
         return state
 
     state = trace("init", init, key, hparams, data.train)
+    # The run gives init's leaves their dtypes for good (``popjax.population.strongly_typed``):
+    # train sees a leaf made from a Python number as a float32 or int32, never weakly typed.
+    state = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
     out = trace(
         "train",
         lambda s, h, k, d: task.train(s, h, k, jnp.int32(0), *extra(d)),

@@ -78,6 +78,15 @@ def broken(kind: str) -> popjax.Task:
         return task._replace(train=lambda s, h, k, step, d: (s, {"loss": jnp.zeros(3)}))
     if kind == "fitness":
         return task._replace(evaluate=lambda s, h, k, d: {"error": jnp.float32(0)})
+    if kind == "promoted":  # a scale made from a Python number: float32 in train, as in the run
+        return task._replace(
+            init=lambda k, h, d: {
+                **task.init(k, h, d),
+                "w": jnp.zeros(4, jnp.bfloat16),
+                "scale": 1.0,
+            },
+            train=lambda s, h, k, step, d: ({**s, "w": s["w"] * s["scale"]}, {"loss": 0.0}),
+        )
     return task._replace(init=lambda k, h, d: {"w": "zeros"})
 
 
@@ -248,6 +257,10 @@ def command_error(folder, monkeypatch, capsys, *args) -> str:
         ("test_task:broken_metrics", "task train returned the metrics .* dict of scalars"),
         ("test_task:broken_fitness", "without the fitness 'loss'"),
         ("test_task:broken_init", r"task init returned a str at \['w'\]: expected a pytree of"),
+        (
+            "test_task:broken_promoted",
+            r"at \['w'\]: bfloat16\[4\] from init, float32\[4\] from train",
+        ),
     ],
 )
 def test_a_bad_task_stops_in_one_line_and_writes_nothing(
@@ -272,6 +285,10 @@ def broken_fitness():
 
 def broken_init():
     return broken("init")
+
+
+def broken_promoted():
+    return broken("promoted")
 
 
 @pytest.mark.slow
