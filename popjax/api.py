@@ -14,10 +14,10 @@ from popjax import tensorboard as events
 from popjax.config import SweepConfig
 from popjax.devices import device_divisor, use_cpu_cores
 from popjax.distributed import Distributed
+from popjax.launch import plan_run
 from popjax.plan import Plan
 from popjax.progress import ProgressBar
 from popjax.result import SweepResult
-from popjax.sweep import plan_run
 from popjax.task import Task
 
 
@@ -117,7 +117,7 @@ def run_plan(
     on_round: Callable[[dict], None] | None = None,
     **sweep,
 ) -> SweepResult:
-    """Runs a resolved plan (``popjax.sweep.plan_run``) with the face's round callbacks: the
+    """Runs a resolved plan (``popjax.launch.plan_run``) with the face's round callbacks: the
     user's ``on_round``, then TensorBoard events, W&B and MLflow, then the progress bar.
     ``sweep`` holds the other arguments of ``popjax.sweep.run_plan``."""
     callbacks = [on_round] if on_round else []

@@ -134,7 +134,7 @@ def command_parser() -> ArgumentParser:
 
 def run_plan_of(args):
     """``(plan, run folder)`` of ``popjax run``'s parsed arguments, resolved once."""
-    from popjax.sweep import plan_run
+    from popjax.launch import plan_run
 
     plan, _, out = plan_run(
         args.config,

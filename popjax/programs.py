@@ -350,7 +350,7 @@ def compiled_programs(plan, data, model, loss_fn, task, devices, stages, with_in
     """``(plan, programs, member sharding)``: the data loaded, the population sized where it
     is "auto" (the two resolution steps that need the data and the devices, see
     ``popjax.sweep.run_plan``), and every group's program compiled, ``init`` too
-    ``with_init``; each step timed in ``stages`` (``popjax.sweep.StartUp``)."""
+    ``with_init``; each step timed in ``stages`` (``popjax.startup.StartUp``)."""
     with stages.stage("data"):
         plan, group_tasks = plan.build(data=data, model=model, loss_fn=loss_fn, task=task)
     mesh = meshes.population_mesh(devices)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from popjax.records import fitness_values, selected_metric
 
-# What a stage of the run's start (``popjax.sweep.StartUp``) is doing, as the user reads it.
+# What a stage of the run's start (``popjax.startup.StartUp``) is doing, as the user reads it.
 STAGES = {
     "data": "loading the data",
     "memory_plan": "sizing the population to the memory",

@@ -89,24 +89,13 @@ class Selected(NamedTuple):
     start_fitness: jax.Array  # the fitness of the weights each member trains on this round
 
 
-def make_round(
-    task: Task,
-    interval: int,
-    space: SearchSpace,
-    pbt: PBTConfig,
-    pbt_key,
-    slices: int = 1,
-    mesh=None,
-    total_steps: int | None = None,
-):
+def make_round(*args, **kwargs):
     """``round(population, selection, round_index, data) -> (population, selection, output)``:
     ``make_round_parts``'s selection, then its training, as one function to compile (arguments
     as there). One program, not two: XLA's CPU compiler keeps about 1.6 cores busy with one
     program, so the default round's two parts compiled side by side took 2.0-2.1 s against
     2.3 s for the round, on two cores."""
-    select_fn, train_fn = make_round_parts(
-        task, interval, space, pbt, pbt_key, slices, mesh, total_steps
-    )
+    select_fn, train_fn = make_round_parts(*args, **kwargs)
 
     def round_fn(
         population: Population, selection: SelectionState, round_index, data=None, key=None

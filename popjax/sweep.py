@@ -9,11 +9,10 @@ record to its callbacks (the face's progress bar, TensorBoard, W&B and MLflow, a
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager, nullcontext
+from contextlib import ExitStack, closing, nullcontext
 from pathlib import Path
 
 import jax
@@ -23,11 +22,10 @@ from popjax import cache as caches
 from popjax import compile_log
 from popjax import data as datasets
 from popjax.checkpoint import SweepCheckpoints
-from popjax.config import PYTHON_TASK, SweepConfig
 from popjax.distributed import Distributed, barrier, is_main_process, main_process_value, to_host
 from popjax.distributed import start as start_distributed
-from popjax.errors import PopjaxError
 from popjax.interrupt import SweepInterrupted, stop_requests
+from popjax.launch import with_import_folder
 from popjax.lineage import Lineage
 from popjax.plan import Plan
 from popjax.programs import compiled_programs
@@ -38,61 +36,9 @@ from popjax.records import (
     round_record,
 )
 from popjax.result import SweepResult
-from popjax.runfolder import CONFIG, LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
+from popjax.runfolder import LINEAGE, SUMMARY, RunFolder, check_new, default_run_dir
+from popjax.startup import StartUp
 from popjax.task import Task
-from popjax.task_loading import IMPORT_FOLDER, import_folder
-
-
-class StartUp:
-    """Seconds spent in each stage of a run's start, up to its first round's record: JAX's
-    devices, the data, sizing the population, compiling the round (and beside it the
-    population's init), the population's first state (or a resumed run's checkpoint) and the
-    first round itself. What comes before the run (the process's start, its imports, the
-    config) is the time to the first round less these (``scripts/start_time.py``).
-    ``listeners`` are told each stage's name as it begins."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.listeners: list[Callable[[str], None]] = []
-
-    @contextmanager
-    def stage(self, name: str):
-        for listener in self.listeners:
-            listener(name)
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            spent = self.seconds.get(name, 0.0) + time.perf_counter() - started
-            self.seconds[name] = round(spent, 3)
-
-
-def plan_run(
-    config: SweepConfig | str | Path | None = None,
-    *,
-    task: Task | Callable | str | None = None,
-    out: str | Path | None = None,
-    write: bool = True,
-    resume: str | Path | None = None,
-    **overrides,
-) -> tuple[Plan, Task | Callable | None, str | Path | None]:
-    """A sweep's plan, resolved once from what ``popjax.run`` (or ``popjax run``) was given,
-    with the task given from Python, if any, and the run folder (a resumed run's own).
-
-    Raises:
-      PopjaxError: a config that cannot run, or a resume that changes it.
-    """
-    if out is not None and not isinstance(out, (str, os.PathLike)):
-        raise PopjaxError(f"out must be a folder path (got a {type(out).__name__})")
-    if isinstance(task, (str, dict)):  # a config's task: "regression", "package.module:factory"
-        overrides["task"], task = task, None
-    if resume is not None:
-        if not write:
-            raise PopjaxError("a resumed run goes on writing its folder: leave write on")
-        config, out = resume_target(config, resume, overrides)
-    elif task is not None:
-        overrides["task"] = {"name": PYTHON_TASK}
-    return Plan.from_config(config, **overrides), task, out
 
 
 def run_plan(
@@ -109,7 +55,7 @@ def run_plan(
     cache: bool = True,
     callbacks: Sequence = (),
 ) -> SweepResult:
-    """Runs the sweep that ``plan`` (from ``plan_run``) resolved; see ``popjax.run``.
+    """Runs the sweep that ``plan`` (from ``popjax.launch.plan_run``) resolved; see ``popjax.run``.
 
     The plan is taken as it is, but for the two steps of its resolution that need more than
     the config, each of which returns a new plan: ``Plan.build`` turns an ``epochs`` budget
@@ -127,150 +73,123 @@ def run_plan(
     """
     # The watchers close on every way out, an error before the first round included.
     with compile_log.recording() as log, ExitStack() as watchers_closed:
-        return _run_plan(
-            plan,
-            task,
-            model,
-            loss_fn,
-            data,
-            out,
-            write,
-            resume,
-            distributed,
-            cache,
-            callbacks,
-            log,
-            watchers_closed,
+        start = time.perf_counter()
+        stages = StartUp()
+        with stages.stage("devices"):
+            devices = started_devices(cache, distributed)
+        # Which process is the main one is known once the processes have met.
+        watchers = watching(callbacks, watchers_closed, stages)
+        run_dir = (
+            Path(out)
+            if out is not None
+            else default_run_dir(plan.config.name, when=main_process_value(int(time.time())))
         )
+        if write and not resume:
+            check_new(run_dir)
 
+        plan, programs, members = compiled_programs(
+            plan, data, model, loss_fn, task, devices, stages, with_init=not resume
+        )
+        config = plan.config
 
-def _run_plan(
-    plan,
-    task,
-    model,
-    loss_fn,
-    data,
-    out,
-    write,
-    resume,
-    distributed,
-    cache,
-    callbacks,
-    log,
-    watchers_closed,
-) -> SweepResult:
-    start = time.perf_counter()
-    stages = StartUp()
-    with stages.stage("devices"):
-        if not cache:
-            caches.disable()
-        caches.enable_compilation_cache()
-        if distributed is not None:
-            start_distributed(distributed)
-        devices = jax.devices()
-    watchers = list(callbacks) if is_main_process() else []
-    for watcher in watchers:
-        if hasattr(watcher, "close"):
-            watchers_closed.enter_context(closing(watcher))
-    stages.listeners = [watcher.starting for watcher in watchers if hasattr(watcher, "starting")]
-    run_dir = (
-        Path(out)
-        if out is not None
-        else default_run_dir(plan.config.name, when=main_process_value(int(time.time())))
-    )
-    if write and not resume:
-        check_new(run_dir)
+        folder = None
+        if write and not resume:
+            # Process 0 makes the folder once every process has seen that it is new; then all of
+            # them write their checkpoints into it.
+            barrier("popjax: run folder checked")
+            if is_main_process():
+                folder = RunFolder(run_dir, with_import_folder(config).to_toml())
+            barrier("popjax: run folder made")
 
-    plan, programs, members = compiled_programs(
-        plan, data, model, loss_fn, task, devices, stages, with_init=not resume
-    )
-    config = plan.config
-
-    folder = None
-    if write and not resume:
-        # Process 0 makes the folder once every process has seen that it is new; then all of
-        # them write their checkpoints into it.
-        barrier("popjax: run folder checked")
-        if is_main_process():
-            folder = RunFolder(run_dir, with_import_folder(config).to_toml())
-        barrier("popjax: run folder made")
-
-    with ExitStack() as opened:  # closed on every way out: the end, an error, a signal
-        checkpoints = None
-        if write:
-            # Every process writes its shards of each checkpoint; process 0 the other files.
-            checkpoints = opened.enter_context(
-                closing(SweepCheckpoints(run_dir, config.keep_checkpoints))
+        with ExitStack() as opened:  # closed on every way out: the end, an error, a signal
+            checkpoints = None
+            if write:
+                # Every process writes its shards of each checkpoint; process 0 the other files.
+                checkpoints = opened.enter_context(
+                    closing(SweepCheckpoints(run_dir, config.keep_checkpoints))
+                )
+            first_round, states, lineage, history, elapsed = first_states(
+                plan, programs, members, checkpoints, resume, stages
             )
-        restored = None
-        if resume:
-            with stages.stage("restore"):
-                restored = restore(checkpoints, programs, members)
-        if restored is not None:
-            first_round, states, lineage, history, elapsed = restored
             # The run's wall time is summed over its processes: this one's clock starts where
             # the checkpoint's left off (the rounds after it that a kill lost count once more,
             # as they are trained again).
             start -= elapsed
-        else:
-            # A new run, or a resumed one killed before its first checkpoint: that one starts
-            # again from round 0 in its folder, and the time it ran is lost.
-            with stages.stage("init"):
-                states = [program.init(program.train_data) for program in programs]
-                jax.block_until_ready(states)  # its own time, not the first round's
-            first_round, history = 0, []
-            lineage = Lineage(
-                config.interval, groups=plan.member_ranges() if len(plan.groups) > 1 else {}
-            )
-        if resume and is_main_process():
-            folder = RunFolder.reopen(run_dir, history)
-        for watcher in watchers:
-            if hasattr(watcher, "start"):
-                watcher.start(config, first_round, folder.path if folder else None)
-        stops = opened.enter_context(stop_requests())
-        # The test compiles in a second thread while the rounds train (an accelerator leaves
-        # the host's cores idle meanwhile), so the end finds it compiled.
-        compiling, tests_compiled = opened.enter_context(ThreadPoolExecutor(1)), []
-        for round_index in range(first_round, config.rounds):
-            with stages.stage("first_round") if round_index == first_round else nullcontext():
-                record = play_round(programs, states, round_index, history, plan)
-            if round_index == first_round:
-                tests_compiled = [compiling.submit(p.compile_test, members) for p in programs]
-            lineage.record(
-                record["parents"], record["hparams"], record.get("epochs"), record.get("restarted")
-            )
-            history.append(record)
-            if folder:
-                folder.append_round(record)
+            if resume and is_main_process():
+                folder = RunFolder.reopen(run_dir, history)
             for watcher in watchers:
-                watcher(record)
-            for program in programs:
-                group = program.group.name if len(programs) > 1 else None
-                check_not_all_diverged(record, program.space, group, program.group.members)
-            saved_or_stopped(
-                round_index + 1,
-                stops.agreed(),
-                checkpoints,
-                config,
-                states,
-                lineage,
-                history,
-                time.perf_counter() - start,
-                run_dir,
-            )
-        for future in tests_compiled:
-            future.result()  # raises what the compile raised
-        # The last checkpoint is written while the members are tested.
-        result = finish(plan, programs, states, history, lineage, devices, start, run_dir)
-        for watcher in watchers:
-            if hasattr(watcher, "end"):
-                watcher.end(result)
-    result.compile = log.summary()
-    result.start = stages.seconds
-    if folder:
-        folder.write_json(LINEAGE, lineage.to_dict())
-        folder.write_json(SUMMARY, result.summary())
-    return result
+                if hasattr(watcher, "start"):
+                    watcher.start(config, first_round, folder.path if folder else None)
+            stops = opened.enter_context(stop_requests())
+            # The test compiles in a second thread while the rounds train (an accelerator leaves
+            # the host's cores idle meanwhile), so the end finds it compiled.
+            compiling, tests_compiled = opened.enter_context(ThreadPoolExecutor(1)), []
+            for round_index in range(first_round, config.rounds):
+                with stages.stage("first_round") if round_index == first_round else nullcontext():
+                    record = play_round(programs, states, round_index, history, plan)
+                if round_index == first_round:
+                    tests_compiled = [compiling.submit(p.compile_test, members) for p in programs]
+                lineage.record(
+                    record["parents"],
+                    record["hparams"],
+                    record.get("epochs"),
+                    record.get("restarted"),
+                )
+                history.append(record)
+                if folder:
+                    folder.append_round(record)
+                for watcher in watchers:
+                    watcher(record)
+                for program in programs:
+                    group = program.group.name if len(programs) > 1 else None
+                    check_not_all_diverged(record, program.space, group, program.group.members)
+                saved_or_stopped(
+                    round_index + 1,
+                    stops.agreed(),
+                    checkpoints,
+                    config,
+                    states,
+                    lineage,
+                    history,
+                    time.perf_counter() - start,
+                    run_dir,
+                )
+            for future in tests_compiled:
+                future.result()  # raises what the compile raised
+            # The last checkpoint is written while the members are tested.
+            result = finish(plan, programs, states, history, lineage, devices, start, run_dir)
+            for watcher in watchers:
+                if hasattr(watcher, "end"):
+                    watcher.end(result)
+        result.compile = log.summary()
+        result.start = stages.seconds
+        if folder:
+            folder.write_json(LINEAGE, lineage.to_dict())
+            folder.write_json(SUMMARY, result.summary())
+        return result
+
+
+def watching(callbacks, closed: ExitStack, stages: StartUp) -> list:
+    """The round callbacks of this process (the main one's; none elsewhere), each closed by
+    ``closed`` where it has ``close``, and told each stage of the start where it has
+    ``starting``."""
+    watchers = list(callbacks) if is_main_process() else []
+    for watcher in watchers:
+        if hasattr(watcher, "close"):
+            closed.enter_context(closing(watcher))
+    stages.listeners = [watcher.starting for watcher in watchers if hasattr(watcher, "starting")]
+    return watchers
+
+
+def started_devices(cache: bool, distributed: Distributed | None) -> list:
+    """JAX's devices, once the compilation cache is set (or turned off) and the processes of
+    a distributed run have met."""
+    if not cache:
+        caches.disable()
+    caches.enable_compilation_cache()
+    if distributed is not None:
+        start_distributed(distributed)
+    return jax.devices()
 
 
 def saved_or_stopped(
@@ -289,6 +208,22 @@ def saved_or_stopped(
             else "no checkpoint was written"
         )
         raise SweepInterrupted(f"stopped after round {done} of {config.rounds}; {where}", signum)
+
+
+def first_states(plan: Plan, programs, members, checkpoints, resume: bool, stages: StartUp):
+    """``(first round, states, lineage, history, wall time so far)``: from a resumed run's
+    newest checkpoint, else every group's init. A resumed run killed before its first
+    checkpoint starts again from round 0 in its folder, and the time it ran is lost."""
+    if resume:
+        with stages.stage("restore"):
+            restored = restore(checkpoints, programs, members)
+        if restored is not None:
+            return restored
+    with stages.stage("init"):
+        states = [program.init(program.train_data) for program in programs]
+        jax.block_until_ready(states)  # its own time, not the first round's
+    groups = plan.member_ranges() if len(plan.groups) > 1 else {}
+    return 0, states, Lineage(plan.config.interval, groups=groups), [], 0.0
 
 
 def restore(checkpoints: SweepCheckpoints, programs, members):
@@ -377,26 +312,3 @@ def finish(plan: Plan, programs, states, history, lineage, devices, start, run_d
         stream={program.group.name: program.feed.stats() for program in programs if program.feed}
         or None,
     )
-
-
-def with_import_folder(config: SweepConfig) -> SweepConfig:
-    """The config a run folder keeps: a task of one's own with the folder its module was
-    imported from, so that the run resumes, reports and replays from any current folder."""
-    if config.builtin_task or config.task["name"] == PYTHON_TASK:
-        return config
-    folder = import_folder(config.task["name"])
-    if folder is None:
-        return config
-    return config.replace(task={**config.task, IMPORT_FOLDER: folder})
-
-
-def resume_target(config, resume, overrides):
-    """The config and folder of a run to resume; its settings cannot change midway."""
-    run_dir = Path(resume)
-    if config is not None or any(v is not None for v in overrides.values()):
-        raise PopjaxError("a resumed run keeps its own config: give --resume alone")
-    if not (run_dir / CONFIG).is_file():
-        raise PopjaxError(
-            f"{run_dir} is not a run folder (no {CONFIG}): give a folder that popjax run wrote"
-        )
-    return run_dir / CONFIG, run_dir

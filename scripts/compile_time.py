@@ -34,7 +34,7 @@ from pathlib import Path
 def measure(config: str | None, population: str | None, auto: str | None) -> dict:
     """One round of the sweep, then its segment and evaluation alone; compile figures."""
     from popjax.devices import device_divisor, use_cpu_cores
-    from popjax.sweep import plan_run
+    from popjax.launch import plan_run
 
     if config:
         sys.path.insert(0, str(Path(config).resolve().parent))  # a task of one's own
